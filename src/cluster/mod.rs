@@ -1,0 +1,384 @@
+//! An in-process cluster: every node on its own thread, joined by the in-memory transport
+//! (crossbeam channels carrying messages). It drives the same state machines as the simulator
+//! and, later, the real nodes; acceptors here keep their state in memory.
+
+mod transport;
+
+pub use transport::{Inbound, MemTransport};
+
+use crate::protocol::{
+    Acceptor, Actions, Client, ClientId, Event, Learner, Membership, Message, NodeId, Proposer,
+    ProtocolConfig,
+};
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub duration: Duration,
+    pub clients: usize,
+    pub outstanding: usize,
+    pub value_size: usize,
+    pub kill_leader_after: Option<Duration>,
+    pub protocol: ProtocolConfig,
+}
+
+pub struct DemoSummary {
+    pub elapsed: Duration,
+    pub acknowledged: u64,
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+    pub leader_changes: u64,
+    /// Per learner: values delivered and the digest of the delivered sequence.
+    pub learners: Vec<(u64, String)>,
+}
+
+impl DemoSummary {
+    pub fn values_per_sec(&self) -> f64 {
+        self.acknowledged as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn learners_agree(&self) -> bool {
+        self.learners.windows(2).all(|w| w[0] == w[1]) && !self.learners.is_empty()
+    }
+}
+
+impl fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "summary: {} values acknowledged in {:.2}s = {:.0} values/s; latency p50 {:?} p99 {:?}; {} leader election(s)",
+            self.acknowledged,
+            self.elapsed.as_secs_f64(),
+            self.values_per_sec(),
+            self.latency_p50,
+            self.latency_p99,
+            self.leader_changes
+        )?;
+        for (k, (n, d)) in self.learners.iter().enumerate() {
+            writeln!(f, "learner {k}: {n} values delivered, sequence digest {d}")?;
+        }
+        if self.learners_agree() {
+            write!(f, "learners agree: identical sequences")
+        } else {
+            write!(f, "LEARNERS DISAGREE")
+        }
+    }
+}
+
+/// Counters the progress line reads while the cluster runs.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    stop_clients: AtomicBool,
+    acked: AtomicU64,
+    delivered: [AtomicU64; 2],
+    leader: AtomicU64,
+    elections: AtomicU64,
+}
+
+const CLIENT_NODE: NodeId = 100;
+
+/// Runs the demo cluster and reports progress lines through `progress`.
+pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<DemoSummary> {
+    opts.protocol.validate()?;
+    if opts.clients == 0 || opts.outstanding == 0 {
+        bail!("--clients and --outstanding must be at least 1");
+    }
+    let max = opts.protocol.max_value_bytes();
+    if opts.value_size > max {
+        bail!(
+            "--value-size {} is over the {max}-byte limit of a {}-byte frame (max_frame)",
+            opts.value_size,
+            opts.protocol.max_frame
+        );
+    }
+    let members = Membership {
+        proposers: vec![1, 2],
+        acceptors: vec![11, 12, 13],
+        learners: vec![21, 22],
+    };
+    let mut ids: Vec<NodeId> = members.proposers.clone();
+    ids.extend(&members.acceptors);
+    ids.extend(&members.learners);
+    ids.push(CLIENT_NODE);
+    let (transport, mut inboxes) = MemTransport::new(&ids);
+    let shared = Arc::new(Shared::default());
+    let start = Instant::now();
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Vec<(ClientId, u64)>>();
+    let mut handles = Vec::new();
+    let mut kill_switches = HashMap::new();
+
+    for id in &members.proposers {
+        let kill = Arc::new(AtomicBool::new(false));
+        kill_switches.insert(*id, kill.clone());
+        let mut node = Proposer::new(*id, &opts.protocol, members.clone(), Duration::ZERO, 0);
+        let shared = shared.clone();
+        let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
+        let id = *id;
+        handles.push(thread::spawn(move || {
+            node_loop(id, rx, tx, &shared, &kill, start, |input, now, out| {
+                match input {
+                    Some((from, m)) => node.handle(now, from, m, out),
+                    None => node.tick(now, out),
+                }
+                for e in out.events.drain(..) {
+                    if let Event::BecameLeader { .. } = e {
+                        shared.leader.store(id as u64, Ordering::Relaxed);
+                        shared.elections.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            None
+        }));
+    }
+    for id in &members.acceptors {
+        let mut node = Acceptor::new(*id, &opts.protocol, members.clone());
+        let shared = shared.clone();
+        let kill = Arc::new(AtomicBool::new(false));
+        let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
+        let id = *id;
+        let max_payload = opts.protocol.max_payload();
+        handles.push(thread::spawn(move || {
+            node_loop(id, rx, tx, &shared, &kill, start, |input, _now, out| {
+                if let Some((from, m)) = input {
+                    node.handle(from, m, out);
+                    // Memory storage: the acceptor already holds its state.
+                    out.persist.clear();
+                }
+                out.coalesce_accepted(max_payload);
+            });
+            None
+        }));
+    }
+    for (k, id) in members.learners.iter().enumerate() {
+        let mut node = Learner::new(*id, &opts.protocol, members.clone(), Duration::ZERO);
+        let shared = shared.clone();
+        let kill = Arc::new(AtomicBool::new(false));
+        let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
+        let acks = (k == 0).then(|| ack_tx.clone());
+        let id = *id;
+        handles.push(thread::spawn(move || {
+            let mut digest = blake3::Hasher::new();
+            let mut count = 0u64;
+            node_loop(id, rx, tx, &shared, &kill, start, |input, now, out| {
+                match input {
+                    Some((from, m)) => node.handle(now, from, m, out),
+                    None => node.tick(now, out),
+                }
+                let mut batch = Vec::new();
+                for d in out.deliver.drain(..) {
+                    for v in &d.values {
+                        digest.update(&v.client.to_be_bytes());
+                        digest.update(&v.seq.to_be_bytes());
+                        digest.update(&(v.payload.len() as u64).to_be_bytes());
+                        digest.update(&v.payload);
+                        if acks.is_some() {
+                            batch.push((v.client, v.seq));
+                        }
+                    }
+                    count += d.values.len() as u64;
+                }
+                shared.delivered[k].store(count, Ordering::Relaxed);
+                if let (Some(tx), false) = (&acks, batch.is_empty()) {
+                    let _ = tx.send(batch);
+                }
+            });
+            Some((count, digest.finalize().to_hex().to_string()))
+        }));
+    }
+    drop(ack_tx);
+
+    // The clients share one thread and one node id; each has its own session.
+    let client_handle = {
+        let shared = shared.clone();
+        let rx = inboxes.remove(&CLIENT_NODE).expect("client inbox");
+        let tx = transport.clone();
+        let opts = opts.clone();
+        let proposers = members.proposers.clone();
+        thread::spawn(move || client_loop(&opts, proposers, rx, ack_rx, tx, &shared, start))
+    };
+
+    let mut last = Instant::now();
+    let mut last_acked = 0u64;
+    let mut killed = false;
+    while start.elapsed() < opts.duration {
+        thread::sleep(Duration::from_millis(50));
+        if let (Some(after), false) = (opts.kill_leader_after, killed) {
+            if start.elapsed() >= after {
+                let leader = shared.leader.load(Ordering::Relaxed) as NodeId;
+                if let Some(k) = kill_switches.get(&leader) {
+                    k.store(true, Ordering::Relaxed);
+                    progress(format!("killed leader {leader} at {:.1}s", start.elapsed().as_secs_f64()));
+                }
+                killed = true;
+            }
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            let acked = shared.acked.load(Ordering::Relaxed);
+            let rate = (acked - last_acked) as f64 / last.elapsed().as_secs_f64();
+            progress(format!(
+                "t={:>4.1}s  {:>10.0} values/s  acknowledged {:>10}  delivered {:>10} / {:>10}  leader {}",
+                start.elapsed().as_secs_f64(),
+                rate,
+                acked,
+                shared.delivered[0].load(Ordering::Relaxed),
+                shared.delivered[1].load(Ordering::Relaxed),
+                shared.leader.load(Ordering::Relaxed)
+            ));
+            last = Instant::now();
+            last_acked = acked;
+        }
+    }
+    let elapsed = start.elapsed();
+    let acked_at_end = shared.acked.load(Ordering::Relaxed);
+    // Stop submitting, then let both learners drain what was proposed before comparing them.
+    shared.stop_clients.store(true, Ordering::Relaxed);
+    let (hist, client_acked) = client_handle.join().map_err(|_| anyhow::anyhow!("client thread panicked"))?;
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < drain_deadline {
+        let d0 = shared.delivered[0].load(Ordering::Relaxed);
+        let d1 = shared.delivered[1].load(Ordering::Relaxed);
+        if d0 == d1 && d0 >= client_acked {
+            thread::sleep(Duration::from_millis(100));
+            if shared.delivered[0].load(Ordering::Relaxed) == d0
+                && shared.delivered[1].load(Ordering::Relaxed) == d1
+            {
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut learners = Vec::new();
+    for h in handles {
+        let learner = h.join().map_err(|_| anyhow::anyhow!("node thread panicked"))?;
+        learners.extend(learner);
+    }
+    Ok(DemoSummary {
+        elapsed,
+        acknowledged: acked_at_end,
+        latency_p50: Duration::from_nanos(hist.value_at_quantile(0.5)),
+        latency_p99: Duration::from_nanos(hist.value_at_quantile(0.99)),
+        leader_changes: shared.elections.load(Ordering::Relaxed),
+        learners,
+    })
+}
+
+/// One node's thread: handle inbound messages in bursts, tick every millisecond, send.
+fn node_loop(
+    id: NodeId,
+    rx: Receiver<Inbound>,
+    tx: MemTransport,
+    shared: &Shared,
+    kill: &AtomicBool,
+    start: Instant,
+    mut step: impl FnMut(Option<(NodeId, Message)>, Duration, &mut Actions),
+) {
+    let tick = Duration::from_millis(1);
+    let mut next_tick = Duration::ZERO;
+    let mut out = Actions::new();
+    while !shared.stop.load(Ordering::Relaxed) {
+        if kill.load(Ordering::Relaxed) {
+            // A crashed node: it neither reads nor sends until the demo ends.
+            thread::sleep(Duration::from_millis(10));
+            while rx.try_recv().is_ok() {}
+            continue;
+        }
+        let now = start.elapsed();
+        let wait = next_tick.saturating_sub(now);
+        match rx.recv_timeout(wait) {
+            Ok(first) => {
+                let now = start.elapsed();
+                step(Some((first.from, first.msg)), now, &mut out);
+                for m in rx.try_iter().take(255) {
+                    step(Some((m.from, m.msg)), now, &mut out);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let now = start.elapsed();
+        if now >= next_tick {
+            step(None, now, &mut out);
+            next_tick = now + tick;
+        }
+        tx.send_all(id, out.send.drain(..));
+        out.clear();
+    }
+}
+
+fn client_loop(
+    opts: &DemoOptions,
+    proposers: Vec<NodeId>,
+    rx: Receiver<Inbound>,
+    acks: Receiver<Vec<(ClientId, u64)>>,
+    tx: MemTransport,
+    shared: &Shared,
+    start: Instant,
+) -> (Histogram<u64>, u64) {
+    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram bounds");
+    let mut clients: Vec<Client> = (0..opts.clients)
+        .map(|k| Client::new(k as u64 + 1, &opts.protocol, proposers.clone()))
+        .collect();
+    let payload = Bytes::from(vec![0xA5u8; opts.value_size]);
+    let mut out = Actions::new();
+    let mut acked = 0u64;
+    let mut last_tick = Duration::ZERO;
+    let stopping = || shared.stop_clients.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed);
+    loop {
+        let now = start.elapsed();
+        if !stopping() {
+            for c in clients.iter_mut() {
+                while c.outstanding() < opts.outstanding {
+                    if c.submit(now, payload.clone()).is_err() {
+                        break;
+                    }
+                }
+                c.flush(&mut out);
+            }
+        } else if clients.iter().all(|c| c.outstanding() == 0) || now > opts.duration + Duration::from_secs(10) {
+            break;
+        }
+        if now.saturating_sub(last_tick) >= Duration::from_millis(1) {
+            last_tick = now;
+            clients.iter_mut().for_each(|c| c.tick(now, &mut out));
+        }
+        tx.send_all(CLIENT_NODE, out.send.drain(..));
+        for m in rx.try_iter() {
+            if let Message::Redirect { client, .. } = &m.msg {
+                if let Some(c) = clients.get_mut((*client as usize).wrapping_sub(1)) {
+                    c.handle(&m.msg);
+                }
+            }
+        }
+        match acks.recv_timeout(Duration::from_millis(1)) {
+            Ok(first) => {
+                let now = start.elapsed();
+                for batch in std::iter::once(first).chain(acks.try_iter()) {
+                    for (client, seq) in batch {
+                        let Some(c) = clients.get_mut((client as usize).wrapping_sub(1)) else {
+                            continue;
+                        };
+                        if let Some(lat) = c.on_delivered(now, seq) {
+                            let _ = hist.record(lat.as_nanos() as u64);
+                            acked += 1;
+                        }
+                    }
+                }
+                shared.acked.store(acked, Ordering::Relaxed);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    (hist, acked)
+}

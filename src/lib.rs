@@ -1,0 +1,11 @@
+//! ethpaxos: Multi-Paxos over raw Ethernet frames.
+//!
+//! - [`protocol`]: the sans-IO state machines (proposer, acceptor, learner, client).
+//! - [`wire`]: the one frame format every transport carries.
+//! - [`sim`]: the deterministic simulator and its safety/liveness checker.
+//! - [`cluster`]: an in-process cluster on threads (the demo).
+
+pub mod cluster;
+pub mod protocol;
+pub mod sim;
+pub mod wire;

@@ -1,0 +1,146 @@
+//! A client session: numbers its values, sends them to the proposer it believes leads, and
+//! resends what is not acknowledged in time. Retries reuse the sequence number, so learners
+//! deliver each value once however often it was sent.
+
+use super::actions::Actions;
+use super::config::ProtocolConfig;
+use super::message::Message;
+use super::types::{ClientId, ClientValue, NodeId};
+use crate::wire::sizes;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("value of {len} bytes is over the {max}-byte limit that fits one frame (max_frame)")]
+    ValueTooLarge { len: usize, max: usize },
+}
+
+struct Outstanding {
+    payload: Bytes,
+    submitted_at: Duration,
+    sent_at: Duration,
+}
+
+pub struct Client {
+    id: ClientId,
+    proposers: Vec<NodeId>,
+    leader: Option<NodeId>,
+    next_seq: u64,
+    outstanding: BTreeMap<u64, Outstanding>,
+    unsent: Vec<ClientValue>,
+    max_value: usize,
+    request_budget: usize,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(id: ClientId, cfg: &ProtocolConfig, proposers: Vec<NodeId>) -> Self {
+        Client {
+            id,
+            leader: proposers.first().copied(),
+            proposers,
+            next_seq: 0,
+            outstanding: BTreeMap::new(),
+            unsent: Vec::new(),
+            max_value: cfg.max_value_bytes(),
+            request_budget: cfg.max_payload() - sizes::CLIENT_REQUEST_FIXED,
+            timeout: ProtocolConfig::ms(cfg.client_timeout_ms),
+        }
+    }
+
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Queues a value; `flush` sends it. Refuses a value that could not fit a frame.
+    pub fn submit(&mut self, now: Duration, payload: Bytes) -> Result<u64, SubmitError> {
+        if payload.len() > self.max_value {
+            return Err(SubmitError::ValueTooLarge {
+                len: payload.len(),
+                max: self.max_value,
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unsent.push(ClientValue {
+            client: self.id,
+            seq,
+            payload: payload.clone(),
+        });
+        self.outstanding.insert(
+            seq,
+            Outstanding {
+                payload,
+                submitted_at: now,
+                sent_at: now,
+            },
+        );
+        Ok(seq)
+    }
+
+    /// Sends queued values, as few frames as fit.
+    pub fn flush(&mut self, out: &mut Actions) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let values = std::mem::take(&mut self.unsent);
+        let targets = match self.leader {
+            Some(l) => vec![l],
+            None => self.proposers.clone(),
+        };
+        let mut frame = Vec::new();
+        let mut used = 0;
+        for v in values {
+            let size = sizes::value(&v);
+            if !frame.is_empty() && used + size > self.request_budget {
+                out.send_all(&targets, &Message::ClientRequest { values: std::mem::take(&mut frame) });
+                used = 0;
+            }
+            used += size;
+            frame.push(v);
+        }
+        out.send_all(&targets, &Message::ClientRequest { values: frame });
+    }
+
+    /// A learner delivered `seq`: returns the latency from submission, or None for a value
+    /// already acknowledged.
+    pub fn on_delivered(&mut self, now: Duration, seq: u64) -> Option<Duration> {
+        self.outstanding
+            .remove(&seq)
+            .map(|o| now.saturating_sub(o.submitted_at))
+    }
+
+    pub fn handle(&mut self, msg: &Message) {
+        if let Message::Redirect { client, leader } = msg {
+            if *client == self.id {
+                self.leader = *leader;
+            }
+        }
+    }
+
+    /// Resends values unacknowledged for the timeout; after a silent leader, to every proposer.
+    pub fn tick(&mut self, now: Duration, out: &mut Actions) {
+        let mut late = false;
+        for (seq, o) in self.outstanding.iter_mut() {
+            if now.saturating_sub(o.sent_at) >= self.timeout {
+                o.sent_at = now;
+                late = true;
+                self.unsent.push(ClientValue {
+                    client: self.id,
+                    seq: *seq,
+                    payload: o.payload.clone(),
+                });
+            }
+        }
+        if late {
+            self.leader = None;
+        }
+        self.flush(out);
+    }
+}

@@ -1,0 +1,207 @@
+//! Protocol tunables and cluster membership. Every role reads the same values; the YAML node
+//! config (config/) embeds a `protocol:` section of this shape.
+
+use super::types::NodeId;
+use crate::wire::{sizes, MAX_MAX_FRAME, MIN_MAX_FRAME};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    /// Frames from another cluster id are dropped.
+    pub cluster_id: u32,
+    /// Largest frame in bytes, Ethernet header included (1500 by default; up to 9216 for jumbo).
+    pub max_frame: usize,
+    /// How many instances the leader keeps open (proposed, not yet decided) at once.
+    pub window: usize,
+    /// A batch (one instance's value) holds at most this many client values ...
+    pub batch_max_values: usize,
+    /// ... and at most this many bytes of encoded values (capped so a 2a fits one frame) ...
+    pub batch_max_bytes: usize,
+    /// ... and waits at most this long for more values while other instances are open.
+    pub batch_max_delay_us: u64,
+    /// Client values the leader queues before it sheds new ones (clients retry them).
+    pub max_pending_values: usize,
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which the first standby takes over; standby k waits k extra backoffs.
+    pub leader_timeout_ms: u64,
+    /// Extra wait per standby rank, so standbys never duel.
+    pub takeover_backoff_ms: u64,
+    /// 1a/2a retransmission timeout.
+    pub retransmit_timeout_ms: u64,
+    /// A learner asks for missing instances when a gap lasts this long ...
+    pub catchup_delay_ms: u64,
+    /// ... and at most every this long ...
+    pub catchup_interval_ms: u64,
+    /// ... for at most this many instances per request.
+    pub catchup_max_instances: u64,
+    /// Learners report their delivery point to proposers this often.
+    pub progress_interval_ms: u64,
+    /// The leader tells acceptors to trim this often (0 disables trimming) ...
+    pub trim_interval_ms: u64,
+    /// ... keeping this many delivered instances below the slowest learner.
+    pub trim_keep: u64,
+    /// A client resends an unacknowledged value after this long.
+    pub client_timeout_ms: u64,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            cluster_id: 1,
+            max_frame: crate::wire::DEFAULT_MAX_FRAME,
+            window: 64,
+            batch_max_values: 1024,
+            batch_max_bytes: usize::MAX,
+            batch_max_delay_us: 200,
+            max_pending_values: 1 << 20,
+            heartbeat_interval_ms: 20,
+            leader_timeout_ms: 150,
+            takeover_backoff_ms: 100,
+            retransmit_timeout_ms: 50,
+            catchup_delay_ms: 20,
+            catchup_interval_ms: 20,
+            catchup_max_instances: 4096,
+            progress_interval_ms: 100,
+            trim_interval_ms: 1000,
+            trim_keep: 10_000,
+            client_timeout_ms: 500,
+        }
+    }
+}
+
+/// A configuration value that cannot work, naming the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("protocol.{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+    #[error("membership: {0}")]
+    Membership(String),
+}
+
+fn invalid(field: &'static str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        why: why.into(),
+    }
+}
+
+impl ProtocolConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(MIN_MAX_FRAME..=MAX_MAX_FRAME).contains(&self.max_frame) {
+            return Err(invalid(
+                "max_frame",
+                format!(
+                    "{} is outside {MIN_MAX_FRAME}..={MAX_MAX_FRAME} bytes",
+                    self.max_frame
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("window", self.window as u64),
+            ("batch_max_values", self.batch_max_values as u64),
+            ("batch_max_bytes", self.batch_max_bytes as u64),
+            ("max_pending_values", self.max_pending_values as u64),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("retransmit_timeout_ms", self.retransmit_timeout_ms),
+            ("catchup_interval_ms", self.catchup_interval_ms),
+            ("catchup_max_instances", self.catchup_max_instances),
+            ("progress_interval_ms", self.progress_interval_ms),
+            ("client_timeout_ms", self.client_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        if self.batch_max_values > u16::MAX as usize {
+            return Err(invalid("batch_max_values", "at most 65535 values fit a frame's count"));
+        }
+        if self.leader_timeout_ms <= 2 * self.heartbeat_interval_ms {
+            return Err(invalid(
+                "leader_timeout_ms",
+                format!(
+                    "{} must exceed twice heartbeat_interval_ms ({}), or a healthy leader is deposed",
+                    self.leader_timeout_ms, self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest client payload accepted at submission; larger ones are refused, never cut.
+    pub fn max_value_bytes(&self) -> usize {
+        sizes::max_value_payload(self.max_frame)
+    }
+
+    /// Payload bytes per frame.
+    pub fn max_payload(&self) -> usize {
+        sizes::max_payload(self.max_frame)
+    }
+
+    /// Encoded batch bytes allowed per instance: the configured limit, capped so the batch fits
+    /// alone in every message that carries it (2a, a 1b chunk, a catch-up reply).
+    pub fn effective_batch_bytes(&self) -> usize {
+        self.batch_max_bytes
+            .min(sizes::max_batch(self.max_frame))
+    }
+
+    pub fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+}
+
+/// Who plays which role. Node ids are unique across roles only where one node plays several.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    pub proposers: Vec<NodeId>,
+    pub acceptors: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+impl Membership {
+    pub fn quorum(&self) -> usize {
+        self.acceptors.len() / 2 + 1
+    }
+
+    pub fn acceptor_index(&self, id: NodeId) -> Option<usize> {
+        self.acceptors.iter().position(|a| *a == id)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.acceptors.len() < 3 {
+            return Err(ConfigError::Membership(format!(
+                "{} acceptors given; at least 3 are needed to survive one failure",
+                self.acceptors.len()
+            )));
+        }
+        if self.acceptors.len() > 64 {
+            return Err(ConfigError::Membership(
+                "at most 64 acceptors are supported".into(),
+            ));
+        }
+        if self.proposers.is_empty() {
+            return Err(ConfigError::Membership("no proposer given".into()));
+        }
+        if self.learners.is_empty() {
+            return Err(ConfigError::Membership("no learner given".into()));
+        }
+        for (role, ids) in [
+            ("proposers", &self.proposers),
+            ("acceptors", &self.acceptors),
+            ("learners", &self.learners),
+        ] {
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(ConfigError::Membership(format!(
+                    "node id {} is listed twice among {role}",
+                    w[0]
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! Every message the roles exchange. The wire module gives each one a frame layout
+//! (docs/wire-format.md); the in-memory transport and the simulator pass them as they are.
+
+use super::types::{AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Phase 1a: promise me `ballot` for every instance from `from` on.
+    Prepare { ballot: Ballot, from: InstanceId },
+    /// Phase 1b, one chunk of it: the acceptor's votes for instances in
+    /// `[chunk_start, chunk_end)`. The whole answer covers `[from, end)`; chunks let a long
+    /// answer fit in frames of the configured size.
+    Promise {
+        ballot: Ballot,
+        from: InstanceId,
+        end: InstanceId,
+        chunk_start: InstanceId,
+        chunk_end: InstanceId,
+        trim: InstanceId,
+        entries: Vec<AcceptedEntry>,
+    },
+    /// Phase 2a: accept `value` for `instance` at `ballot`. Sent to acceptors and learners, so
+    /// learners hold the value before the votes arrive and votes need not carry it.
+    Accept {
+        ballot: Ballot,
+        instance: InstanceId,
+        value: Batch,
+    },
+    /// Phase 2b: the acceptor voted for these instances at `ballot`.
+    Accepted {
+        ballot: Ballot,
+        instances: Vec<InstanceId>,
+    },
+    /// The acceptor refuses `rejected` because it promised the higher `promised`.
+    Reject { promised: Ballot, rejected: Ballot },
+    /// From the leader to proposers and learners: I lead at `ballot`; every instance below
+    /// `decided_below` is decided and the next I will open is `next_instance`.
+    Heartbeat {
+        ballot: Ballot,
+        decided_below: InstanceId,
+        next_instance: InstanceId,
+    },
+    /// Values from a client to the proposer it believes leads.
+    ClientRequest { values: Vec<ClientValue> },
+    /// A proposer that does not lead tells a client who does (`leader` is None if unknown).
+    Redirect {
+        client: ClientId,
+        leader: Option<NodeId>,
+    },
+    /// A learner asks acceptors for their votes on `[from, to)`.
+    CatchupRequest { from: InstanceId, to: InstanceId },
+    /// An acceptor's votes for part of a requested range. `trim` is the acceptor's trim point:
+    /// instances below it are gone.
+    CatchupReply {
+        trim: InstanceId,
+        entries: Vec<AcceptedEntry>,
+    },
+    /// A learner tells proposers it has delivered every instance below `delivered_below`.
+    Progress { delivered_below: InstanceId },
+    /// The leader tells acceptors that every learner has delivered everything below `below`.
+    Trim { below: InstanceId },
+}
+
+impl Message {
+    /// The message type code carried in the frame header.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Prepare { .. } => MessageKind::Prepare,
+            Message::Promise { .. } => MessageKind::Promise,
+            Message::Accept { .. } => MessageKind::Accept,
+            Message::Accepted { .. } => MessageKind::Accepted,
+            Message::Reject { .. } => MessageKind::Reject,
+            Message::Heartbeat { .. } => MessageKind::Heartbeat,
+            Message::ClientRequest { .. } => MessageKind::ClientRequest,
+            Message::Redirect { .. } => MessageKind::Redirect,
+            Message::CatchupRequest { .. } => MessageKind::CatchupRequest,
+            Message::CatchupReply { .. } => MessageKind::CatchupReply,
+            Message::Progress { .. } => MessageKind::Progress,
+            Message::Trim { .. } => MessageKind::Trim,
+        }
+    }
+}
+
+/// Message type codes, stable on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageKind {
+    Prepare = 1,
+    Promise = 2,
+    Accept = 3,
+    Accepted = 4,
+    Reject = 5,
+    Heartbeat = 6,
+    ClientRequest = 7,
+    Redirect = 8,
+    CatchupRequest = 9,
+    CatchupReply = 10,
+    Progress = 11,
+    Trim = 12,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 12] = [
+        MessageKind::Prepare,
+        MessageKind::Promise,
+        MessageKind::Accept,
+        MessageKind::Accepted,
+        MessageKind::Reject,
+        MessageKind::Heartbeat,
+        MessageKind::ClientRequest,
+        MessageKind::Redirect,
+        MessageKind::CatchupRequest,
+        MessageKind::CatchupReply,
+        MessageKind::Progress,
+        MessageKind::Trim,
+    ];
+
+    pub fn from_code(code: u8) -> Option<MessageKind> {
+        MessageKind::ALL.iter().copied().find(|k| *k as u8 == code)
+    }
+}
+
+/// A message and where it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    pub to: NodeId,
+    pub msg: Message,
+}

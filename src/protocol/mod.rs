@@ -1,0 +1,21 @@
+//! The sans-IO Multi-Paxos core: proposer, acceptor, learner and client session are plain
+//! state machines. Each takes a message or a tick with the current time and returns
+//! `Actions`; none touches a socket, a thread, a clock or a disk.
+
+mod acceptor;
+mod actions;
+mod client;
+mod config;
+mod learner;
+mod message;
+mod proposer;
+mod types;
+
+pub use acceptor::{Acceptor, AcceptorState};
+pub use actions::{Actions, Change, Delivery, Event};
+pub use client::{Client, SubmitError};
+pub use config::{ConfigError, Membership, ProtocolConfig};
+pub use learner::{ClientDedup, Learner, LearnerSnapshot};
+pub use message::{Envelope, Message, MessageKind};
+pub use proposer::Proposer;
+pub use types::{AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId};

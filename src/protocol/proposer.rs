@@ -1,0 +1,587 @@
+//! The proposer. One leads at a time: it runs phase 1 once for every instance from its known
+//! decided point on, then phase 2 per instance with up to `window` instances open, batching
+//! client values. Standbys follow the leader's heartbeats and take over after a timeout that
+//! grows with their rank, so two standbys never duel.
+
+use super::actions::{Actions, Change, Event};
+use super::config::{Membership, ProtocolConfig};
+use super::message::Message;
+use super::types::{Ballot, Batch, ClientValue, InstanceId, NodeId};
+use crate::wire::sizes;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+enum Role {
+    Follower {
+        leader: Option<NodeId>,
+        last_heard: Duration,
+    },
+    Preparing(Box<Preparing>),
+    Leading {
+        ballot: Ballot,
+    },
+}
+
+struct Preparing {
+    ballot: Ballot,
+    from: InstanceId,
+    sent_at: Duration,
+    /// Per acceptor: the end of its answer and the ranges of it received so far.
+    answers: HashMap<NodeId, Answer>,
+    /// Highest-ballot vote reported per instance.
+    votes: BTreeMap<InstanceId, (Ballot, Batch)>,
+    end: InstanceId,
+    trim: InstanceId,
+}
+
+struct Answer {
+    end: InstanceId,
+    ranges: Vec<(InstanceId, InstanceId)>,
+    complete: bool,
+}
+
+impl Answer {
+    /// Merges a chunk's range and records whether `[from, end)` is now covered.
+    fn add(&mut self, from: InstanceId, start: InstanceId, end: InstanceId) {
+        self.ranges.push((start, end));
+        self.ranges.sort_unstable();
+        let mut covered = from;
+        for (s, e) in &self.ranges {
+            if *s > covered {
+                return;
+            }
+            covered = covered.max(*e);
+        }
+        self.complete = covered >= self.end;
+    }
+}
+
+struct Open {
+    value: Batch,
+    votes: u64,
+    sent_at: Duration,
+}
+
+pub struct Proposer {
+    id: NodeId,
+    rank: u32,
+    cfg: ProtocolConfig,
+    members: Membership,
+    /// Other proposers (heartbeat targets).
+    peers: Vec<NodeId>,
+    max_round: u32,
+    highest_seen: Ballot,
+    role: Role,
+    decided_below: InstanceId,
+    decided_above: BTreeSet<InstanceId>,
+    next_instance: InstanceId,
+    open: BTreeMap<InstanceId, Open>,
+    recovered: VecDeque<(InstanceId, Batch)>,
+    pending: VecDeque<ClientValue>,
+    pending_bytes: usize,
+    pending_since: Duration,
+    progress: HashMap<NodeId, InstanceId>,
+    last_heartbeat: Duration,
+    last_trim: Duration,
+    batch_bytes: usize,
+    max_value: usize,
+}
+
+impl Proposer {
+    /// A proposer starting fresh, or after a restart with the highest round its storage kept.
+    pub fn new(
+        id: NodeId,
+        cfg: &ProtocolConfig,
+        members: Membership,
+        now: Duration,
+        max_round: u32,
+    ) -> Self {
+        let rank = members.proposers.iter().position(|p| *p == id).unwrap_or(0) as u32;
+        let peers = members.proposers.iter().copied().filter(|p| *p != id).collect();
+        Proposer {
+            id,
+            rank,
+            cfg: cfg.clone(),
+            members,
+            peers,
+            max_round,
+            highest_seen: Ballot::ZERO,
+            role: Role::Follower {
+                leader: None,
+                last_heard: now,
+            },
+            decided_below: 0,
+            decided_above: BTreeSet::new(),
+            next_instance: 0,
+            open: BTreeMap::new(),
+            recovered: VecDeque::new(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            pending_since: now,
+            progress: HashMap::new(),
+            last_heartbeat: Duration::ZERO,
+            last_trim: now,
+            batch_bytes: cfg.effective_batch_bytes(),
+            max_value: cfg.max_value_bytes(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leading { .. })
+    }
+
+    /// The ballot this proposer leads with, if it leads.
+    pub fn leader_ballot(&self) -> Option<Ballot> {
+        match self.role {
+            Role::Leading { ballot } => Some(ballot),
+            _ => None,
+        }
+    }
+
+    pub fn decided_below(&self) -> InstanceId {
+        self.decided_below
+    }
+
+    pub fn open_instances(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn pending_values(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn max_round(&self) -> u32 {
+        self.max_round
+    }
+
+    pub fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
+        match msg {
+            Message::ClientRequest { values } => self.on_client(now, from, values, out),
+            msg @ Message::Promise { .. } => self.on_promise(now, from, msg, out),
+            Message::Accepted { ballot, instances } => {
+                self.on_accepted(now, from, ballot, &instances, out)
+            }
+            Message::Reject { promised, rejected } => {
+                if self.current_ballot() == Some(rejected) && promised > rejected {
+                    self.step_down(now, promised, out);
+                }
+                self.highest_seen = self.highest_seen.max(promised);
+            }
+            Message::Heartbeat {
+                ballot,
+                decided_below,
+                ..
+            } => self.on_heartbeat(now, from, ballot, decided_below, out),
+            Message::Progress { delivered_below } => {
+                if self.members.learners.contains(&from) {
+                    let p = self.progress.entry(from).or_insert(0);
+                    *p = (*p).max(delivered_below);
+                    self.mark_decided_below(delivered_below);
+                    self.pump(now, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn tick(&mut self, now: Duration, out: &mut Actions) {
+        match &mut self.role {
+            Role::Follower { last_heard, .. } => {
+                let wait = ProtocolConfig::ms(
+                    self.cfg.leader_timeout_ms + self.rank as u64 * self.cfg.takeover_backoff_ms,
+                );
+                if now.saturating_sub(*last_heard) >= wait {
+                    self.start_phase1(now, out);
+                }
+            }
+            Role::Preparing(p) => {
+                if now.saturating_sub(p.sent_at) >= ProtocolConfig::ms(self.cfg.retransmit_timeout_ms) {
+                    p.sent_at = now;
+                    let msg = Message::Prepare {
+                        ballot: p.ballot,
+                        from: p.from,
+                    };
+                    let missing: Vec<NodeId> = self
+                        .members
+                        .acceptors
+                        .iter()
+                        .copied()
+                        .filter(|a| !p.answers.get(a).is_some_and(|x| x.complete))
+                        .collect();
+                    out.send_all(&missing, &msg);
+                }
+            }
+            Role::Leading { ballot } => {
+                let ballot = *ballot;
+                if now.saturating_sub(self.last_heartbeat)
+                    >= ProtocolConfig::ms(self.cfg.heartbeat_interval_ms)
+                {
+                    self.send_heartbeat(now, ballot, out);
+                }
+                self.retransmit(now, ballot, out);
+                self.maybe_trim(now, out);
+                self.pump(now, out);
+            }
+        }
+    }
+
+    fn current_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Follower { .. } => None,
+            Role::Preparing(p) => Some(p.ballot),
+            Role::Leading { ballot } => Some(*ballot),
+        }
+    }
+
+    fn on_client(&mut self, now: Duration, from: NodeId, values: Vec<ClientValue>, out: &mut Actions) {
+        if !self.is_leader() {
+            let leader = match &self.role {
+                Role::Follower { leader, .. } => *leader,
+                _ => None,
+            };
+            let mut clients: Vec<_> = values.iter().map(|v| v.client).collect();
+            clients.sort_unstable();
+            clients.dedup();
+            for client in clients {
+                out.send(from, Message::Redirect { client, leader });
+            }
+            return;
+        }
+        if self.pending.is_empty() {
+            self.pending_since = now;
+        }
+        let mut shed = 0;
+        for v in values {
+            if v.payload.len() > self.max_value {
+                // A client that checked at submission never sends one; a forged one is dropped.
+                shed += 1;
+                continue;
+            }
+            if self.pending.len() >= self.cfg.max_pending_values {
+                shed += 1;
+                continue;
+            }
+            self.pending_bytes += sizes::value(&v);
+            self.pending.push_back(v);
+        }
+        if shed > 0 {
+            out.events.push(Event::Shed { values: shed });
+        }
+        self.pump(now, out);
+    }
+
+    fn start_phase1(&mut self, now: Duration, out: &mut Actions) {
+        let round = self.max_round.max(self.highest_seen.round) + 1;
+        self.max_round = round;
+        out.persist.push(Change::ProposerRound(round));
+        let ballot = Ballot::new(round, self.id);
+        // From the slowest learner's delivery point, not our own decided point: an instance
+        // decided long ago may be held by acceptors under different ballots (a leader that
+        // re-proposed it died half way), and a lagging learner can only catch up on it once a
+        // leader re-proposes it to a quorum at one ballot.
+        let from = self
+            .members
+            .learners
+            .iter()
+            .map(|l| self.progress.get(l).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0)
+            .min(self.decided_below);
+        self.role = Role::Preparing(Box::new(Preparing {
+            ballot,
+            from,
+            sent_at: now,
+            answers: HashMap::new(),
+            votes: BTreeMap::new(),
+            end: from,
+            trim: 0,
+        }));
+        out.send_all(&self.members.acceptors, &Message::Prepare { ballot, from });
+    }
+
+    fn on_promise(&mut self, now: Duration, acceptor: NodeId, msg: Message, out: &mut Actions) {
+        let Message::Promise {
+            ballot,
+            from,
+            end,
+            chunk_start,
+            chunk_end,
+            trim,
+            entries,
+        } = msg
+        else {
+            return;
+        };
+        let Role::Preparing(p) = &mut self.role else {
+            return;
+        };
+        if p.ballot != ballot || p.from != from || self.members.acceptor_index(acceptor).is_none() {
+            return;
+        }
+        for e in entries {
+            let slot = p.votes.entry(e.instance).or_insert((e.ballot, e.value.clone()));
+            if e.ballot > slot.0 {
+                *slot = (e.ballot, e.value);
+            }
+        }
+        p.end = p.end.max(end);
+        p.trim = p.trim.max(trim);
+        p.answers
+            .entry(acceptor)
+            .or_insert(Answer {
+                end,
+                ranges: Vec::new(),
+                complete: false,
+            })
+            .add(from, chunk_start, chunk_end);
+        let complete = p.answers.values().filter(|a| a.complete).count();
+        if complete >= self.members.quorum() {
+            self.become_leader(now, out);
+        }
+    }
+
+    fn become_leader(&mut self, now: Duration, out: &mut Actions) {
+        let Role::Preparing(p) = std::mem::replace(
+            &mut self.role,
+            Role::Follower {
+                leader: None,
+                last_heard: now,
+            },
+        ) else {
+            return;
+        };
+        let ballot = p.ballot;
+        // Instances below an acceptor's trim point were delivered by every learner. Starting
+        // at the highest trim reported also keeps us from choosing a value for an instance
+        // some quorum member could no longer report on.
+        self.mark_decided_below(p.trim);
+        let start = p.from.max(p.trim);
+        self.recovered.clear();
+        self.open.clear();
+        let mut votes = p.votes;
+        for i in start..p.end.max(start) {
+            // Decided instances too: re-proposing the highest-ballot value is safe, and leaves
+            // a quorum at one ballot for learners that still need them.
+            let value = votes.remove(&i).map_or_else(Batch::noop, |(_, v)| v);
+            self.recovered.push_back((i, value));
+        }
+        self.next_instance = p.end.max(start);
+        self.highest_seen = self.highest_seen.max(ballot);
+        self.role = Role::Leading { ballot };
+        self.pending_since = now;
+        out.events.push(Event::BecameLeader { ballot });
+        self.send_heartbeat(now, ballot, out);
+        self.pump(now, out);
+    }
+
+    fn step_down(&mut self, now: Duration, higher: Ballot, out: &mut Actions) {
+        if self.current_ballot().is_some() {
+            out.events.push(Event::SteppedDown { higher });
+        }
+        self.highest_seen = self.highest_seen.max(higher);
+        self.role = Role::Follower {
+            leader: Some(higher.proposer),
+            last_heard: now,
+        };
+        self.open.clear();
+        self.recovered.clear();
+        self.pending.clear();
+        self.pending_bytes = 0;
+    }
+
+    fn on_heartbeat(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        decided_below: InstanceId,
+        out: &mut Actions,
+    ) {
+        if ballot.proposer != from || ballot < self.highest_seen {
+            return;
+        }
+        let mine = self.current_ballot();
+        if mine.is_some_and(|b| b >= ballot) {
+            return;
+        }
+        if mine.is_some() {
+            self.step_down(now, ballot, out);
+        }
+        self.highest_seen = ballot;
+        self.role = Role::Follower {
+            leader: Some(from),
+            last_heard: now,
+        };
+        self.mark_decided_below(decided_below);
+    }
+
+    fn on_accepted(
+        &mut self,
+        now: Duration,
+        acceptor: NodeId,
+        ballot: Ballot,
+        instances: &[InstanceId],
+        out: &mut Actions,
+    ) {
+        let Role::Leading { ballot: mine } = self.role else {
+            return;
+        };
+        let Some(idx) = self.members.acceptor_index(acceptor) else {
+            return;
+        };
+        if ballot != mine {
+            return;
+        }
+        let quorum = self.members.quorum() as u32;
+        for i in instances {
+            let Some(open) = self.open.get_mut(i) else {
+                continue;
+            };
+            open.votes |= 1 << idx;
+            if open.votes.count_ones() >= quorum {
+                self.open.remove(i);
+                if *i >= self.decided_below {
+                    self.decided_above.insert(*i);
+                }
+            }
+        }
+        self.advance_decided();
+        self.pump(now, out);
+    }
+
+    /// Learns that every instance below `below` is decided. Open re-proposals below it stay
+    /// open until a quorum votes at our ballot (see `start_phase1`).
+    fn mark_decided_below(&mut self, below: InstanceId) {
+        if below <= self.decided_below {
+            return;
+        }
+        self.decided_below = below;
+        self.decided_above = self.decided_above.split_off(&below);
+        self.next_instance = self.next_instance.max(below);
+        self.advance_decided();
+    }
+
+    fn advance_decided(&mut self) {
+        while self.decided_above.remove(&self.decided_below) {
+            self.decided_below += 1;
+        }
+    }
+
+    /// Opens instances while the window has room: recovered ones first, then client batches.
+    /// A batch goes out when it is full, when its oldest value has waited the maximum delay, or
+    /// at once when nothing is open (so a lone value is never held).
+    fn pump(&mut self, now: Duration, out: &mut Actions) {
+        let Role::Leading { ballot } = self.role else {
+            return;
+        };
+        while self.open.len() < self.cfg.window {
+            if let Some((instance, value)) = self.recovered.pop_front() {
+                self.propose(now, ballot, instance, value, out);
+                continue;
+            }
+            if self.pending.is_empty() {
+                break;
+            }
+            let full = self.pending.len() >= self.cfg.batch_max_values
+                || self.pending_bytes >= self.batch_bytes;
+            let waited = now.saturating_sub(self.pending_since)
+                >= Duration::from_micros(self.cfg.batch_max_delay_us);
+            if !(full || waited || self.open.is_empty()) {
+                break;
+            }
+            let mut values = Vec::with_capacity(self.pending.len().min(self.cfg.batch_max_values));
+            let mut bytes = sizes::BATCH_FIXED;
+            while let Some(v) = self.pending.front() {
+                let size = sizes::value(v);
+                if values.len() >= self.cfg.batch_max_values
+                    || (!values.is_empty() && bytes + size > self.batch_bytes)
+                {
+                    break;
+                }
+                bytes += size;
+                self.pending_bytes -= size;
+                values.extend(self.pending.pop_front());
+            }
+            self.pending_since = now;
+            let instance = self.next_instance;
+            self.next_instance += 1;
+            self.propose(now, ballot, instance, Batch::new(values), out);
+        }
+    }
+
+    fn propose(&mut self, now: Duration, ballot: Ballot, instance: InstanceId, value: Batch, out: &mut Actions) {
+        let msg = Message::Accept {
+            ballot,
+            instance,
+            value: value.clone(),
+        };
+        out.send_all(&self.members.acceptors, &msg);
+        out.send_all(&self.members.learners, &msg);
+        self.open.insert(
+            instance,
+            Open {
+                value,
+                votes: 0,
+                sent_at: now,
+            },
+        );
+    }
+
+    fn retransmit(&mut self, now: Duration, ballot: Ballot, out: &mut Actions) {
+        let timeout = ProtocolConfig::ms(self.cfg.retransmit_timeout_ms);
+        for (instance, open) in self.open.iter_mut() {
+            if now.saturating_sub(open.sent_at) < timeout {
+                continue;
+            }
+            open.sent_at = now;
+            let msg = Message::Accept {
+                ballot,
+                instance: *instance,
+                value: open.value.clone(),
+            };
+            for (idx, a) in self.members.acceptors.iter().enumerate() {
+                if open.votes & (1 << idx) == 0 {
+                    out.send(*a, msg.clone());
+                }
+            }
+            out.send_all(&self.members.learners, &msg);
+        }
+    }
+
+    fn send_heartbeat(&mut self, now: Duration, ballot: Ballot, out: &mut Actions) {
+        self.last_heartbeat = now;
+        let msg = Message::Heartbeat {
+            ballot,
+            decided_below: self.decided_below,
+            next_instance: self.next_instance,
+        };
+        out.send_all(&self.peers, &msg);
+        out.send_all(&self.members.learners, &msg);
+    }
+
+    /// Tells acceptors to drop what every learner has delivered, minus `trim_keep`.
+    fn maybe_trim(&mut self, now: Duration, out: &mut Actions) {
+        if self.cfg.trim_interval_ms == 0
+            || now.saturating_sub(self.last_trim) < ProtocolConfig::ms(self.cfg.trim_interval_ms)
+        {
+            return;
+        }
+        self.last_trim = now;
+        let slowest = self
+            .members
+            .learners
+            .iter()
+            .map(|l| self.progress.get(l).copied())
+            .min()
+            .flatten();
+        if let Some(below) = slowest.and_then(|s| s.checked_sub(self.cfg.trim_keep)) {
+            if below > 0 {
+                out.send_all(&self.members.acceptors, &Message::Trim { below });
+            }
+        }
+    }
+}

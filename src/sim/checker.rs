@@ -1,0 +1,114 @@
+//! Safety and liveness checks over what the learners did in one run.
+
+use crate::protocol::{Batch, ClientId, ClientValue, InstanceId};
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub property: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.property, self.detail)
+    }
+}
+
+/// What the run observed.
+#[derive(Default)]
+pub struct Observations {
+    pub submitted: HashMap<(ClientId, u64), Bytes>,
+    pub acked: HashSet<(ClientId, u64)>,
+    /// Per learner: each decided instance in the order it was decided.
+    pub decided: Vec<Vec<(InstanceId, Batch)>>,
+    /// Per learner: the delivered client values in delivery order.
+    pub delivered: Vec<Vec<ClientValue>>,
+}
+
+impl Observations {
+    pub fn new(learners: usize) -> Self {
+        Observations {
+            decided: vec![Vec::new(); learners],
+            delivered: vec![Vec::new(); learners],
+            ..Default::default()
+        }
+    }
+
+    fn missing(&self) -> Vec<(usize, ClientId, u64)> {
+        let mut out = Vec::new();
+        for (l, stream) in self.delivered.iter().enumerate() {
+            let got: HashSet<_> = stream.iter().map(|v| (v.client, v.seq)).collect();
+            for key in self.submitted.keys() {
+                if !got.contains(key) {
+                    out.push((l, key.0, key.1));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Every property, at the end of a run.
+    pub fn check(&self) -> Vec<Violation> {
+        let mut v = Vec::new();
+        let mut bad = |property, detail: String| v.push(Violation { property, detail });
+
+        // Agreement: one value per instance across learners; instances in order, none skipped.
+        let mut chosen: HashMap<InstanceId, (usize, &Batch)> = HashMap::new();
+        for (l, log) in self.decided.iter().enumerate() {
+            for (k, (i, b)) in log.iter().enumerate() {
+                if k > 0 && *i != log[k - 1].0 + 1 {
+                    bad("order", format!("learner {l} decided instance {i} after {}", log[k - 1].0));
+                }
+                match chosen.get(i) {
+                    Some((other, ob)) if *ob != b => bad(
+                        "agreement",
+                        format!("instance {i}: learner {other} decided {ob:?}, learner {l} decided {b:?}"),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        chosen.insert(*i, (l, b));
+                    }
+                }
+            }
+        }
+
+        // Validity and exactly-once at each learner.
+        for (l, stream) in self.delivered.iter().enumerate() {
+            let mut seen = HashSet::new();
+            for val in stream {
+                match self.submitted.get(&(val.client, val.seq)) {
+                    None => bad("validity", format!("learner {l} delivered {}:{} that no client submitted", val.client, val.seq)),
+                    Some(p) if *p != val.payload => bad("validity", format!("learner {l} delivered {}:{} with a payload the client did not submit", val.client, val.seq)),
+                    _ => {}
+                }
+                if !seen.insert((val.client, val.seq)) {
+                    bad("exactly-once", format!("learner {l} delivered {}:{} twice", val.client, val.seq));
+                }
+            }
+        }
+
+        // Same order everywhere: each stream is a prefix of the longest.
+        if let Some(longest) = self.delivered.iter().max_by_key(|d| d.len()) {
+            for (l, stream) in self.delivered.iter().enumerate() {
+                if let Some(k) = stream.iter().zip(longest).position(|(a, b)| (a.client, a.seq) != (b.client, b.seq)) {
+                    bad("same-order", format!("learner {l} differs from the longest stream at position {k}"));
+                }
+            }
+        }
+
+        // An acknowledged value that is missing is lost; any other missing value is a
+        // liveness failure (the run ends only at the liveness bound or when all arrived).
+        for (l, c, s) in self.missing().iter().take(5) {
+            if self.acked.contains(&(*c, *s)) {
+                bad("acknowledged-lost", format!("learner {l} never delivered acknowledged value {c}:{s}"));
+            } else {
+                bad("liveness", format!("learner {l} did not deliver value {c}:{s} within the bound after the faults healed"));
+            }
+        }
+        v
+    }
+}
