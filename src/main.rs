@@ -2,7 +2,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ethpaxos::cluster::{self, DemoOptions};
 use ethpaxos::protocol::ProtocolConfig;
-use ethpaxos::sim;
+use ethpaxos::sim::{self, FaultKind};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,10 @@ enum Command {
         /// The first seed.
         #[arg(long, default_value_t = 0)]
         start_seed: u64,
+        /// Inject only this fault kind (none, loss, duplication-reordering, partition,
+        /// acceptor-crash, leader-crash, learner-crash, everything) instead of cycling by seed.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<FaultKind>,
         /// Print one line per seed, not only failures.
         #[arg(long)]
         verbose: bool,
@@ -57,8 +61,9 @@ fn main() -> Result<()> {
         Command::Simulate {
             seeds,
             start_seed,
+            kind,
             verbose,
-        } => simulate(seeds, start_seed, verbose),
+        } => simulate(seeds, start_seed, kind, verbose),
         Command::Demo {
             duration,
             clients,
@@ -99,12 +104,22 @@ fn load_protocol(path: &PathBuf) -> Result<ProtocolConfig> {
     Ok(cfg)
 }
 
-fn simulate(seeds: u64, start: u64, verbose: bool) -> Result<()> {
+fn parse_kind(s: &str) -> Result<FaultKind, String> {
+    FaultKind::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown fault kind `{s}`; one of: {}", names.join(", "))
+    })
+}
+
+fn simulate(seeds: u64, start: u64, kind: Option<FaultKind>, verbose: bool) -> Result<()> {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut last_report = Instant::now();
     for seed in start..start.saturating_add(seeds) {
-        let report = sim::run_seed(seed);
+        let report = match kind {
+            Some(k) => sim::run_seed_with(seed, k),
+            None => sim::run_seed(seed),
+        };
         if verbose {
             let s = &report.stats;
             println!(

@@ -161,11 +161,10 @@ impl Acceptor {
             );
             return;
         }
-        if instance < self.state.trim {
-            // Decided and delivered by every learner: nothing left to vote on.
-            return;
-        }
-        let already = matches!(self.state.accepted.get(&instance), Some((b, _)) if *b == ballot);
+        // Below the trim point the instance was delivered by every learner; the vote (not
+        // stored) only lets a leader whose promise quorum had trimmed less close the instance.
+        let already = instance < self.state.trim
+            || matches!(self.state.accepted.get(&instance), Some((b, _)) if *b == ballot);
         if !already {
             let change = Change::Accept(AcceptedEntry {
                 instance,

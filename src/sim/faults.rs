@@ -30,6 +30,24 @@ impl FaultKind {
         FaultKind::Everything,
     ];
 
+    /// The name the command line uses.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::None => "none",
+            FaultKind::Loss => "loss",
+            FaultKind::DuplicationReordering => "duplication-reordering",
+            FaultKind::Partition => "partition",
+            FaultKind::AcceptorCrash => "acceptor-crash",
+            FaultKind::LeaderCrash => "leader-crash",
+            FaultKind::LearnerCrash => "learner-crash",
+            FaultKind::Everything => "everything",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     pub fn for_seed(seed: u64) -> FaultKind {
         FaultKind::ALL[(seed % FaultKind::ALL.len() as u64) as usize]
     }

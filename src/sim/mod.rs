@@ -131,7 +131,11 @@ impl SimReport {
 
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
-        format!("ethpaxos simulate --seeds 1 --start-seed {}", self.seed)
+        let mut cmd = format!("ethpaxos simulate --seeds 1 --start-seed {}", self.seed);
+        if self.kind != FaultKind::for_seed(self.seed) {
+            cmd.push_str(&format!(" --kind {}", self.kind.name()));
+        }
+        cmd
     }
 }
 
@@ -603,4 +607,9 @@ impl Simulation {
 /// Runs one seed with the real acceptors.
 pub fn run_seed(seed: u64) -> SimReport {
     Simulation::new(SimConfig::for_seed(seed), real_acceptors()).run()
+}
+
+/// Runs one seed with the real acceptors and a chosen fault kind.
+pub fn run_seed_with(seed: u64, kind: FaultKind) -> SimReport {
+    Simulation::new(SimConfig::with_kind(seed, kind), real_acceptors()).run()
 }
