@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "ethpaxos", version, about = "Multi-Paxos replication over raw Ethernet frames")]
+#[command(
+    name = "ethpaxos",
+    version,
+    about = "Multi-Paxos replication over raw Ethernet frames"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,7 +152,11 @@ fn simulate(seeds: u64, start: u64, kind: Option<FaultKind>, verbose: bool) -> R
         }
         if !verbose && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
-            eprintln!("  ... {} of {seeds} seeds run, {} failed", seed - start + 1, failed.len());
+            eprintln!(
+                "  ... {} of {seeds} seeds run, {} failed",
+                seed - start + 1,
+                failed.len()
+            );
         }
     }
     println!(
@@ -159,7 +167,10 @@ fn simulate(seeds: u64, start: u64, kind: Option<FaultKind>, verbose: bool) -> R
         started.elapsed().as_secs_f64()
     );
     if !failed.is_empty() {
-        eprintln!("error: {} seeds violated a property: {failed:?}", failed.len());
+        eprintln!(
+            "error: {} seeds violated a property: {failed:?}",
+            failed.len()
+        );
         std::process::exit(1);
     }
     Ok(())

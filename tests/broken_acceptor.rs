@@ -40,7 +40,11 @@ fn forgetful() -> AcceptorFactory {
 fn checker_catches_an_acceptor_that_forgets_its_promise() {
     let mut caught = None;
     for seed in 0..400 {
-        let kind = if seed % 2 == 0 { FaultKind::Partition } else { FaultKind::LeaderCrash };
+        let kind = if seed % 2 == 0 {
+            FaultKind::Partition
+        } else {
+            FaultKind::LeaderCrash
+        };
         let report = Simulation::new(SimConfig::with_kind(seed, kind), forgetful()).run();
         if let Some(v) = report
             .violations
@@ -51,15 +55,25 @@ fn checker_catches_an_acceptor_that_forgets_its_promise() {
             break;
         }
     }
-    let (seed, violation) = caught.expect("no safety violation found with a promise-forgetting acceptor");
+    let (seed, violation) =
+        caught.expect("no safety violation found with a promise-forgetting acceptor");
     println!("seed {seed}: {violation}");
 }
 
 #[test]
 fn the_same_seeds_pass_with_real_acceptors() {
     for seed in 0..60 {
-        let kind = if seed % 2 == 0 { FaultKind::Partition } else { FaultKind::LeaderCrash };
+        let kind = if seed % 2 == 0 {
+            FaultKind::Partition
+        } else {
+            FaultKind::LeaderCrash
+        };
         let report = ethpaxos::sim::run_seed_with(seed, kind);
-        assert!(report.ok(), "seed {seed}: {:?}\n  replay: {}", report.violations, report.replay_command());
+        assert!(
+            report.ok(),
+            "seed {seed}: {:?}\n  replay: {}",
+            report.violations,
+            report.replay_command()
+        );
     }
 }

@@ -25,7 +25,11 @@ fn ms(v: u64) -> Duration {
 }
 
 fn sent_to(out: &Actions, to: NodeId) -> Vec<&Message> {
-    out.send.iter().filter(|e| e.to == to).map(|e| &e.msg).collect()
+    out.send
+        .iter()
+        .filter(|e| e.to == to)
+        .map(|e| &e.msg)
+        .collect()
 }
 
 #[test]
@@ -40,61 +44,130 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
     let cfg = ProtocolConfig::default();
     let mut a = Acceptor::new(11, &cfg, members());
     let mut out = Actions::new();
-    a.handle(2, Message::Prepare { ballot: Ballot::new(5, 2), from: 0 }, &mut out);
+    a.handle(
+        2,
+        Message::Prepare {
+            ballot: Ballot::new(5, 2),
+            from: 0,
+        },
+        &mut out,
+    );
     assert_eq!(out.persist, vec![Change::Promise(Ballot::new(5, 2))]);
     assert!(matches!(sent_to(&out, 2)[..], [Message::Promise { .. }]));
 
     let mut out = Actions::new();
     let value = Batch::new(vec![val(1, 0)]);
-    a.handle(1, Message::Accept { ballot: Ballot::new(4, 1), instance: 0, value: value.clone() }, &mut out);
+    a.handle(
+        1,
+        Message::Accept {
+            ballot: Ballot::new(4, 1),
+            instance: 0,
+            value: value.clone(),
+        },
+        &mut out,
+    );
     assert!(out.persist.is_empty(), "a rejected accept changes nothing");
     assert_eq!(
         sent_to(&out, 1),
-        vec![&Message::Reject { promised: Ballot::new(5, 2), rejected: Ballot::new(4, 1) }]
+        vec![&Message::Reject {
+            promised: Ballot::new(5, 2),
+            rejected: Ballot::new(4, 1)
+        }]
     );
 
     let mut out = Actions::new();
-    a.handle(2, Message::Accept { ballot: Ballot::new(5, 2), instance: 0, value: value.clone() }, &mut out);
+    a.handle(
+        2,
+        Message::Accept {
+            ballot: Ballot::new(5, 2),
+            instance: 0,
+            value: value.clone(),
+        },
+        &mut out,
+    );
     assert!(matches!(&out.persist[..], [Change::Accept(e)] if e.instance == 0 && e.value == value));
     // The vote goes to the ballot's proposer and every learner, after the change above.
     for to in [2, 21, 22] {
-        assert_eq!(sent_to(&out, to), vec![&Message::Accepted { ballot: Ballot::new(5, 2), instances: vec![0] }]);
+        assert_eq!(
+            sent_to(&out, to),
+            vec![&Message::Accepted {
+                ballot: Ballot::new(5, 2),
+                instances: vec![0]
+            }]
+        );
     }
 
     // A restarted acceptor keeps its promise.
     let mut state = AcceptorState::default();
-    for c in [Change::Promise(Ballot::new(5, 2))] {
-        state.apply(&c);
-    }
+    state.apply(&Change::Promise(Ballot::new(5, 2)));
     let mut b = Acceptor::restore(11, &cfg, members(), state);
     let mut out = Actions::new();
-    b.handle(1, Message::Prepare { ballot: Ballot::new(4, 1), from: 0 }, &mut out);
+    b.handle(
+        1,
+        Message::Prepare {
+            ballot: Ballot::new(4, 1),
+            from: 0,
+        },
+        &mut out,
+    );
     assert!(matches!(sent_to(&out, 1)[..], [Message::Reject { .. }]));
 }
 
 #[test]
 fn acceptor_splits_a_long_promise_into_frames_that_fit() {
-    let cfg = ProtocolConfig { max_frame: 256, ..ProtocolConfig::default() };
+    let cfg = ProtocolConfig {
+        max_frame: 256,
+        ..ProtocolConfig::default()
+    };
     let mut a = Acceptor::new(11, &cfg, members());
     let mut out = Actions::new();
     for i in 0..50 {
         let value = Batch::new(vec![val(1, i)]);
-        a.handle(1, Message::Accept { ballot: Ballot::new(1, 1), instance: i, value }, &mut out);
+        a.handle(
+            1,
+            Message::Accept {
+                ballot: Ballot::new(1, 1),
+                instance: i,
+                value,
+            },
+            &mut out,
+        );
     }
     let mut out = Actions::new();
-    a.handle(2, Message::Prepare { ballot: Ballot::new(2, 2), from: 10 }, &mut out);
+    a.handle(
+        2,
+        Message::Prepare {
+            ballot: Ballot::new(2, 2),
+            from: 10,
+        },
+        &mut out,
+    );
     let chunks: Vec<_> = sent_to(&out, 2);
     assert!(chunks.len() > 1, "50 votes do not fit one 256-byte frame");
     let mut covered = 10;
     let mut reported = 0;
     for m in &chunks {
-        let Message::Promise { chunk_start, chunk_end, end, entries, .. } = m else { panic!("{m:?}") };
+        let Message::Promise {
+            chunk_start,
+            chunk_end,
+            end,
+            entries,
+            ..
+        } = m
+        else {
+            panic!("{m:?}")
+        };
         assert_eq!(*chunk_start, covered, "chunks are contiguous");
         assert_eq!(*end, 50);
         covered = *chunk_end;
         reported += entries.len();
         let mut buf = Vec::new();
-        let header = ethpaxos::wire::FrameHeader { dst: [0; 6], src: [0; 6], cluster: 1, sender: 11 };
+        let header = ethpaxos::wire::FrameHeader {
+            dst: [0; 6],
+            src: [0; 6],
+            cluster: 1,
+            sender: 11,
+        };
         ethpaxos::wire::encode(&header, m, 256, &mut buf).expect("every chunk fits");
     }
     assert_eq!(covered, 50);
@@ -103,12 +176,22 @@ fn acceptor_splits_a_long_promise_into_frames_that_fit() {
 
 #[test]
 fn leader_elected_batches_and_decides() {
-    let cfg = ProtocolConfig { batch_max_values: 3, ..ProtocolConfig::default() };
+    let cfg = ProtocolConfig {
+        batch_max_values: 3,
+        ..ProtocolConfig::default()
+    };
     let mut p = Proposer::new(1, &cfg, members(), Duration::ZERO, 0);
-    let mut acceptors: Vec<Acceptor> = [11, 12, 13].iter().map(|id| Acceptor::new(*id, &cfg, members())).collect();
+    let mut acceptors: Vec<Acceptor> = [11, 12, 13]
+        .iter()
+        .map(|id| Acceptor::new(*id, &cfg, members()))
+        .collect();
     let mut out = Actions::new();
     p.tick(ms(cfg.leader_timeout_ms), &mut out);
-    assert_eq!(out.persist, vec![Change::ProposerRound(1)], "the round is made durable before the prepare leaves");
+    assert_eq!(
+        out.persist,
+        vec![Change::ProposerRound(1)],
+        "the round is made durable before the prepare leaves"
+    );
     let prepares: Vec<_> = out.send.drain(..).collect();
     assert_eq!(prepares.len(), 3);
     let now = ms(cfg.leader_timeout_ms);
@@ -121,17 +204,45 @@ fn leader_elected_batches_and_decides() {
         }
     }
     assert!(p.is_leader());
-    assert!(out.events.contains(&Event::BecameLeader { ballot: Ballot::new(1, 1) }));
+    assert!(out.events.contains(&Event::BecameLeader {
+        ballot: Ballot::new(1, 1)
+    }));
 
     // A lone value goes out at once; then values wait for a full batch while one is open.
     let mut out = Actions::new();
-    p.handle(now, 100, Message::ClientRequest { values: vec![val(7, 0)] }, &mut out);
-    let accepts = |out: &Actions| out.send.iter().filter(|e| e.to == 11 && matches!(e.msg, Message::Accept { .. })).count();
+    p.handle(
+        now,
+        100,
+        Message::ClientRequest {
+            values: vec![val(7, 0)],
+        },
+        &mut out,
+    );
+    let accepts = |out: &Actions| {
+        out.send
+            .iter()
+            .filter(|e| e.to == 11 && matches!(e.msg, Message::Accept { .. }))
+            .count()
+    };
     assert_eq!(accepts(&out), 1, "a lone value is not held");
     let mut out = Actions::new();
-    p.handle(now, 100, Message::ClientRequest { values: vec![val(7, 1), val(7, 2)] }, &mut out);
+    p.handle(
+        now,
+        100,
+        Message::ClientRequest {
+            values: vec![val(7, 1), val(7, 2)],
+        },
+        &mut out,
+    );
     assert_eq!(accepts(&out), 0, "held for a fuller batch");
-    p.handle(now, 100, Message::ClientRequest { values: vec![val(7, 3), val(7, 4)] }, &mut out);
+    p.handle(
+        now,
+        100,
+        Message::ClientRequest {
+            values: vec![val(7, 3), val(7, 4)],
+        },
+        &mut out,
+    );
     assert_eq!(accepts(&out), 1, "a full batch of 3 leaves");
     let first_batch = out.send.iter().find_map(|e| match &e.msg {
         Message::Accept { value, .. } if e.to == 11 => Some(value.len()),
@@ -140,13 +251,24 @@ fn leader_elected_batches_and_decides() {
     assert_eq!(first_batch, Some(3));
     // The rest leaves after the maximum delay.
     let mut out = Actions::new();
-    p.tick(now + Duration::from_micros(cfg.batch_max_delay_us), &mut out);
+    p.tick(
+        now + Duration::from_micros(cfg.batch_max_delay_us),
+        &mut out,
+    );
     assert_eq!(accepts(&out), 1);
     assert_eq!(p.open_instances(), 3);
     // Votes from a quorum decide instances.
     for inst in 0..3 {
         for a in [11, 12] {
-            p.handle(now, a, Message::Accepted { ballot: Ballot::new(1, 1), instances: vec![inst] }, &mut out);
+            p.handle(
+                now,
+                a,
+                Message::Accepted {
+                    ballot: Ballot::new(1, 1),
+                    instances: vec![inst],
+                },
+                &mut out,
+            );
         }
     }
     assert_eq!(p.open_instances(), 0);
@@ -156,13 +278,25 @@ fn leader_elected_batches_and_decides() {
 #[test]
 fn standbys_take_over_in_rank_order() {
     let cfg = ProtocolConfig::default();
-    let m = Membership { proposers: vec![1, 2, 3], ..members() };
+    let m = Membership {
+        proposers: vec![1, 2, 3],
+        ..members()
+    };
     let mut p2 = Proposer::new(2, &cfg, m.clone(), Duration::ZERO, 0);
     let mut p3 = Proposer::new(3, &cfg, m, Duration::ZERO, 0);
     let mut out = Actions::new();
     let leader = Ballot::new(1, 1);
     for p in [&mut p2, &mut p3] {
-        p.handle(ms(10), 1, Message::Heartbeat { ballot: leader, decided_below: 0, next_instance: 0 }, &mut out);
+        p.handle(
+            ms(10),
+            1,
+            Message::Heartbeat {
+                ballot: leader,
+                decided_below: 0,
+                next_instance: 0,
+            },
+            &mut out,
+        );
     }
     // The leader falls silent. Rank 1 (node 2) moves after the timeout; rank 2 waits a backoff more.
     let t = ms(10 + cfg.leader_timeout_ms + cfg.takeover_backoff_ms);
@@ -170,7 +304,10 @@ fn standbys_take_over_in_rank_order() {
     let mut o3 = Actions::new();
     p2.tick(t, &mut o2);
     p3.tick(t, &mut o3);
-    assert!(o2.send.iter().any(|e| matches!(e.msg, Message::Prepare { ballot, .. } if ballot == Ballot::new(2, 2))));
+    assert!(o2
+        .send
+        .iter()
+        .any(|e| matches!(e.msg, Message::Prepare { ballot, .. } if ballot == Ballot::new(2, 2))));
     assert!(o3.send.is_empty(), "the second standby waits its turn");
 }
 
@@ -180,24 +317,77 @@ fn learner_delivers_in_order_once_and_skips_noops() {
     let mut l = Learner::new(21, &cfg, members(), Duration::ZERO);
     let b = Ballot::new(1, 1);
     let mut out = Actions::new();
-    let accept = |i, v: Batch| Message::Accept { ballot: b, instance: i, value: v };
+    let accept = |i, v: Batch| Message::Accept {
+        ballot: b,
+        instance: i,
+        value: v,
+    };
     // Instance 1 decided before instance 0: nothing delivered yet.
-    l.handle(ms(1), 1, accept(1, Batch::new(vec![val(5, 1), val(5, 0)])), &mut out);
-    l.handle(ms(1), 11, Message::Accepted { ballot: b, instances: vec![1] }, &mut out);
-    l.handle(ms(1), 12, Message::Accepted { ballot: b, instances: vec![1] }, &mut out);
+    l.handle(
+        ms(1),
+        1,
+        accept(1, Batch::new(vec![val(5, 1), val(5, 0)])),
+        &mut out,
+    );
+    l.handle(
+        ms(1),
+        11,
+        Message::Accepted {
+            ballot: b,
+            instances: vec![1],
+        },
+        &mut out,
+    );
+    l.handle(
+        ms(1),
+        12,
+        Message::Accepted {
+            ballot: b,
+            instances: vec![1],
+        },
+        &mut out,
+    );
     assert!(out.deliver.is_empty());
     // Instance 0 carries a value also in instance 1 (a client retry): delivered once.
     l.handle(ms(1), 1, accept(0, Batch::new(vec![val(5, 0)])), &mut out);
-    l.handle(ms(1), 11, Message::Accepted { ballot: b, instances: vec![0] }, &mut out);
+    l.handle(
+        ms(1),
+        11,
+        Message::Accepted {
+            ballot: b,
+            instances: vec![0],
+        },
+        &mut out,
+    );
     assert!(out.deliver.is_empty(), "one vote is not a quorum");
-    l.handle(ms(1), 13, Message::Accepted { ballot: b, instances: vec![0] }, &mut out);
-    let delivered: Vec<_> = out.deliver.iter().flat_map(|d| d.values.iter().map(|v| (d.instance, v.seq))).collect();
+    l.handle(
+        ms(1),
+        13,
+        Message::Accepted {
+            ballot: b,
+            instances: vec![0],
+        },
+        &mut out,
+    );
+    let delivered: Vec<_> = out
+        .deliver
+        .iter()
+        .flat_map(|d| d.values.iter().map(|v| (d.instance, v.seq)))
+        .collect();
     assert_eq!(delivered, vec![(0, 0), (1, 1)]);
     // A no-op is decided but delivers nothing.
     let mut out = Actions::new();
     l.handle(ms(1), 1, accept(2, Batch::noop()), &mut out);
     for a in [11, 12] {
-        l.handle(ms(1), a, Message::Accepted { ballot: b, instances: vec![2] }, &mut out);
+        l.handle(
+            ms(1),
+            a,
+            Message::Accepted {
+                ballot: b,
+                instances: vec![2],
+            },
+            &mut out,
+        );
     }
     assert!(out.deliver.is_empty());
     assert_eq!(l.next_instance(), 3);
@@ -205,7 +395,15 @@ fn learner_delivers_in_order_once_and_skips_noops() {
     let mut out = Actions::new();
     l.handle(ms(1), 1, accept(3, Batch::new(vec![val(6, 0)])), &mut out);
     for a in [11, 99, 98] {
-        l.handle(ms(1), a, Message::Accepted { ballot: b, instances: vec![3] }, &mut out);
+        l.handle(
+            ms(1),
+            a,
+            Message::Accepted {
+                ballot: b,
+                instances: vec![3],
+            },
+            &mut out,
+        );
     }
     assert!(out.deliver.is_empty());
 }
@@ -213,18 +411,38 @@ fn learner_delivers_in_order_once_and_skips_noops() {
 #[test]
 fn learner_catches_up_whole_ranges_from_acceptors() {
     let cfg = ProtocolConfig::default();
-    let mut acceptors: Vec<Acceptor> = [11, 12, 13].iter().map(|id| Acceptor::new(*id, &cfg, members())).collect();
+    let mut acceptors: Vec<Acceptor> = [11, 12, 13]
+        .iter()
+        .map(|id| Acceptor::new(*id, &cfg, members()))
+        .collect();
     let b = Ballot::new(1, 1);
     let n = 3000u64;
     for a in acceptors.iter_mut() {
         let mut out = Actions::new();
         for i in 0..n {
-            a.handle(1, Message::Accept { ballot: b, instance: i, value: Batch::new(vec![val(1, i)]) }, &mut out);
+            a.handle(
+                1,
+                Message::Accept {
+                    ballot: b,
+                    instance: i,
+                    value: Batch::new(vec![val(1, i)]),
+                },
+                &mut out,
+            );
         }
     }
     let mut l = Learner::new(21, &cfg, members(), Duration::ZERO);
     let mut out = Actions::new();
-    l.handle(ms(1), 1, Message::Heartbeat { ballot: b, decided_below: n, next_instance: n }, &mut out);
+    l.handle(
+        ms(1),
+        1,
+        Message::Heartbeat {
+            ballot: b,
+            decided_below: n,
+            next_instance: n,
+        },
+        &mut out,
+    );
     let mut now = ms(1);
     let mut ticks = 0;
     let mut request_rounds = 0;
@@ -234,10 +452,17 @@ fn learner_catches_up_whole_ranges_from_acceptors() {
         now += ms(cfg.catchup_interval_ms.max(cfg.catchup_delay_ms));
         let mut out = Actions::new();
         l.tick(now, &mut out);
-        let requests: Vec<_> = out.send.into_iter().filter(|e| matches!(e.msg, Message::CatchupRequest { .. })).collect();
+        let requests: Vec<_> = out
+            .send
+            .into_iter()
+            .filter(|e| matches!(e.msg, Message::CatchupRequest { .. }))
+            .collect();
         request_rounds += usize::from(!requests.is_empty());
         for env in requests {
-            let a = acceptors.iter_mut().find(|a| a.id() == env.to).expect("an acceptor");
+            let a = acceptors
+                .iter_mut()
+                .find(|a| a.id() == env.to)
+                .expect("an acceptor");
             let mut a_out = Actions::new();
             a.handle(21, env.msg, &mut a_out);
             for reply in a_out.send {
@@ -263,12 +488,21 @@ fn learner_below_the_trim_point_gets_a_clear_error() {
     for e in out.send {
         l.handle(ms(1), 11, e.msg, &mut l_out);
     }
-    assert_eq!(l_out.events, vec![Event::Trimmed { needed: 0, trim: 500 }]);
+    assert_eq!(
+        l_out.events,
+        vec![Event::Trimmed {
+            needed: 0,
+            trim: 500
+        }]
+    );
     assert_eq!(l.trimmed(), Some(500));
     let mut l_out = Actions::new();
     l.tick(ms(10_000), &mut l_out);
     assert!(
-        !l_out.send.iter().any(|e| matches!(e.msg, Message::CatchupRequest { .. })),
+        !l_out
+            .send
+            .iter()
+            .any(|e| matches!(e.msg, Message::CatchupRequest { .. })),
         "it stops asking instead of hanging on requests that cannot succeed"
     );
 }
@@ -279,7 +513,9 @@ fn client_refuses_values_that_cannot_fit_a_frame() {
     let mut c = Client::new(1, &cfg, vec![1, 2]);
     let max = cfg.max_value_bytes();
     assert!(c.submit(Duration::ZERO, Bytes::from(vec![0; max])).is_ok());
-    let err = c.submit(Duration::ZERO, Bytes::from(vec![0; max + 1])).unwrap_err();
+    let err = c
+        .submit(Duration::ZERO, Bytes::from(vec![0; max + 1]))
+        .unwrap_err();
     assert_eq!(err, SubmitError::ValueTooLarge { len: max + 1, max });
     assert!(err.to_string().contains("max_frame"));
 }
@@ -304,15 +540,41 @@ fn client_retries_with_the_same_sequence_number() {
 
 #[test]
 fn config_validation_names_the_field() {
-    let bad = ProtocolConfig { max_frame: 64, ..ProtocolConfig::default() };
-    assert!(bad.validate().unwrap_err().to_string().contains("max_frame"));
-    let bad = ProtocolConfig { leader_timeout_ms: 10, ..ProtocolConfig::default() };
-    assert!(bad.validate().unwrap_err().to_string().contains("leader_timeout_ms"));
-    let bad = Membership { acceptors: vec![11, 12], ..members() };
-    assert!(bad.validate().unwrap_err().to_string().contains("at least 3"));
-    let bad = Membership { learners: vec![21, 21], ..members() };
+    let bad = ProtocolConfig {
+        max_frame: 64,
+        ..ProtocolConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("max_frame"));
+    let bad = ProtocolConfig {
+        leader_timeout_ms: 10,
+        ..ProtocolConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("leader_timeout_ms"));
+    let bad = Membership {
+        acceptors: vec![11, 12],
+        ..members()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("at least 3"));
+    let bad = Membership {
+        learners: vec![21, 21],
+        ..members()
+    };
     assert!(bad.validate().unwrap_err().to_string().contains("twice"));
     let yaml = "window: 8\nno_such_knob: 1\n";
-    let err = serde_yaml_ng::from_str::<ProtocolConfig>(yaml).unwrap_err().to_string();
+    let err = serde_yaml_ng::from_str::<ProtocolConfig>(yaml)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no_such_knob"), "{err}");
 }

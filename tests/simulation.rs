@@ -27,8 +27,15 @@ fn run_range(range: std::ops::Range<u64>) {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The range really exercised every fault kind, crashes and catch-up.
-    assert_eq!(kinds.len(), FaultKind::ALL.len(), "fault kinds covered: {kinds:?}");
-    assert!(crashes > 0 && catchups > 0, "crashes {crashes}, catch-up requests {catchups}");
+    assert_eq!(
+        kinds.len(),
+        FaultKind::ALL.len(),
+        "fault kinds covered: {kinds:?}"
+    );
+    assert!(
+        crashes > 0 && catchups > 0,
+        "crashes {crashes}, catch-up requests {catchups}"
+    );
 }
 
 #[test]
@@ -57,7 +64,10 @@ fn same_seed_same_run() {
         let a = sim::run_seed(seed);
         let b = sim::run_seed(seed);
         assert_eq!(a.stats.frames_sent, b.stats.frames_sent, "seed {seed}");
-        assert_eq!(a.stats.values_delivered, b.stats.values_delivered, "seed {seed}");
+        assert_eq!(
+            a.stats.values_delivered, b.stats.values_delivered,
+            "seed {seed}"
+        );
         assert_eq!(a.stats.virtual_time, b.stats.virtual_time, "seed {seed}");
     }
 }
@@ -66,6 +76,9 @@ fn same_seed_same_run() {
 fn every_run_delivers_values() {
     for seed in 0..16 {
         let report = sim::run_seed(seed);
-        assert!(report.stats.values_delivered > 0, "seed {seed} delivered nothing");
+        assert!(
+            report.stats.values_delivered > 0,
+            "seed {seed} delivered nothing"
+        );
     }
 }

@@ -22,13 +22,16 @@ fn ballot() -> impl Strategy<Value = Ballot> {
 }
 
 fn value() -> impl Strategy<Value = ClientValue> {
-    (any::<u64>(), any::<u64>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
-        |(client, seq, payload)| ClientValue {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(client, seq, payload)| ClientValue {
             client,
             seq,
             payload: Bytes::from(payload),
-        },
-    )
+        })
 }
 
 fn batch() -> impl Strategy<Value = Batch> {
@@ -69,20 +72,23 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         (ballot(), proptest::collection::vec(any::<u64>(), 0..40))
             .prop_map(|(ballot, instances)| Message::Accepted { ballot, instances }),
-        (ballot(), ballot()).prop_map(|(promised, rejected)| Message::Reject { promised, rejected }),
+        (ballot(), ballot())
+            .prop_map(|(promised, rejected)| Message::Reject { promised, rejected }),
         (ballot(), any::<u64>(), any::<u64>()).prop_map(|(ballot, d, n)| Message::Heartbeat {
             ballot,
             decided_below: d,
             next_instance: n
         }),
-        proptest::collection::vec(value(), 0..10).prop_map(|values| Message::ClientRequest { values }),
+        proptest::collection::vec(value(), 0..10)
+            .prop_map(|values| Message::ClientRequest { values }),
         (any::<u64>(), proptest::option::of(any::<u16>()))
             .prop_map(|(client, leader)| Message::Redirect { client, leader }),
         (any::<u32>(), any::<u32>()).prop_map(|(a, b)| Message::CatchupRequest {
             from: a.min(b) as u64,
             to: a.max(b) as u64
         }),
-        (any::<u64>(), entries()).prop_map(|(trim, entries)| Message::CatchupReply { trim, entries }),
+        (any::<u64>(), entries())
+            .prop_map(|(trim, entries)| Message::CatchupReply { trim, entries }),
         any::<u64>().prop_map(|d| Message::Progress { delivered_below: d }),
         any::<u64>().prop_map(|below| Message::Trim { below }),
     ]
@@ -126,7 +132,9 @@ fn encoded(msg: &Message) -> Vec<u8> {
 
 #[test]
 fn header_layout_matches_the_documented_offsets() {
-    let buf = encoded(&Message::Progress { delivered_below: 0x0102030405060708 });
+    let buf = encoded(&Message::Progress {
+        delivered_below: 0x0102030405060708,
+    });
     assert_eq!(&buf[0..6], &header().dst);
     assert_eq!(&buf[6..12], &header().src);
     assert_eq!(&buf[12..14], &[0x88, 0xB5]);
@@ -153,7 +161,10 @@ fn typed_errors_name_the_fault() {
     });
     assert_eq!(
         wire::decode(&good[..10]),
-        Err(DecodeError::TooShort { len: 10, min: FRAME_OVERHEAD })
+        Err(DecodeError::TooShort {
+            len: 10,
+            min: FRAME_OVERHEAD
+        })
     );
     let mut bad = good.clone();
     bad[12] = 0x08;
@@ -177,14 +188,20 @@ fn typed_errors_name_the_fault() {
     cut[24..26].copy_from_slice(&len.to_be_bytes());
     assert_eq!(
         wire::decode(&cut),
-        Err(DecodeError::Truncated { kind: MessageKind::Accept, field: "value.payload" })
+        Err(DecodeError::Truncated {
+            kind: MessageKind::Accept,
+            field: "value.payload"
+        })
     );
     // An extra byte inside the declared payload of a long frame is trailing garbage.
     let mut long = good.clone();
     long.push(0);
     let len = (long.len() - FRAME_OVERHEAD) as u16;
     long[24..26].copy_from_slice(&len.to_be_bytes());
-    assert!(matches!(wire::decode(&long), Err(DecodeError::Trailing { extra: 1, .. })));
+    assert!(matches!(
+        wire::decode(&long),
+        Err(DecodeError::Trailing { extra: 1, .. })
+    ));
 }
 
 #[test]
@@ -192,11 +209,20 @@ fn ethernet_padding_is_tolerated_only_in_minimum_size_frames() {
     let mut short = encoded(&Message::Trim { below: 5 });
     assert!(short.len() < 60);
     short.resize(60, 0);
-    assert_eq!(wire::decode(&short).map(|f| f.msg), Ok(Message::Trim { below: 5 }));
-    let mut long = encoded(&Message::Accepted { ballot: Ballot::new(1, 1), instances: vec![1; 10] });
+    assert_eq!(
+        wire::decode(&short).map(|f| f.msg),
+        Ok(Message::Trim { below: 5 })
+    );
+    let mut long = encoded(&Message::Accepted {
+        ballot: Ballot::new(1, 1),
+        instances: vec![1; 10],
+    });
     assert!(long.len() > 60);
     long.push(0);
-    assert!(matches!(wire::decode(&long), Err(DecodeError::Length { .. })));
+    assert!(matches!(
+        wire::decode(&long),
+        Err(DecodeError::Length { .. })
+    ));
 }
 
 #[test]
@@ -205,7 +231,13 @@ fn forged_counts_are_refused_not_allocated() {
     // Count says 65535 values, but the payload holds none.
     let n = buf.len();
     buf[n - 2..].copy_from_slice(&[0xFF, 0xFF]);
-    assert!(matches!(wire::decode(&buf), Err(DecodeError::Truncated { field: "values.count", .. })));
+    assert!(matches!(
+        wire::decode(&buf),
+        Err(DecodeError::Truncated {
+            field: "values.count",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -221,7 +253,14 @@ fn oversized_messages_are_refused_not_truncated() {
     };
     let mut buf = Vec::new();
     let err = wire::encode(&header(), &big, 1500, &mut buf).unwrap_err();
-    assert!(matches!(err, EncodeError::FrameTooLarge { kind: MessageKind::Accept, max: 1500, .. }));
+    assert!(matches!(
+        err,
+        EncodeError::FrameTooLarge {
+            kind: MessageKind::Accept,
+            max: 1500,
+            ..
+        }
+    ));
     assert!(err.to_string().contains("1500-byte maximum"), "{err}");
 }
 
@@ -229,17 +268,43 @@ fn oversized_messages_are_refused_not_truncated() {
 fn max_value_fits_every_message_that_carries_it_alone() {
     for max_frame in [128, 256, 1500, 9000] {
         let max = sizes::max_value_payload(max_frame);
-        let v = ClientValue { client: u64::MAX, seq: u64::MAX, payload: Bytes::from(vec![7; max]) };
+        let v = ClientValue {
+            client: u64::MAX,
+            seq: u64::MAX,
+            payload: Bytes::from(vec![7; max]),
+        };
         let b = Batch::new(vec![v.clone()]);
-        let e = AcceptedEntry { instance: 1, ballot: Ballot::new(1, 1), value: b.clone() };
+        let e = AcceptedEntry {
+            instance: 1,
+            ballot: Ballot::new(1, 1),
+            value: b.clone(),
+        };
         for msg in [
-            Message::ClientRequest { values: vec![v.clone()] },
-            Message::Accept { ballot: Ballot::new(1, 1), instance: 1, value: b.clone() },
-            Message::Promise { ballot: Ballot::new(1, 1), from: 0, end: 2, chunk_start: 0, chunk_end: 2, trim: 0, entries: vec![e.clone()] },
-            Message::CatchupReply { trim: 0, entries: vec![e.clone()] },
+            Message::ClientRequest {
+                values: vec![v.clone()],
+            },
+            Message::Accept {
+                ballot: Ballot::new(1, 1),
+                instance: 1,
+                value: b.clone(),
+            },
+            Message::Promise {
+                ballot: Ballot::new(1, 1),
+                from: 0,
+                end: 2,
+                chunk_start: 0,
+                chunk_end: 2,
+                trim: 0,
+                entries: vec![e.clone()],
+            },
+            Message::CatchupReply {
+                trim: 0,
+                entries: vec![e.clone()],
+            },
         ] {
             let mut buf = Vec::new();
-            wire::encode(&header(), &msg, max_frame, &mut buf).unwrap_or_else(|e| panic!("{max_frame}: {e}"));
+            wire::encode(&header(), &msg, max_frame, &mut buf)
+                .unwrap_or_else(|e| panic!("{max_frame}: {e}"));
             assert!(buf.len() <= max_frame);
         }
     }

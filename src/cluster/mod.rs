@@ -217,7 +217,10 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 let leader = shared.leader.load(Ordering::Relaxed) as NodeId;
                 if let Some(k) = kill_switches.get(&leader) {
                     k.store(true, Ordering::Relaxed);
-                    progress(format!("killed leader {leader} at {:.1}s", start.elapsed().as_secs_f64()));
+                    progress(format!(
+                        "killed leader {leader} at {:.1}s",
+                        start.elapsed().as_secs_f64()
+                    ));
                 }
                 killed = true;
             }
@@ -242,7 +245,9 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     let acked_at_end = shared.acked.load(Ordering::Relaxed);
     // Stop submitting, then let both learners drain what was proposed before comparing them.
     shared.stop_clients.store(true, Ordering::Relaxed);
-    let (hist, client_acked) = client_handle.join().map_err(|_| anyhow::anyhow!("client thread panicked"))?;
+    let (hist, client_acked) = client_handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
     let drain_deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < drain_deadline {
         let d0 = shared.delivered[0].load(Ordering::Relaxed);
@@ -260,7 +265,9 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     shared.stop.store(true, Ordering::Relaxed);
     let mut learners = Vec::new();
     for h in handles {
-        let learner = h.join().map_err(|_| anyhow::anyhow!("node thread panicked"))?;
+        let learner = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("node thread panicked"))?;
         learners.extend(learner);
     }
     Ok(DemoSummary {
@@ -325,7 +332,8 @@ fn client_loop(
     shared: &Shared,
     start: Instant,
 ) -> (Histogram<u64>, u64) {
-    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram bounds");
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram bounds");
     let mut clients: Vec<Client> = (0..opts.clients)
         .map(|k| Client::new(k as u64 + 1, &opts.protocol, proposers.clone()))
         .collect();
@@ -333,7 +341,8 @@ fn client_loop(
     let mut out = Actions::new();
     let mut acked = 0u64;
     let mut last_tick = Duration::ZERO;
-    let stopping = || shared.stop_clients.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed);
+    let stopping =
+        || shared.stop_clients.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed);
     loop {
         let now = start.elapsed();
         if !stopping() {
@@ -345,7 +354,9 @@ fn client_loop(
                 }
                 c.flush(&mut out);
             }
-        } else if clients.iter().all(|c| c.outstanding() == 0) || now > opts.duration + Duration::from_secs(10) {
+        } else if clients.iter().all(|c| c.outstanding() == 0)
+            || now > opts.duration + Duration::from_secs(10)
+        {
             break;
         }
         if now.saturating_sub(last_tick) >= Duration::from_millis(1) {

@@ -26,7 +26,8 @@ impl AcceptorState {
             Change::Accept(e) => {
                 self.promised = self.promised.max(e.ballot);
                 if e.instance >= self.trim {
-                    self.accepted.insert(e.instance, (e.ballot, e.value.clone()));
+                    self.accepted
+                        .insert(e.instance, (e.ballot, e.value.clone()));
                 }
             }
             Change::Trim(t) => {
@@ -83,7 +84,10 @@ impl Acceptor {
 
     pub fn handle(&mut self, from: NodeId, msg: Message, out: &mut Actions) {
         match msg {
-            Message::Prepare { ballot, from: start } => {
+            Message::Prepare {
+                ballot,
+                from: start,
+            } => {
                 if ballot.proposer != from || !self.members.proposers.contains(&from) {
                     return;
                 }
@@ -100,12 +104,12 @@ impl Acceptor {
                 self.on_accept(ballot, instance, value, out)
             }
             Message::CatchupRequest { from: start, to } => self.on_catchup(from, start, to, out),
-            Message::Trim { below } => {
-                if self.members.proposers.contains(&from) && below > self.state.trim {
-                    let change = Change::Trim(below);
-                    self.state.apply(&change);
-                    out.persist.push(change);
-                }
+            Message::Trim { below }
+                if self.members.proposers.contains(&from) && below > self.state.trim =>
+            {
+                let change = Change::Trim(below);
+                self.state.apply(&change);
+                out.persist.push(change);
             }
             _ => {}
         }
@@ -134,7 +138,9 @@ impl Acceptor {
             .map_or(start, |(i, _)| (*i + 1).max(start));
         let trim = self.state.trim;
         let entries = self.entries(start.max(trim), end);
-        for (chunk_start, chunk_end, entries) in chunk(start, end, entries, self.chunk_budget(sizes::PROMISE_FIXED)) {
+        for (chunk_start, chunk_end, entries) in
+            chunk(start, end, entries, self.chunk_budget(sizes::PROMISE_FIXED))
+        {
             out.send(
                 ballot.proposer,
                 Message::Promise {
@@ -182,7 +188,13 @@ impl Acceptor {
         out.send_all(&self.members.learners, &msg);
     }
 
-    fn on_catchup(&mut self, learner: NodeId, start: InstanceId, to: InstanceId, out: &mut Actions) {
+    fn on_catchup(
+        &mut self,
+        learner: NodeId,
+        start: InstanceId,
+        to: InstanceId,
+        out: &mut Actions,
+    ) {
         if !self.members.learners.contains(&learner) || to < start {
             return;
         }
@@ -193,7 +205,13 @@ impl Acceptor {
         let chunks = chunk(start, to, entries, budget);
         if chunks.iter().all(|c| c.2.is_empty()) {
             // Answer even with nothing, so a learner below the trim point learns it at once.
-            out.send(learner, Message::CatchupReply { trim, entries: Vec::new() });
+            out.send(
+                learner,
+                Message::CatchupReply {
+                    trim,
+                    entries: Vec::new(),
+                },
+            );
             return;
         }
         for (_, _, entries) in chunks.into_iter().filter(|c| !c.2.is_empty()) {

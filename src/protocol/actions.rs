@@ -31,14 +31,26 @@ pub struct Delivery {
 /// Things worth telling the operator or the checker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    BecameLeader { ballot: Ballot },
-    SteppedDown { higher: Ballot },
+    BecameLeader {
+        ballot: Ballot,
+    },
+    SteppedDown {
+        higher: Ballot,
+    },
     /// A learner decided this instance (in instance order, no-ops included).
-    Decided { instance: InstanceId, value: Batch },
+    Decided {
+        instance: InstanceId,
+        value: Batch,
+    },
     /// A learner needs instances acceptors have trimmed; it cannot catch up by itself.
-    Trimmed { needed: InstanceId, trim: InstanceId },
+    Trimmed {
+        needed: InstanceId,
+        trim: InstanceId,
+    },
     /// The leader shed client values because its queue was full (clients retry them).
-    Shed { values: usize },
+    Shed {
+        values: usize,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -93,7 +105,10 @@ impl Actions {
         for env in self.send.drain(..) {
             if let Message::Accepted { ballot, instances } = &env.msg {
                 if let Some(&k) = open.get(&(env.to, *ballot)) {
-                    if let Message::Accepted { instances: into, .. } = &mut merged[k].msg {
+                    if let Message::Accepted {
+                        instances: into, ..
+                    } = &mut merged[k].msg
+                    {
                         if into.len() + instances.len() <= per_msg {
                             into.extend_from_slice(instances);
                             continue;

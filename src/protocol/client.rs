@@ -99,7 +99,12 @@ impl Client {
         for v in values {
             let size = sizes::value(&v);
             if !frame.is_empty() && used + size > self.request_budget {
-                out.send_all(&targets, &Message::ClientRequest { values: std::mem::take(&mut frame) });
+                out.send_all(
+                    &targets,
+                    &Message::ClientRequest {
+                        values: std::mem::take(&mut frame),
+                    },
+                );
                 used = 0;
             }
             used += size;

@@ -116,7 +116,10 @@ impl ProtocolConfig {
             }
         }
         if self.batch_max_values > u16::MAX as usize {
-            return Err(invalid("batch_max_values", "at most 65535 values fit a frame's count"));
+            return Err(invalid(
+                "batch_max_values",
+                "at most 65535 values fit a frame's count",
+            ));
         }
         if self.leader_timeout_ms <= 2 * self.heartbeat_interval_ms {
             return Err(invalid(
@@ -143,8 +146,7 @@ impl ProtocolConfig {
     /// Encoded batch bytes allowed per instance: the configured limit, capped so the batch fits
     /// alone in every message that carries it (2a, a 1b chunk, a catch-up reply).
     pub fn effective_batch_bytes(&self) -> usize {
-        self.batch_max_bytes
-            .min(sizes::max_batch(self.max_frame))
+        self.batch_max_bytes.min(sizes::max_batch(self.max_frame))
     }
 
     pub fn ms(v: u64) -> Duration {

@@ -111,11 +111,9 @@ impl Learner {
                 ballot,
                 instance,
                 value,
-            } => {
-                if ballot.proposer == from && self.members.proposers.contains(&from) {
-                    self.record(instance, ballot, Some(value), None);
-                    self.deliver(now, out);
-                }
+            } if ballot.proposer == from && self.members.proposers.contains(&from) => {
+                self.record(instance, ballot, Some(value), None);
+                self.deliver(now, out);
             }
             Message::Accepted { ballot, instances } => {
                 let Some(idx) = self.members.acceptor_index(from) else {
@@ -146,17 +144,17 @@ impl Learner {
                 ballot,
                 decided_below,
                 ..
-            } => {
-                if ballot.proposer == from && self.members.proposers.contains(&from) {
-                    self.known_decided = self.known_decided.max(decided_below);
-                }
+            } if ballot.proposer == from && self.members.proposers.contains(&from) => {
+                self.known_decided = self.known_decided.max(decided_below);
             }
             _ => {}
         }
     }
 
     pub fn tick(&mut self, now: Duration, out: &mut Actions) {
-        if now.saturating_sub(self.last_progress) >= ProtocolConfig::ms(self.cfg.progress_interval_ms) {
+        if now.saturating_sub(self.last_progress)
+            >= ProtocolConfig::ms(self.cfg.progress_interval_ms)
+        {
             self.last_progress = now;
             out.send_all(
                 &self.members.proposers,
@@ -168,7 +166,13 @@ impl Learner {
         self.maybe_catch_up(now, out);
     }
 
-    fn record(&mut self, instance: InstanceId, ballot: Ballot, value: Option<Batch>, voter: Option<usize>) {
+    fn record(
+        &mut self,
+        instance: InstanceId,
+        ballot: Ballot,
+        value: Option<Batch>,
+        voter: Option<usize>,
+    ) {
         if instance < self.snapshot.next || self.decided.contains_key(&instance) {
             return;
         }
@@ -243,10 +247,9 @@ impl Learner {
         if now.saturating_sub(since) < ProtocolConfig::ms(self.cfg.catchup_delay_ms) {
             return;
         }
-        if self
-            .last_catchup
-            .is_some_and(|t| now.saturating_sub(t) < ProtocolConfig::ms(self.cfg.catchup_interval_ms))
-        {
+        if self.last_catchup.is_some_and(|t| {
+            now.saturating_sub(t) < ProtocolConfig::ms(self.cfg.catchup_interval_ms)
+        }) {
             return;
         }
         self.last_catchup = Some(now);
@@ -258,6 +261,9 @@ impl Learner {
             .max(self.known_decided)
             .max(self.undecided.last_key_value().map_or(0, |(i, _)| *i + 1));
         let to = highest.min(from.saturating_add(self.cfg.catchup_max_instances));
-        out.send_all(&self.members.acceptors, &Message::CatchupRequest { from, to });
+        out.send_all(
+            &self.members.acceptors,
+            &Message::CatchupRequest { from, to },
+        );
     }
 }

@@ -97,7 +97,12 @@ impl Proposer {
         max_round: u32,
     ) -> Self {
         let rank = members.proposers.iter().position(|p| *p == id).unwrap_or(0) as u32;
-        let peers = members.proposers.iter().copied().filter(|p| *p != id).collect();
+        let peers = members
+            .proposers
+            .iter()
+            .copied()
+            .filter(|p| *p != id)
+            .collect();
         Proposer {
             id,
             rank,
@@ -176,13 +181,11 @@ impl Proposer {
                 decided_below,
                 ..
             } => self.on_heartbeat(now, from, ballot, decided_below, out),
-            Message::Progress { delivered_below } => {
-                if self.members.learners.contains(&from) {
-                    let p = self.progress.entry(from).or_insert(0);
-                    *p = (*p).max(delivered_below);
-                    self.mark_decided_below(delivered_below);
-                    self.pump(now, out);
-                }
+            Message::Progress { delivered_below } if self.members.learners.contains(&from) => {
+                let p = self.progress.entry(from).or_insert(0);
+                *p = (*p).max(delivered_below);
+                self.mark_decided_below(delivered_below);
+                self.pump(now, out);
             }
             _ => {}
         }
@@ -199,7 +202,9 @@ impl Proposer {
                 }
             }
             Role::Preparing(p) => {
-                if now.saturating_sub(p.sent_at) >= ProtocolConfig::ms(self.cfg.retransmit_timeout_ms) {
+                if now.saturating_sub(p.sent_at)
+                    >= ProtocolConfig::ms(self.cfg.retransmit_timeout_ms)
+                {
                     p.sent_at = now;
                     let msg = Message::Prepare {
                         ballot: p.ballot,
@@ -237,7 +242,13 @@ impl Proposer {
         }
     }
 
-    fn on_client(&mut self, now: Duration, from: NodeId, values: Vec<ClientValue>, out: &mut Actions) {
+    fn on_client(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        values: Vec<ClientValue>,
+        out: &mut Actions,
+    ) {
         if !self.is_leader() {
             let leader = match &self.role {
                 Role::Follower { leader, .. } => *leader,
@@ -323,7 +334,10 @@ impl Proposer {
             return;
         }
         for e in entries {
-            let slot = p.votes.entry(e.instance).or_insert((e.ballot, e.value.clone()));
+            let slot = p
+                .votes
+                .entry(e.instance)
+                .or_insert((e.ballot, e.value.clone()));
             if e.ballot > slot.0 {
                 *slot = (e.ballot, e.value);
             }
@@ -513,7 +527,14 @@ impl Proposer {
         }
     }
 
-    fn propose(&mut self, now: Duration, ballot: Ballot, instance: InstanceId, value: Batch, out: &mut Actions) {
+    fn propose(
+        &mut self,
+        now: Duration,
+        ballot: Ballot,
+        instance: InstanceId,
+        value: Batch,
+        out: &mut Actions,
+    ) {
         let msg = Message::Accept {
             ballot,
             instance,

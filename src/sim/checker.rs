@@ -61,7 +61,10 @@ impl Observations {
         for (l, log) in self.decided.iter().enumerate() {
             for (k, (i, b)) in log.iter().enumerate() {
                 if k > 0 && *i != log[k - 1].0 + 1 {
-                    bad("order", format!("learner {l} decided instance {i} after {}", log[k - 1].0));
+                    bad(
+                        "order",
+                        format!("learner {l} decided instance {i} after {}", log[k - 1].0),
+                    );
                 }
                 match chosen.get(i) {
                     Some((other, ob)) if *ob != b => bad(
@@ -81,12 +84,27 @@ impl Observations {
             let mut seen = HashSet::new();
             for val in stream {
                 match self.submitted.get(&(val.client, val.seq)) {
-                    None => bad("validity", format!("learner {l} delivered {}:{} that no client submitted", val.client, val.seq)),
-                    Some(p) if *p != val.payload => bad("validity", format!("learner {l} delivered {}:{} with a payload the client did not submit", val.client, val.seq)),
+                    None => bad(
+                        "validity",
+                        format!(
+                            "learner {l} delivered {}:{} that no client submitted",
+                            val.client, val.seq
+                        ),
+                    ),
+                    Some(p) if *p != val.payload => bad(
+                        "validity",
+                        format!(
+                            "learner {l} delivered {}:{} with a payload the client did not submit",
+                            val.client, val.seq
+                        ),
+                    ),
                     _ => {}
                 }
                 if !seen.insert((val.client, val.seq)) {
-                    bad("exactly-once", format!("learner {l} delivered {}:{} twice", val.client, val.seq));
+                    bad(
+                        "exactly-once",
+                        format!("learner {l} delivered {}:{} twice", val.client, val.seq),
+                    );
                 }
             }
         }
@@ -94,8 +112,15 @@ impl Observations {
         // Same order everywhere: each stream is a prefix of the longest.
         if let Some(longest) = self.delivered.iter().max_by_key(|d| d.len()) {
             for (l, stream) in self.delivered.iter().enumerate() {
-                if let Some(k) = stream.iter().zip(longest).position(|(a, b)| (a.client, a.seq) != (b.client, b.seq)) {
-                    bad("same-order", format!("learner {l} differs from the longest stream at position {k}"));
+                if let Some(k) = stream
+                    .iter()
+                    .zip(longest)
+                    .position(|(a, b)| (a.client, a.seq) != (b.client, b.seq))
+                {
+                    bad(
+                        "same-order",
+                        format!("learner {l} differs from the longest stream at position {k}"),
+                    );
                 }
             }
         }
@@ -104,7 +129,10 @@ impl Observations {
         // liveness failure (the run ends only at the liveness bound or when all arrived).
         for (l, c, s) in self.missing().iter().take(5) {
             if self.acked.contains(&(*c, *s)) {
-                bad("acknowledged-lost", format!("learner {l} never delivered acknowledged value {c}:{s}"));
+                bad(
+                    "acknowledged-lost",
+                    format!("learner {l} never delivered acknowledged value {c}:{s}"),
+                );
             } else {
                 bad("liveness", format!("learner {l} did not deliver value {c}:{s} within the bound after the faults healed"));
             }

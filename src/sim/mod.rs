@@ -71,12 +71,14 @@ impl SimConfig {
     }
 
     pub fn with_kind(seed: u64, kind: FaultKind) -> SimConfig {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_fa17);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_fa17);
         let acceptors = if rng.gen_bool(0.25) { 5 } else { 3 };
         let learners = 2;
         let protocol = ProtocolConfig {
             // Small frames and windows make chunking, batching limits and window stalls common.
-            max_frame: *[256usize, 600, 1500].get(rng.gen_range(0..3)).unwrap_or(&1500),
+            max_frame: *[256usize, 600, 1500]
+                .get(rng.gen_range(0..3))
+                .unwrap_or(&1500),
             window: rng.gen_range(1..=16),
             batch_max_values: rng.gen_range(1..=32),
             trim_interval_ms: if rng.gen_bool(0.5) { 200 } else { 0 },
@@ -293,11 +295,28 @@ impl Simulation {
         let id = node.id;
         let first_client = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
         node.role = Some(if members.proposers.contains(&id) {
-            Role::Proposer(Proposer::new(id, cfg, members, self.now, node.durable_round))
+            Role::Proposer(Proposer::new(
+                id,
+                cfg,
+                members,
+                self.now,
+                node.durable_round,
+            ))
         } else if members.acceptors.contains(&id) {
-            Role::Acceptor((self.factory)(id, cfg, members, node.durable_acceptor.clone()))
+            Role::Acceptor((self.factory)(
+                id,
+                cfg,
+                members,
+                node.durable_acceptor.clone(),
+            ))
         } else if members.learners.contains(&id) {
-            Role::Learner(Learner::restore(id, cfg, members, self.now, node.durable_learner.clone()))
+            Role::Learner(Learner::restore(
+                id,
+                cfg,
+                members,
+                self.now,
+                node.durable_learner.clone(),
+            ))
         } else {
             debug_assert!(n >= first_client);
             Role::Client(Client::new(id as u64, cfg, members.proposers))
@@ -331,7 +350,11 @@ impl Simulation {
         self.stats.virtual_time = self.now;
         self.stats.values_delivered = self.obs.delivered.iter().map(|d| d.len() as u64).sum();
         let violations = self.obs.check();
-        let final_state = if violations.is_empty() { String::new() } else { self.describe() };
+        let final_state = if violations.is_empty() {
+            String::new()
+        } else {
+            self.describe()
+        };
         SimReport {
             seed: self.cfg.seed,
             kind: self.cfg.plan.kind,
@@ -399,9 +422,9 @@ impl Simulation {
                 }
             }
             What::CrashLeader(k) => {
-                let leader = (0..self.cfg.proposers).find(|n| {
-                    matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader())
-                });
+                let leader = (0..self.cfg.proposers).find(
+                    |n| matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader()),
+                );
                 if let Some(n) = leader {
                     self.leader_victims.push((k, n));
                     self.crash(n);
@@ -417,9 +440,9 @@ impl Simulation {
             What::Partition(k) => {
                 let p = self.cfg.plan.partitions[k].clone();
                 self.cut.clear();
-                let leader = (0..self.cfg.proposers).find(|n| {
-                    matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader())
-                });
+                let leader = (0..self.cfg.proposers).find(
+                    |n| matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader()),
+                );
                 match (p.isolate_leader, leader) {
                     (true, Some(n)) => {
                         self.cut.insert(n);
@@ -456,7 +479,10 @@ impl Simulation {
         };
         let decoded = match wire::decode_bytes(Bytes::from(frame)) {
             Ok(f) => f,
-            Err(e) => panic!("seed {}: a frame the encoder wrote does not decode: {e}", self.cfg.seed),
+            Err(e) => panic!(
+                "seed {}: a frame the encoder wrote does not decode: {e}",
+                self.cfg.seed
+            ),
         };
         debug_assert_eq!(decoded.header.sender, from);
         let mut out = Actions::new();
@@ -568,11 +594,23 @@ impl Simulation {
             cluster: self.cfg.protocol.cluster_id,
             sender: from,
         };
-        if let Err(e) = wire::encode(&header, msg, self.cfg.protocol.max_frame, &mut self.frame_buf) {
-            panic!("seed {}: the protocol produced a message that does not fit a frame: {e}", self.cfg.seed);
+        if let Err(e) = wire::encode(
+            &header,
+            msg,
+            self.cfg.protocol.max_frame,
+            &mut self.frame_buf,
+        ) {
+            panic!(
+                "seed {}: the protocol produced a message that does not fit a frame: {e}",
+                self.cfg.seed
+            );
         }
         self.stats.frames_sent += 1;
-        let from_idx = self.nodes.iter().position(|n| n.id == from).unwrap_or(to_idx);
+        let from_idx = self
+            .nodes
+            .iter()
+            .position(|n| n.id == from)
+            .unwrap_or(to_idx);
         if self.cut.contains(&from_idx) != self.cut.contains(&to_idx) {
             self.stats.frames_lost += 1;
             return;
@@ -590,7 +628,8 @@ impl Simulation {
         };
         for _ in 0..copies {
             let jitter = self.cfg.plan.jitter.as_micros() as u64;
-            let delay = self.cfg.plan.min_delay + Duration::from_micros(self.rng.gen_range(0..=jitter));
+            let delay =
+                self.cfg.plan.min_delay + Duration::from_micros(self.rng.gen_range(0..=jitter));
             let at = self.now + delay;
             self.schedule(
                 at,

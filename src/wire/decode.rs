@@ -18,6 +18,8 @@ pub enum DecodeError {
     UnknownType(u8),
     #[error("header flags 0x{0:02x} hold bits this version does not know")]
     Flags(u8),
+    #[error("header reserved byte is 0x{0:02x}; version 1 requires 0")]
+    Reserved(u8),
     #[error("header says the payload is {header} bytes but the frame holds {actual}")]
     Length { header: usize, actual: usize },
     #[error("{kind:?} frame is truncated in field `{field}`")]
@@ -58,6 +60,9 @@ pub fn decode_bytes(frame: Bytes) -> Result<Frame, DecodeError> {
     let kind = MessageKind::from_code(frame[15]).ok_or(DecodeError::UnknownType(frame[15]))?;
     if frame[16] != 0 {
         return Err(DecodeError::Flags(frame[16]));
+    }
+    if frame[17] != 0 {
+        return Err(DecodeError::Reserved(frame[17]));
     }
     let mut dst = MacAddr::default();
     let mut src = MacAddr::default();
@@ -215,7 +220,10 @@ impl Reader {
                 let chunk_end = self.u64("chunk_end")?;
                 let trim = self.u64("trim")?;
                 if !(from <= chunk_start && chunk_start <= chunk_end && chunk_end <= end) {
-                    return Err(self.invalid("chunk_start", "need from <= chunk_start <= chunk_end <= end"));
+                    return Err(self.invalid(
+                        "chunk_start",
+                        "need from <= chunk_start <= chunk_end <= end",
+                    ));
                 }
                 let entries = self.entries()?;
                 if entries
@@ -264,9 +272,10 @@ impl Reader {
                 let client = self.u64("client")?;
                 let has = self.u8("has_leader")?;
                 let leader = self.u16("leader")?;
-                let leader = match has {
-                    0 => None,
-                    1 => Some(leader),
+                let leader = match (has, leader) {
+                    (0, 0) => None,
+                    (0, _) => return Err(self.invalid("leader", "must be 0 when has_leader is 0")),
+                    (1, l) => Some(l),
                     _ => return Err(self.invalid("has_leader", "must be 0 or 1")),
                 };
                 Message::Redirect { client, leader }

@@ -86,8 +86,9 @@ impl Writer<'_> {
         Ok(())
     }
     fn value(&mut self, v: &ClientValue) -> Result<(), EncodeError> {
-        let len = u16::try_from(v.payload.len())
-            .map_err(|_| EncodeError::ValueTooLong { len: v.payload.len() })?;
+        let len = u16::try_from(v.payload.len()).map_err(|_| EncodeError::ValueTooLong {
+            len: v.payload.len(),
+        })?;
         self.u64(v.client);
         self.u64(v.seq);
         self.u16(len);

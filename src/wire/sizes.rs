@@ -37,7 +37,9 @@ pub fn entry(e: &AcceptedEntry) -> usize {
 pub fn payload(msg: &Message) -> usize {
     match msg {
         Message::Prepare { .. } => BALLOT + 8,
-        Message::Promise { entries, .. } => PROMISE_FIXED + entries.iter().map(entry).sum::<usize>(),
+        Message::Promise { entries, .. } => {
+            PROMISE_FIXED + entries.iter().map(entry).sum::<usize>()
+        }
         Message::Accept { value, .. } => ACCEPT_FIXED + batch(value),
         Message::Accepted { instances, .. } => ACCEPTED_FIXED + 8 * instances.len(),
         Message::Reject { .. } => 2 * BALLOT,

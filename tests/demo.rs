@@ -1,0 +1,119 @@
+//! `ethpaxos demo` end to end: the binary runs a cluster, survives a leader kill, and both
+//! learners deliver the identical sequence. Correctness only; throughput is a benchmark.
+
+use std::process::Command;
+
+fn demo(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .arg("demo")
+        .args(args)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn digests(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("learner "))
+        .filter_map(|l| l.rsplit(' ').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn demo_learners_agree() {
+    let text = demo(&[
+        "--duration",
+        "1500ms",
+        "--clients",
+        "4",
+        "--outstanding",
+        "8",
+    ]);
+    assert!(
+        text.contains("learners agree: identical sequences"),
+        "{text}"
+    );
+    let d = digests(&text);
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0], d[1]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("t=") && l.contains("values/s")),
+        "progress is printed each second:\n{text}"
+    );
+}
+
+#[test]
+fn demo_survives_leader_kill() {
+    let text = demo(&[
+        "--duration",
+        "2s",
+        "--kill-leader-after",
+        "700ms",
+        "--config",
+        "config/demo.yaml",
+    ]);
+    assert!(text.contains("killed leader"), "{text}");
+    assert!(
+        text.contains("2 leader election(s)"),
+        "the standby took over:\n{text}"
+    );
+    assert!(
+        text.contains("learners agree: identical sequences"),
+        "{text}"
+    );
+}
+
+#[test]
+fn demo_refuses_bad_input_with_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["demo", "--value-size", "5000"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--value-size 5000") && err.contains("max_frame"),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("ethpaxos-bad-config-{}", std::process::id()));
+    std::fs::write(&dir, "window: 8\nwindw: 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["demo", "--config"])
+        .arg(&dir)
+        .output()
+        .expect("runs");
+    let _ = std::fs::remove_file(&dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("windw"), "{err}");
+}
+
+#[test]
+fn simulate_reports_and_replays() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args([
+            "simulate",
+            "--seeds",
+            "8",
+            "--start-seed",
+            "40",
+            "--verbose",
+        ])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("seed ")).count(), 8);
+    assert!(
+        text.contains("8 seeds from 40: 8 passed, 0 failed"),
+        "{text}"
+    );
+}
