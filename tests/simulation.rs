@@ -4,7 +4,7 @@
 use ethpaxos::sim::{self, FaultKind};
 use std::collections::HashSet;
 
-const SEEDS: u64 = 1200;
+const SEEDS: u64 = 4000;
 
 fn run_range(range: std::ops::Range<u64>) {
     let mut failures = Vec::new();

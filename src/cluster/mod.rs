@@ -2,8 +2,10 @@
 //! (crossbeam channels carrying messages). It drives the same state machines as the simulator
 //! and, later, the real nodes; acceptors here keep their state in memory.
 
+mod digest;
 mod transport;
 
+pub use digest::SequenceDigest;
 pub use transport::{Inbound, MemTransport};
 
 use crate::protocol::{
@@ -167,8 +169,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let acks = (k == 0).then(|| ack_tx.clone());
         let id = *id;
         handles.push(thread::spawn(move || {
-            let mut digest = blake3::Hasher::new();
-            let mut count = 0u64;
+            let mut digest = SequenceDigest::default();
             node_loop(id, rx, tx, &shared, &kill, start, |input, now, out| {
                 match input {
                     Some((from, m)) => node.handle(now, from, m, out),
@@ -177,22 +178,18 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 let mut batch = Vec::new();
                 for d in out.deliver.drain(..) {
                     for v in &d.values {
-                        digest.update(&v.client.to_be_bytes());
-                        digest.update(&v.seq.to_be_bytes());
-                        digest.update(&(v.payload.len() as u64).to_be_bytes());
-                        digest.update(&v.payload);
+                        digest.add(v);
                         if acks.is_some() {
                             batch.push((v.client, v.seq));
                         }
                     }
-                    count += d.values.len() as u64;
                 }
-                shared.delivered[k].store(count, Ordering::Relaxed);
+                shared.delivered[k].store(digest.count(), Ordering::Relaxed);
                 if let (Some(tx), false) = (&acks, batch.is_empty()) {
                     let _ = tx.send(batch);
                 }
             });
-            Some((count, digest.finalize().to_hex().to_string()))
+            Some(digest.finish())
         }));
     }
     drop(ack_tx);
@@ -337,7 +334,9 @@ fn client_loop(
     let mut clients: Vec<Client> = (0..opts.clients)
         .map(|k| Client::new(k as u64 + 1, &opts.protocol, proposers.clone()))
         .collect();
-    let payload = Bytes::from(vec![0xA5u8; opts.value_size]);
+    // Every demo value carries the same bytes; static storage makes each clone free, where a
+    // shared heap buffer's reference count would bounce between the cores of every stage.
+    let payload = Bytes::from_static(Box::leak(vec![0xA5u8; opts.value_size].into_boxed_slice()));
     let mut out = Actions::new();
     let mut acked = 0u64;
     let mut last_tick = Duration::ZERO;

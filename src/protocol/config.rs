@@ -37,6 +37,9 @@ pub struct ProtocolConfig {
     pub catchup_interval_ms: u64,
     /// ... for at most this many instances per request.
     pub catchup_max_instances: u64,
+    /// A learner keeps votes and values for at most this many instances past the next one it
+    /// delivers; beyond that it relies on catch-up (bounds its memory).
+    pub learner_max_ahead: u64,
     /// Learners report their delivery point to proposers this often.
     pub progress_interval_ms: u64,
     /// The leader tells acceptors to trim this often (0 disables trimming) ...
@@ -64,6 +67,7 @@ impl Default for ProtocolConfig {
             catchup_delay_ms: 20,
             catchup_interval_ms: 20,
             catchup_max_instances: 4096,
+            learner_max_ahead: 65_536,
             progress_interval_ms: 100,
             trim_interval_ms: 1000,
             trim_keep: 10_000,
@@ -108,6 +112,7 @@ impl ProtocolConfig {
             ("retransmit_timeout_ms", self.retransmit_timeout_ms),
             ("catchup_interval_ms", self.catchup_interval_ms),
             ("catchup_max_instances", self.catchup_max_instances),
+            ("learner_max_ahead", self.learner_max_ahead),
             ("progress_interval_ms", self.progress_interval_ms),
             ("client_timeout_ms", self.client_timeout_ms),
         ] {

@@ -21,13 +21,15 @@ pub struct ClientDedup {
 impl ClientDedup {
     /// Records `seq`; false if it was delivered before.
     fn insert(&mut self, seq: u64) -> bool {
-        if seq < self.below || !self.above.insert(seq) {
-            return false;
-        }
-        while self.above.remove(&self.below) {
+        if seq == self.below {
+            // The common case, values in order: no set to touch.
             self.below += 1;
+            while !self.above.is_empty() && self.above.remove(&self.below) {
+                self.below += 1;
+            }
+            return true;
         }
-        true
+        seq > self.below && self.above.insert(seq)
     }
 }
 
@@ -173,7 +175,12 @@ impl Learner {
         value: Option<Batch>,
         voter: Option<usize>,
     ) {
-        if instance < self.snapshot.next || self.decided.contains_key(&instance) {
+        // Beyond the horizon the learner keeps nothing (bounded memory, whatever arrives); it
+        // fetches those instances by catch-up once it gets closer.
+        if instance < self.snapshot.next
+            || instance - self.snapshot.next >= self.cfg.learner_max_ahead
+            || self.decided.contains_key(&instance)
+        {
             return;
         }
         let votes = self.undecided.entry(instance).or_default();
@@ -221,7 +228,6 @@ impl Learner {
             }
         }
         self.known_decided = self.known_decided.max(self.snapshot.next);
-        self.undecided = self.undecided.split_off(&self.snapshot.next);
         if self.has_gap() {
             self.gap_since.get_or_insert(now);
         } else {

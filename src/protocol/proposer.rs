@@ -170,7 +170,9 @@ impl Proposer {
             Message::Accepted { ballot, instances } => {
                 self.on_accepted(now, from, ballot, &instances, out)
             }
-            Message::Reject { promised, rejected } => {
+            Message::Reject { promised, rejected }
+                if self.members.acceptor_index(from).is_some() =>
+            {
                 if self.current_ballot() == Some(rejected) && promised > rejected {
                     self.step_down(now, promised, out);
                 }
@@ -415,7 +417,10 @@ impl Proposer {
         decided_below: InstanceId,
         out: &mut Actions,
     ) {
-        if ballot.proposer != from || ballot < self.highest_seen {
+        if ballot.proposer != from
+            || !self.members.proposers.contains(&from)
+            || ballot < self.highest_seen
+        {
             return;
         }
         let mine = self.current_ballot();
