@@ -87,22 +87,12 @@ impl Acceptor {
             Message::Prepare {
                 ballot,
                 from: start,
-            } => {
-                if ballot.proposer != from || !self.members.proposers.contains(&from) {
-                    return;
-                }
-                self.on_prepare(ballot, start, out)
-            }
+            } if self.sent_by_owner(from, ballot) => self.on_prepare(ballot, start, out),
             Message::Accept {
                 ballot,
                 instance,
                 value,
-            } => {
-                if ballot.proposer != from || !self.members.proposers.contains(&from) {
-                    return;
-                }
-                self.on_accept(ballot, instance, value, out)
-            }
+            } if self.sent_by_owner(from, ballot) => self.on_accept(ballot, instance, value, out),
             Message::CatchupRequest { from: start, to } => self.on_catchup(from, start, to, out),
             Message::Trim { below }
                 if self.members.proposers.contains(&from) && below > self.state.trim =>
@@ -116,14 +106,7 @@ impl Acceptor {
     }
 
     fn on_prepare(&mut self, ballot: Ballot, start: InstanceId, out: &mut Actions) {
-        if ballot < self.state.promised {
-            out.send(
-                ballot.proposer,
-                Message::Reject {
-                    promised: self.state.promised,
-                    rejected: ballot,
-                },
-            );
+        if self.rejects(ballot, out) {
             return;
         }
         if ballot > self.state.promised {
@@ -157,14 +140,7 @@ impl Acceptor {
     }
 
     fn on_accept(&mut self, ballot: Ballot, instance: InstanceId, value: Batch, out: &mut Actions) {
-        if ballot < self.state.promised {
-            out.send(
-                ballot.proposer,
-                Message::Reject {
-                    promised: self.state.promised,
-                    rejected: ballot,
-                },
-            );
+        if self.rejects(ballot, out) {
             return;
         }
         // Below the trim point the instance was delivered by every learner; the vote (not
@@ -217,6 +193,26 @@ impl Acceptor {
         for (_, _, entries) in chunks.into_iter().filter(|c| !c.2.is_empty()) {
             out.send(learner, Message::CatchupReply { trim, entries });
         }
+    }
+
+    /// Phase 1a and 2a count only from the member proposer that owns the ballot.
+    fn sent_by_owner(&self, from: NodeId, ballot: Ballot) -> bool {
+        ballot.proposer == from && self.members.proposers.contains(&from)
+    }
+
+    /// Answers a ballot below our promise with the promise, so its proposer steps down.
+    fn rejects(&self, ballot: Ballot, out: &mut Actions) -> bool {
+        let stale = ballot < self.state.promised;
+        if stale {
+            out.send(
+                ballot.proposer,
+                Message::Reject {
+                    promised: self.state.promised,
+                    rejected: ballot,
+                },
+            );
+        }
+        stale
     }
 
     fn entries(&self, start: InstanceId, end: InstanceId) -> Vec<AcceptedEntry> {

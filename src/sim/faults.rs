@@ -141,37 +141,39 @@ impl FaultPlan {
                 });
             }
         }
+        // `count` is drawn by the caller: its integer type decides how the RNG is sampled,
+        // and changing it would change what every existing seed runs.
+        let mut crashes =
+            |rng: &mut ChaCha8Rng,
+             count: usize,
+             target: &dyn Fn(&mut ChaCha8Rng) -> CrashTarget| {
+                for _ in 0..count {
+                    let (at, restart_at) = window(rng);
+                    let target = target(rng);
+                    plan.crashes.push(CrashFault {
+                        at,
+                        restart_at,
+                        target,
+                    });
+                }
+            };
         if all || kind == FaultKind::AcceptorCrash {
             // Up to a minority down at once keeps progress possible; sometimes more, which
             // must stall safely and recover after the heal.
-            for _ in 0..rng.gen_range(1..=acceptors) {
-                let (at, restart_at) = window(rng);
-                plan.crashes.push(CrashFault {
-                    at,
-                    restart_at,
-                    target: CrashTarget::Acceptor(rng.gen_range(0..acceptors)),
-                });
-            }
+            let count = rng.gen_range(1..=acceptors);
+            crashes(rng, count, &|rng| {
+                CrashTarget::Acceptor(rng.gen_range(0..acceptors))
+            });
         }
         if all || kind == FaultKind::LeaderCrash {
-            for _ in 0..rng.gen_range(1..=2) {
-                let (at, restart_at) = window(rng);
-                plan.crashes.push(CrashFault {
-                    at,
-                    restart_at,
-                    target: CrashTarget::Leader,
-                });
-            }
+            let count = rng.gen_range(1..=2i32) as usize;
+            crashes(rng, count, &|_| CrashTarget::Leader);
         }
         if all || kind == FaultKind::LearnerCrash {
-            for _ in 0..rng.gen_range(1..=2) {
-                let (at, restart_at) = window(rng);
-                plan.crashes.push(CrashFault {
-                    at,
-                    restart_at,
-                    target: CrashTarget::Learner(rng.gen_range(0..learners)),
-                });
-            }
+            let count = rng.gen_range(1..=2i32) as usize;
+            crashes(rng, count, &|rng| {
+                CrashTarget::Learner(rng.gen_range(0..learners))
+            });
         }
         plan
     }
