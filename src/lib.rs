@@ -8,4 +8,5 @@
 pub mod cluster;
 pub mod protocol;
 pub mod sim;
+pub mod storage;
 pub mod wire;

@@ -2,7 +2,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ethpaxos::cluster::{self, DemoOptions};
 use ethpaxos::protocol::ProtocolConfig;
-use ethpaxos::sim::{self, FaultKind};
+use ethpaxos::sim::{self, FaultKind, SimConfig};
+use ethpaxos::storage::FsyncPolicy;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,10 @@ enum Command {
         /// acceptor-crash, leader-crash, learner-crash, everything) instead of cycling by seed.
         #[arg(long, value_parser = parse_kind)]
         kind: Option<FaultKind>,
+        /// The acceptors' fsync policy: sync (crash safe), async (a power loss may lose the
+        /// last interval) or none (memory only).
+        #[arg(long, default_value = "sync", value_parser = parse_policy)]
+        policy: FsyncPolicy,
         /// Print one line per seed, not only failures.
         #[arg(long)]
         verbose: bool,
@@ -66,8 +71,9 @@ fn main() -> Result<()> {
             seeds,
             start_seed,
             kind,
+            policy,
             verbose,
-        } => simulate(seeds, start_seed, kind, verbose),
+        } => simulate(seeds, start_seed, kind, policy, verbose),
         Command::Demo {
             duration,
             clients,
@@ -115,15 +121,24 @@ fn parse_kind(s: &str) -> Result<FaultKind, String> {
     })
 }
 
-fn simulate(seeds: u64, start: u64, kind: Option<FaultKind>, verbose: bool) -> Result<()> {
+fn parse_policy(s: &str) -> Result<FsyncPolicy, String> {
+    FsyncPolicy::from_name(s)
+        .ok_or_else(|| format!("unknown fsync policy `{s}`; one of: sync, async, none"))
+}
+
+fn simulate(
+    seeds: u64,
+    start: u64,
+    kind: Option<FaultKind>,
+    policy: FsyncPolicy,
+    verbose: bool,
+) -> Result<()> {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut last_report = Instant::now();
     for seed in start..start.saturating_add(seeds) {
-        let report = match kind {
-            Some(k) => sim::run_seed_with(seed, k),
-            None => sim::run_seed(seed),
-        };
+        let kind = kind.unwrap_or_else(|| FaultKind::for_seed(seed));
+        let report = sim::run(SimConfig::with_kind(seed, kind).with_policy(policy));
         if verbose {
             let s = &report.stats;
             println!(

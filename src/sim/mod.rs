@@ -5,6 +5,7 @@
 //! limits are exercised too. The same seed always replays the same run.
 
 mod checker;
+mod disk;
 mod faults;
 
 pub use checker::{Observations, Violation};
@@ -14,8 +15,10 @@ use crate::protocol::{
     Acceptor, AcceptorState, Actions, Change, Client, Event, Learner, LearnerSnapshot, Membership,
     Message, NodeId, Proposer, ProtocolConfig,
 };
+use crate::storage::FsyncPolicy;
 use crate::wire::{self, FrameHeader};
 use bytes::Bytes;
+use disk::{SimDisk, Write};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
@@ -61,6 +64,10 @@ pub struct SimConfig {
     pub tick: Duration,
     pub protocol: ProtocolConfig,
     pub plan: FaultPlan,
+    /// The acceptors' fsync policy, and how long a commit takes / how often async syncs.
+    pub policy: FsyncPolicy,
+    pub fsync_latency: Duration,
+    pub fsync_interval: Duration,
 }
 
 impl SimConfig {
@@ -101,7 +108,15 @@ impl SimConfig {
             tick: Duration::from_millis(2),
             protocol,
             plan,
+            policy: FsyncPolicy::Sync,
+            fsync_latency: Duration::from_micros(rng.gen_range(50..500)),
+            fsync_interval: Duration::from_millis(rng.gen_range(1..20)),
         }
+    }
+
+    pub fn with_policy(mut self, policy: FsyncPolicy) -> SimConfig {
+        self.policy = policy;
+        self
     }
 }
 
@@ -114,12 +129,16 @@ pub struct SimStats {
     pub leader_elections: u64,
     pub crashes: u64,
     pub catchup_requests: u64,
+    /// Acceptor commits (sync policy) and the changes they carried.
+    pub commits: u64,
+    pub committed_changes: u64,
     pub virtual_time: Duration,
 }
 
 pub struct SimReport {
     pub seed: u64,
     pub kind: FaultKind,
+    pub policy: FsyncPolicy,
     pub violations: Vec<Violation>,
     pub stats: SimStats,
     /// Where each node stood at the end (filled only for failing runs).
@@ -137,6 +156,9 @@ impl SimReport {
         if self.kind != FaultKind::for_seed(self.seed) {
             cmd.push_str(&format!(" --kind {}", self.kind.name()));
         }
+        if self.policy != FsyncPolicy::Sync {
+            cmd.push_str(&format!(" --policy {}", self.policy));
+        }
         cmd
     }
 }
@@ -151,8 +173,8 @@ enum Role {
 struct Node {
     id: NodeId,
     role: Option<Role>,
-    /// What survives a crash: acceptor storage, proposer round, learner snapshot.
-    durable_acceptor: AcceptorState,
+    /// What survives a crash: acceptor disk, proposer round, learner snapshot.
+    disk: SimDisk,
     durable_round: u32,
     durable_learner: LearnerSnapshot,
     /// Index among learners (learners) or home learner (clients).
@@ -168,6 +190,9 @@ enum What {
         frame: Vec<u8>,
     },
     Submit(usize),
+    /// An acceptor's commit completes (ignored if the node crashed since: incarnation).
+    Commit(usize, u64),
+    Fsync(usize),
     Crash(usize),
     CrashLeader(u64),
     Restart(usize),
@@ -214,7 +239,7 @@ impl Simulation {
             nodes.push(Node {
                 id,
                 role: None,
-                durable_acceptor: AcceptorState::default(),
+                disk: SimDisk::new(cfg.policy),
                 durable_round: 0,
                 durable_learner: LearnerSnapshot::default(),
                 learner_index,
@@ -252,6 +277,12 @@ impl Simulation {
             sim.schedule(offset, What::Tick(n));
         }
         sim.schedule_faults();
+        if sim.cfg.policy == FsyncPolicy::Async {
+            for k in 0..sim.cfg.acceptors {
+                let at = sim.cfg.fsync_interval;
+                sim.schedule(at, What::Fsync(sim.cfg.proposers + k));
+            }
+        }
         sim
     }
 
@@ -303,12 +334,7 @@ impl Simulation {
                 node.durable_round,
             ))
         } else if members.acceptors.contains(&id) {
-            Role::Acceptor((self.factory)(
-                id,
-                cfg,
-                members,
-                node.durable_acceptor.clone(),
-            ))
+            Role::Acceptor((self.factory)(id, cfg, members, node.disk.durable.clone()))
         } else if members.learners.contains(&id) {
             Role::Learner(Learner::restore(
                 id,
@@ -329,6 +355,7 @@ impl Simulation {
     fn crash(&mut self, n: usize) {
         if self.nodes[n].role.take().is_some() {
             self.stats.crashes += 1;
+            self.nodes[n].disk.crash();
         }
     }
 
@@ -349,6 +376,8 @@ impl Simulation {
         }
         self.stats.virtual_time = self.now;
         self.stats.values_delivered = self.obs.delivered.iter().map(|d| d.len() as u64).sum();
+        self.stats.commits = self.nodes.iter().map(|n| n.disk.commits).sum();
+        self.stats.committed_changes = self.nodes.iter().map(|n| n.disk.committed_changes).sum();
         let violations = self.obs.check();
         let final_state = if violations.is_empty() {
             String::new()
@@ -358,6 +387,7 @@ impl Simulation {
         SimReport {
             seed: self.cfg.seed,
             kind: self.cfg.plan.kind,
+            policy: self.cfg.policy,
             violations,
             stats: self.stats,
             final_state,
@@ -415,6 +445,20 @@ impl Simulation {
             }
             What::Deliver { from, to, frame } => self.deliver(from, to, frame),
             What::Submit(c) => self.client_submit(c),
+            What::Commit(n, incarnation) => {
+                if self.nodes[n].disk.incarnation == incarnation && self.nodes[n].role.is_some() {
+                    let (sends, more) = self.nodes[n].disk.commit_done();
+                    if more {
+                        self.schedule_commit(n);
+                    }
+                    self.send_from(n, sends);
+                }
+            }
+            What::Fsync(n) => {
+                self.nodes[n].disk.fsync();
+                let next = self.now + self.cfg.fsync_interval;
+                self.schedule(next, What::Fsync(n));
+            }
             What::Crash(n) => self.crash(n),
             What::Restart(n) => {
                 if self.nodes[n].role.is_none() {
@@ -497,12 +541,24 @@ impl Simulation {
     }
 
     /// Carries out a node's actions: storage first, then messages, deliveries, events.
-    fn apply(&mut self, n: usize, out: Actions) {
+    fn apply(&mut self, n: usize, mut out: Actions) {
+        let node = &mut self.nodes[n];
+        let mut sends = std::mem::take(&mut out.send);
+        if matches!(node.role, Some(Role::Acceptor(_))) {
+            match node.disk.write(std::mem::take(&mut out.persist), sends) {
+                Write::SendNow(now) => sends = now,
+                Write::StartCommit => {
+                    sends = Vec::new();
+                    self.schedule_commit(n);
+                }
+                Write::Queued => sends = Vec::new(),
+            }
+        }
         let node = &mut self.nodes[n];
         for change in &out.persist {
-            match change {
-                Change::ProposerRound(r) => node.durable_round = node.durable_round.max(*r),
-                c => node.durable_acceptor.apply(c),
+            if let Change::ProposerRound(r) = change {
+                // A proposer's round is one tiny record, synced at once.
+                node.durable_round = node.durable_round.max(*r);
             }
         }
         for ev in &out.events {
@@ -524,8 +580,18 @@ impl Simulation {
         if !out.deliver.is_empty() {
             self.on_deliveries(n, &out.deliver);
         }
+        self.send_from(n, sends);
+    }
+
+    fn schedule_commit(&mut self, n: usize) {
+        let at = self.now + self.cfg.fsync_latency;
+        let incarnation = self.nodes[n].disk.incarnation;
+        self.schedule(at, What::Commit(n, incarnation));
+    }
+
+    fn send_from(&mut self, n: usize, sends: Vec<crate::protocol::Envelope>) {
         let from = self.nodes[n].id;
-        for env in out.send {
+        for env in sends {
             if matches!(env.msg, Message::CatchupRequest { .. }) {
                 self.stats.catchup_requests += 1;
             }
@@ -645,10 +711,15 @@ impl Simulation {
 
 /// Runs one seed with the real acceptors.
 pub fn run_seed(seed: u64) -> SimReport {
-    Simulation::new(SimConfig::for_seed(seed), real_acceptors()).run()
+    run(SimConfig::for_seed(seed))
 }
 
 /// Runs one seed with the real acceptors and a chosen fault kind.
 pub fn run_seed_with(seed: u64, kind: FaultKind) -> SimReport {
-    Simulation::new(SimConfig::with_kind(seed, kind), real_acceptors()).run()
+    run(SimConfig::with_kind(seed, kind))
+}
+
+/// Runs a configuration with the real acceptors.
+pub fn run(cfg: SimConfig) -> SimReport {
+    Simulation::new(cfg, real_acceptors()).run()
 }
