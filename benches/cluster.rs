@@ -18,6 +18,7 @@ fn cluster(c: &mut Criterion) {
             outstanding,
             value_size: 64,
             kill_leader_after: None,
+            storage: Default::default(),
             protocol: ProtocolConfig {
                 leader_timeout_ms: 50,
                 ..ProtocolConfig::default()

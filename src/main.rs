@@ -3,7 +3,7 @@ use clap::{Parser, Subcommand};
 use ethpaxos::cluster::{self, DemoOptions};
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::sim::{self, FaultKind, SimConfig};
-use ethpaxos::storage::FsyncPolicy;
+use ethpaxos::storage::{FsyncPolicy, StorageConfig};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,16 @@ enum Command {
         /// Protocol tunables (YAML, see config/demo.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Acceptors' fsync policy: sync (crash safe, the default), async or none (memory).
+        #[arg(long, default_value = "sync", value_parser = parse_policy)]
+        policy: FsyncPolicy,
+        /// Where the acceptors' RocksDB directories go (default: a temporary directory,
+        /// removed at the end).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// async: how often the write-ahead log is synced.
+        #[arg(long, default_value_t = 10)]
+        fsync_interval_ms: u64,
     },
 }
 
@@ -81,6 +91,9 @@ fn main() -> Result<()> {
             value_size,
             kill_leader_after,
             config,
+            policy,
+            data_dir,
+            fsync_interval_ms,
         } => {
             let protocol = match config {
                 Some(path) => load_protocol(&path)?,
@@ -93,9 +106,18 @@ fn main() -> Result<()> {
                 value_size,
                 kill_leader_after,
                 protocol,
+                storage: StorageConfig {
+                    fsync_policy: policy,
+                    path: data_dir,
+                    fsync_interval_ms,
+                    ..StorageConfig::default()
+                },
             };
             let summary = cluster::run_demo(&opts, |line| println!("{line}"))?;
             println!("{summary}");
+            if !summary.failures.is_empty() {
+                bail!("{} node(s) stopped on an error", summary.failures.len());
+            }
             if !summary.learners_agree() {
                 bail!("the learners delivered different sequences");
             }

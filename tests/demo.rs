@@ -71,6 +71,55 @@ fn demo_survives_leader_kill() {
 }
 
 #[test]
+fn demo_on_rocksdb_keeps_the_data_dir_it_was_given() {
+    let dir = std::env::temp_dir().join(format!("ethpaxos-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = demo(&[
+        "--duration",
+        "1500ms",
+        "--policy",
+        "sync",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("storage: RocksDB, fsync policy sync"),
+        "{text}"
+    );
+    assert!(
+        text.contains("learners agree: identical sequences"),
+        "{text}"
+    );
+    for a in [11, 12, 13] {
+        assert!(
+            dir.join(format!("acceptor-{a}")).join("CURRENT").exists(),
+            "acceptor {a}'s RocksDB"
+        );
+    }
+    // A second run on the same directory is refused: its acceptors would hold another
+    // cluster's votes.
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["demo", "--duration", "1s", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
+}
+
+#[test]
+fn demo_runs_under_every_policy() {
+    for policy in ["async", "none"] {
+        let text = demo(&["--duration", "1200ms", "--policy", policy]);
+        assert!(
+            text.contains("learners agree: identical sequences"),
+            "{policy}: {text}"
+        );
+    }
+}
+
+#[test]
 fn demo_refuses_bad_input_with_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
         .args(["demo", "--value-size", "5000"])

@@ -12,14 +12,15 @@ use crate::protocol::{
     Acceptor, Actions, Client, ClientId, Event, Learner, Membership, Message, NodeId, Proposer,
     ProtocolConfig,
 };
-use anyhow::{bail, Result};
+use crate::storage::{change_bytes, FsyncPolicy, StorageConfig};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ pub struct DemoOptions {
     pub value_size: usize,
     pub kill_leader_after: Option<Duration>,
     pub protocol: ProtocolConfig,
+    /// Acceptor storage. Without a path, durable policies use a temporary directory that
+    /// is removed at the end.
+    pub storage: StorageConfig,
 }
 
 pub struct DemoSummary {
@@ -41,6 +45,13 @@ pub struct DemoSummary {
     pub leader_changes: u64,
     /// Per learner: values delivered and the digest of the delivered sequence.
     pub learners: Vec<(u64, String)>,
+    pub policy: FsyncPolicy,
+    pub storage_path: Option<std::path::PathBuf>,
+    /// Acceptor group commits and the changes they carried, over all acceptors.
+    pub commits: u64,
+    pub committed_changes: u64,
+    /// Nodes that stopped on an error (a storage failure, say).
+    pub failures: Vec<String>,
 }
 
 impl DemoSummary {
@@ -65,6 +76,20 @@ impl fmt::Display for DemoSummary {
             self.latency_p99,
             self.leader_changes
         )?;
+        let per_commit = self.committed_changes as f64 / self.commits.max(1) as f64;
+        match &self.storage_path {
+            Some(p) => writeln!(
+                f,
+                "storage: RocksDB, fsync policy {}, {}; {} group commits, {per_commit:.1} changes per commit",
+                self.policy,
+                p.display(),
+                self.commits
+            )?,
+            None => writeln!(f, "storage: memory (fsync policy none)")?,
+        }
+        for e in &self.failures {
+            writeln!(f, "FAILED: {e}")?;
+        }
         for (k, (n, d)) in self.learners.iter().enumerate() {
             writeln!(f, "learner {k}: {n} values delivered, sequence digest {d}")?;
         }
@@ -85,9 +110,45 @@ struct Shared {
     delivered: [AtomicU64; 2],
     leader: AtomicU64,
     elections: AtomicU64,
+    commits: AtomicU64,
+    committed_changes: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    fn fail(&self, why: String) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(why);
+    }
 }
 
 const CLIENT_NODE: NodeId = 100;
+
+/// A temporary data directory for the demo's acceptors, removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn create() -> Result<Self> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("ethpaxos-demo-{}-{stamp}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!("cannot create the demo's data directory {}", dir.display())
+        })?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Runs the demo cluster and reports progress lines through `progress`.
 pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<DemoSummary> {
@@ -102,6 +163,28 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             opts.value_size,
             opts.protocol.max_frame
         );
+    }
+    // A durable policy without a path gets a directory of its own, removed at the end.
+    let mut storage_cfg = opts.storage.clone();
+    let _scratch = match (&storage_cfg.path, storage_cfg.fsync_policy) {
+        (None, policy) if policy != FsyncPolicy::None => {
+            let dir = ScratchDir::create()?;
+            storage_cfg.path = Some(dir.0.clone());
+            Some(dir)
+        }
+        _ => None,
+    };
+    storage_cfg.validate()?;
+    let storage_path = storage_cfg.path.clone();
+    if let (Some(dir), None) = (&storage_path, &_scratch) {
+        // The demo's proposers and learners start empty; acceptors holding an earlier run's
+        // votes would not belong to the same cluster.
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            bail!(
+                "--data-dir {} is not empty (an earlier run's data?); give a new or empty directory",
+                dir.display()
+            );
+        }
     }
     let members = Membership {
         proposers: vec![1, 2],
@@ -127,7 +210,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
         let id = *id;
         handles.push(thread::spawn(move || {
-            node_loop(id, rx, tx, &shared, &kill, start, |input, now, out| {
+            let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
                 match input {
                     Some((from, m)) => node.handle(now, from, m, out),
                     None => node.tick(now, out),
@@ -138,26 +221,68 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                         shared.elections.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            });
+            };
+            // In memory: the round needs no disk here, as nothing of this demo survives it.
+            node_loop(
+                id,
+                rx,
+                tx,
+                &shared,
+                &kill,
+                start,
+                DEFAULT_BURST,
+                step,
+                |_, _| Ok(()),
+            );
             None
         }));
     }
     for id in &members.acceptors {
-        let mut node = Acceptor::new(*id, &opts.protocol, members.clone());
+        let mut storage = storage_cfg
+            .open(*id)
+            .with_context(|| format!("acceptor {id}: cannot open its storage"))?;
+        let state = storage
+            .load()
+            .with_context(|| format!("acceptor {id}: cannot load its storage"))?;
+        let mut node = Acceptor::restore(*id, &opts.protocol, members.clone(), state);
         let shared = shared.clone();
         let kill = Arc::new(AtomicBool::new(false));
         let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
         let id = *id;
         let max_payload = opts.protocol.max_payload();
+        let policy = storage_cfg.fsync_policy;
+        let fsync_interval = Duration::from_millis(storage_cfg.fsync_interval_ms);
+        let burst = Burst {
+            max_messages: storage_cfg.batch_max_messages,
+            max_persist_bytes: storage_cfg.batch_max_bytes,
+        };
         handles.push(thread::spawn(move || {
-            node_loop(id, rx, tx, &shared, &kill, start, |input, _now, out| {
+            let step = |input: Option<(NodeId, Message)>, _now, out: &mut Actions| {
                 if let Some((from, m)) = input {
                     node.handle(from, m, out);
-                    // Memory storage: the acceptor already holds its state.
-                    out.persist.clear();
+                }
+            };
+            // The group commit: everything the burst changed, in one batch, before any of
+            // the burst's replies leave.
+            let mut last_sync = Duration::ZERO;
+            let flush = |now: Duration, out: &mut Actions| {
+                if !out.persist.is_empty() {
+                    storage
+                        .commit(&out.persist, policy == FsyncPolicy::Sync)
+                        .map_err(|e| e.to_string())?;
+                    shared.commits.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .committed_changes
+                        .fetch_add(out.persist.len() as u64, Ordering::Relaxed);
+                }
+                if policy == FsyncPolicy::Async && now.saturating_sub(last_sync) >= fsync_interval {
+                    storage.sync().map_err(|e| e.to_string())?;
+                    last_sync = now;
                 }
                 out.coalesce_accepted(max_payload);
-            });
+                Ok(())
+            };
+            node_loop(id, rx, tx, &shared, &kill, start, burst, step, flush);
             None
         }));
     }
@@ -170,7 +295,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let id = *id;
         handles.push(thread::spawn(move || {
             let mut digest = SequenceDigest::default();
-            node_loop(id, rx, tx, &shared, &kill, start, |input, now, out| {
+            let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
                 match input {
                     Some((from, m)) => node.handle(now, from, m, out),
                     None => node.tick(now, out),
@@ -188,7 +313,18 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 if let (Some(tx), false) = (&acks, batch.is_empty()) {
                     let _ = tx.send(batch);
                 }
-            });
+            };
+            node_loop(
+                id,
+                rx,
+                tx,
+                &shared,
+                &kill,
+                start,
+                DEFAULT_BURST,
+                step,
+                |_, _| Ok(()),
+            );
             Some(digest.finish())
         }));
     }
@@ -267,6 +403,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             .map_err(|_| anyhow::anyhow!("node thread panicked"))?;
         learners.extend(learner);
     }
+    let failures = std::mem::take(&mut *shared.failures.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(DemoSummary {
         elapsed,
         acknowledged: acked_at_end,
@@ -274,10 +411,30 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         latency_p99: Duration::from_nanos(hist.value_at_quantile(0.99)),
         leader_changes: shared.elections.load(Ordering::Relaxed),
         learners,
+        policy: storage_cfg.fsync_policy,
+        storage_path,
+        commits: shared.commits.load(Ordering::Relaxed),
+        committed_changes: shared.committed_changes.load(Ordering::Relaxed),
+        failures,
     })
 }
 
-/// One node's thread: handle inbound messages in bursts, tick every millisecond, send.
+/// How a node's loop gathers a burst of messages before it flushes and sends.
+#[derive(Clone, Copy)]
+struct Burst {
+    max_messages: usize,
+    max_persist_bytes: usize,
+}
+
+const DEFAULT_BURST: Burst = Burst {
+    max_messages: 256,
+    max_persist_bytes: usize::MAX,
+};
+
+/// One node's thread: handle a burst of inbound messages, tick every millisecond, `flush`
+/// (an acceptor commits the burst's changes there), then send. A flush error stops the node
+/// as a crash would, and is reported.
+#[allow(clippy::too_many_arguments)]
 fn node_loop(
     id: NodeId,
     rx: Receiver<Inbound>,
@@ -285,7 +442,9 @@ fn node_loop(
     shared: &Shared,
     kill: &AtomicBool,
     start: Instant,
+    burst: Burst,
     mut step: impl FnMut(Option<(NodeId, Message)>, Duration, &mut Actions),
+    mut flush: impl FnMut(Duration, &mut Actions) -> Result<(), String>,
 ) {
     let tick = Duration::from_millis(1);
     let mut next_tick = Duration::ZERO;
@@ -303,8 +462,17 @@ fn node_loop(
             Ok(first) => {
                 let now = start.elapsed();
                 step(Some((first.from, first.msg)), now, &mut out);
-                for m in rx.try_iter().take(255) {
+                let mut bytes: usize = out.persist.iter().map(change_bytes).sum();
+                for m in rx.try_iter().take(burst.max_messages - 1) {
+                    let before = out.persist.len();
                     step(Some((m.from, m.msg)), now, &mut out);
+                    bytes += out.persist[before..]
+                        .iter()
+                        .map(change_bytes)
+                        .sum::<usize>();
+                    if bytes >= burst.max_persist_bytes {
+                        break;
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -314,6 +482,12 @@ fn node_loop(
         if now >= next_tick {
             step(None, now, &mut out);
             next_tick = now + tick;
+        }
+        if let Err(e) = flush(now, &mut out) {
+            shared.fail(format!("node {id} stopped: {e}"));
+            kill.store(true, Ordering::Relaxed);
+            out.clear();
+            continue;
         }
         tx.send_all(id, out.send.drain(..));
         out.clear();

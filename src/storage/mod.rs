@@ -1,7 +1,50 @@
 //! Acceptor storage: what survives a crash, and when a vote may leave.
+//!
+//! `AcceptorStorage` is what the acceptor's storage stage drives: it loads everything at start
+//! and commits the changes of many messages as one atomic batch (group commit), durable on
+//! return when asked to sync. `memory` keeps nothing across a restart; `rocks` is RocksDB.
 
+mod memory;
+mod rocks;
+
+pub use memory::MemoryStorage;
+pub use rocks::RocksStorage;
+
+use crate::protocol::{AcceptorState, Change};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open storage at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("storage {op} failed: {source}")]
+    Rocks {
+        op: &'static str,
+        source: rocksdb::Error,
+    },
+    #[error("stored record {key} is corrupt: {why}")]
+    Corrupt { key: String, why: String },
+    #[error("storage.path is required with fsync_policy {0}")]
+    NoPath(FsyncPolicy),
+}
+
+/// An acceptor's durable state.
+pub trait AcceptorStorage: Send {
+    /// Everything durable: promise, votes, trim point.
+    fn load(&mut self) -> Result<AcceptorState, StorageError>;
+    /// Writes `changes` as one atomic batch. With `sync` the batch is on disk when this
+    /// returns; without, it is written and a later `sync` makes it durable.
+    fn commit(&mut self, changes: &[Change], sync: bool) -> Result<(), StorageError>;
+    /// Makes every batch committed so far durable.
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Bytes the storage occupies on disk (0 in memory).
+    fn disk_bytes(&self) -> u64;
+}
 
 /// When an acceptor's replies may leave relative to its writes reaching the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -37,5 +80,81 @@ impl FsyncPolicy {
 impl fmt::Display for FsyncPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The acceptor storage section of a node's config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub fsync_policy: FsyncPolicy,
+    /// Where the acceptor's RocksDB lives (ignored with policy `none`).
+    pub path: Option<PathBuf>,
+    /// `async`: how often the write-ahead log is synced in the background.
+    pub fsync_interval_ms: u64,
+    /// Group commit: one batch holds the changes of at most this many messages ...
+    pub batch_max_messages: usize,
+    /// ... and at most about this many bytes. A batch never waits for more: under light load
+    /// a lone vote is committed at once, and under load the messages that arrive during a
+    /// commit form the next batch.
+    pub batch_max_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            fsync_policy: FsyncPolicy::Sync,
+            path: None,
+            fsync_interval_ms: 10,
+            batch_max_messages: 1024,
+            batch_max_bytes: 4 << 20,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn validate(&self) -> Result<(), crate::protocol::ConfigError> {
+        let bad = |field, why: &str| crate::protocol::ConfigError::Invalid {
+            field,
+            why: why.into(),
+        };
+        if self.batch_max_messages == 0 {
+            return Err(bad("storage.batch_max_messages", "must be greater than 0"));
+        }
+        if self.batch_max_bytes == 0 {
+            return Err(bad("storage.batch_max_bytes", "must be greater than 0"));
+        }
+        if self.fsync_policy != FsyncPolicy::None && self.path.is_none() {
+            return Err(bad("storage.path", "required unless fsync_policy is none"));
+        }
+        if self.fsync_policy == FsyncPolicy::Async && self.fsync_interval_ms == 0 {
+            return Err(bad(
+                "storage.fsync_interval_ms",
+                "must be greater than 0 with policy async",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens this acceptor's storage: RocksDB under `path/acceptor-<id>`, or memory for `none`.
+    pub fn open(
+        &self,
+        id: crate::protocol::NodeId,
+    ) -> Result<Box<dyn AcceptorStorage>, StorageError> {
+        match (&self.fsync_policy, &self.path) {
+            (FsyncPolicy::None, _) => Ok(Box::new(MemoryStorage::default())),
+            (policy, None) => Err(StorageError::NoPath(*policy)),
+            (_, Some(dir)) => Ok(Box::new(RocksStorage::open(
+                &dir.join(format!("acceptor-{id}")),
+            )?)),
+        }
+    }
+}
+
+/// Roughly what a change costs in a batch, for the byte bound.
+pub fn change_bytes(change: &Change) -> usize {
+    match change {
+        Change::Accept(e) => crate::wire::sizes::entry(e),
+        _ => 16,
     }
 }

@@ -22,14 +22,14 @@ pub enum DecodeError {
     Reserved(u8),
     #[error("header says the payload is {header} bytes but the frame holds {actual}")]
     Length { header: usize, actual: usize },
-    #[error("{kind:?} frame is truncated in field `{field}`")]
+    #[error("{kind:?} message is truncated in field `{field}`")]
     Truncated {
         kind: MessageKind,
         field: &'static str,
     },
-    #[error("{kind:?} frame has {extra} bytes after its last field")]
+    #[error("{kind:?} message has {extra} bytes after its last field")]
     Trailing { kind: MessageKind, extra: usize },
-    #[error("{kind:?} frame field `{field}` is invalid: {why}")]
+    #[error("{kind:?} message field `{field}` is invalid: {why}")]
     Invalid {
         kind: MessageKind,
         field: &'static str,
@@ -79,7 +79,20 @@ pub fn decode_bytes(frame: Bytes) -> Result<Frame, DecodeError> {
             actual,
         });
     }
-    let payload = frame.slice(FRAME_OVERHEAD..FRAME_OVERHEAD + len);
+    let msg = decode_payload(kind, frame.slice(FRAME_OVERHEAD..FRAME_OVERHEAD + len))?;
+    Ok(Frame {
+        header: FrameHeader {
+            dst,
+            src,
+            cluster,
+            sender,
+        },
+        msg,
+    })
+}
+
+/// Decodes a message's payload alone (what follows the header); storage keeps votes this way.
+pub fn decode_payload(kind: MessageKind, payload: Bytes) -> Result<Message, DecodeError> {
     let mut r = Reader {
         buf: payload,
         pos: 0,
@@ -92,15 +105,7 @@ pub fn decode_bytes(frame: Bytes) -> Result<Frame, DecodeError> {
             extra: r.buf.len() - r.pos,
         });
     }
-    Ok(Frame {
-        header: FrameHeader {
-            dst,
-            src,
-            cluster,
-            sender,
-        },
-        msg,
-    })
+    Ok(msg)
 }
 
 struct Reader {

@@ -48,10 +48,18 @@ pub fn encode(
     out.extend_from_slice(&header.cluster.to_be_bytes());
     out.extend_from_slice(&header.sender.to_be_bytes());
     out.extend_from_slice(&(payload as u16).to_be_bytes());
-    let mut w = Writer { out, kind };
-    w.message(msg)?;
+    encode_payload(msg, out)?;
     debug_assert_eq!(out.len(), size, "sizes::payload disagrees with the encoder");
     Ok(())
+}
+
+/// Appends only the payload of `msg` (no header, no size limit); storage keeps votes this way.
+pub fn encode_payload(msg: &Message, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    Writer {
+        out,
+        kind: msg.kind(),
+    }
+    .message(msg)
 }
 
 struct Writer<'a> {

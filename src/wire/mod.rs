@@ -6,8 +6,8 @@ mod decode;
 mod encode;
 pub mod sizes;
 
-pub use decode::{decode, decode_bytes, DecodeError};
-pub use encode::{encode, EncodeError};
+pub use decode::{decode, decode_bytes, decode_payload, DecodeError};
+pub use encode::{encode, encode_payload, EncodeError};
 
 use crate::protocol::{Message, NodeId};
 
