@@ -6,7 +6,10 @@
 //! - [`cluster`]: an in-process cluster on threads (the demo).
 
 pub mod cluster;
+pub mod config;
+pub mod node;
 pub mod protocol;
 pub mod sim;
 pub mod storage;
+pub mod transport;
 pub mod wire;

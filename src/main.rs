@@ -1,10 +1,14 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ethpaxos::cluster::{self, DemoOptions};
+use ethpaxos::config::NodeConfig;
+use ethpaxos::node;
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::sim::{self, FaultKind, SimConfig};
 use ethpaxos::storage::{FsyncPolicy, StorageConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -20,6 +24,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs one node from its YAML config until SIGTERM or SIGINT.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Checks a node's YAML config and says what the node would do.
+    CheckConfig { file: PathBuf },
     /// Runs seeded simulations under loss, duplication, reordering, partitions and crashes, and
     /// checks agreement, validity, order, exactly-once delivery and liveness.
     Simulate {
@@ -77,6 +88,25 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Run { config } => run_node(&config),
+        Command::CheckConfig { file } => {
+            let cfg = NodeConfig::load(&file)?;
+            let me = cfg.me();
+            let m = cfg.membership();
+            println!(
+                "{}: ok. node {} plays {:?} on udp {}; cluster {}: {} proposer(s), {} acceptors (quorum {}), {} learner(s)",
+                file.display(),
+                cfg.node_id,
+                me.roles,
+                me.udp,
+                cfg.protocol.cluster_id,
+                m.proposers.len(),
+                m.acceptors.len(),
+                m.quorum(),
+                m.learners.len()
+            );
+            Ok(())
+        }
         Command::Simulate {
             seeds,
             start_seed,
@@ -124,6 +154,18 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_node(path: &Path) -> Result<()> {
+    let cfg = NodeConfig::load(path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())
+            .context("cannot install the signal handler")?;
+    }
+    let stats = node::run(&cfg, &stop).with_context(|| format!("node {}", cfg.node_id))?;
+    eprintln!("node {} stopped: {stats:?}", cfg.node_id);
+    Ok(())
 }
 
 fn load_protocol(path: &PathBuf) -> Result<ProtocolConfig> {

@@ -6,9 +6,11 @@
 
 mod memory;
 mod rocks;
+mod round;
 
 pub use memory::MemoryStorage;
 pub use rocks::RocksStorage;
+pub use round::RoundFile;
 
 use crate::protocol::{AcceptorState, Change};
 use serde::{Deserialize, Serialize};

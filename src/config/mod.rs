@@ -1,0 +1,220 @@
+//! A node's YAML config: who it is, which roles it plays, who the other members are and how to
+//! reach them, its storage, protocol tunables and (for client and learner roles) its load and
+//! outputs. Unknown keys are refused; every error names the field at fault.
+
+use crate::protocol::{ConfigError, Membership, NodeId, ProtocolConfig};
+use crate::storage::{FsyncPolicy, StorageConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Proposer,
+    Acceptor,
+    Learner,
+    Client,
+    /// Proposer, acceptor and learner.
+    Replica,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: NodeId,
+    pub roles: Vec<Role>,
+    /// Where its UDP transport listens.
+    pub udp: SocketAddr,
+}
+
+impl Member {
+    pub fn plays(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+            || (self.roles.contains(&Role::Replica)
+                && matches!(role, Role::Proposer | Role::Acceptor | Role::Learner))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadConfig {
+    /// Client sessions this node runs (client role).
+    pub clients: usize,
+    /// Values each keeps outstanding.
+    pub outstanding: usize,
+    pub value_size: usize,
+    /// Stop submitting after this many values per client (0: until stopped).
+    pub values_per_client: u64,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            clients: 1,
+            outstanding: 8,
+            value_size: 64,
+            values_per_client: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Learner: appends each delivered value as a line `client seq payload-hash`.
+    pub delivered: Option<PathBuf>,
+    /// Client: appends each acknowledged value as a line `client seq`.
+    pub acknowledged: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub members: Vec<Member>,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub protocol: ProtocolConfig,
+    #[serde(default)]
+    pub load: LoadConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    #[error("{field}: {why}")]
+    Field { field: String, why: String },
+}
+
+fn field(field: impl Into<String>, why: impl Into<String>) -> NodeConfigError {
+    NodeConfigError::Field {
+        field: field.into(),
+        why: why.into(),
+    }
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, NodeConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: NodeConfig =
+            serde_yaml_ng::from_str(&text).map_err(|source| NodeConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn membership(&self) -> Membership {
+        let ids = |role| {
+            self.members
+                .iter()
+                .filter(|m| m.plays(role))
+                .map(|m| m.id)
+                .collect()
+        };
+        Membership {
+            proposers: ids(Role::Proposer),
+            acceptors: ids(Role::Acceptor),
+            learners: ids(Role::Learner),
+        }
+    }
+
+    pub fn me(&self) -> &Member {
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .expect("validate() checked node_id is a member")
+    }
+
+    pub fn validate(&self) -> Result<(), NodeConfigError> {
+        self.protocol.validate()?;
+        let mut ids = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (k, m) in self.members.iter().enumerate() {
+            if !ids.insert(m.id) {
+                return Err(field(
+                    format!("members[{k}].id"),
+                    format!("node id {} is listed twice", m.id),
+                ));
+            }
+            if !addrs.insert(m.udp) {
+                return Err(field(
+                    format!("members[{k}].udp"),
+                    format!("{} is used by two members", m.udp),
+                ));
+            }
+            if m.roles.is_empty() {
+                return Err(field(
+                    format!("members[{k}].roles"),
+                    "a member needs at least one role",
+                ));
+            }
+        }
+        let me = self
+            .members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .ok_or_else(|| field("node_id", format!("{} is not among members", self.node_id)))?;
+        self.membership().validate()?;
+        if me.plays(Role::Acceptor) {
+            self.storage.validate()?;
+            if let Some(p) = &self.storage.path {
+                std::fs::create_dir_all(p)
+                    .map_err(|e| field("storage.path", format!("{}: {e}", p.display())))?;
+            }
+        } else if self.storage.fsync_policy != FsyncPolicy::default() {
+            return Err(field(
+                "storage.fsync_policy",
+                "only acceptors have an fsync policy",
+            ));
+        }
+        if me.plays(Role::Proposer) {
+            let Some(p) = &self.storage.path else {
+                return Err(field(
+                    "storage.path",
+                    "a proposer keeps its highest round there; without it a restart could reuse a ballot",
+                ));
+            };
+            std::fs::create_dir_all(p)
+                .map_err(|e| field("storage.path", format!("{}: {e}", p.display())))?;
+        }
+        if me.plays(Role::Client) && !me.plays(Role::Learner) {
+            return Err(field(
+                "members.roles",
+                "a client node must also be a learner: it is acknowledged by its own learner",
+            ));
+        }
+        if me.plays(Role::Client) && self.load.value_size > self.protocol.max_value_bytes() {
+            return Err(field(
+                "load.value_size",
+                format!(
+                    "{} bytes is over the {}-byte limit of protocol.max_frame {}",
+                    self.load.value_size,
+                    self.protocol.max_value_bytes(),
+                    self.protocol.max_frame
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! One node process: the roles its config names, driven by one loop over the UDP transport.
+//! Each turn it handles a burst of frames, ticks the roles, commits what the acceptor changed
+//! (group commit, synced per policy) and its proposer's round, and only then sends. Messages
+//! a node addresses to itself (a replica's proposer to its own acceptor) never touch the
+//! network. Learners write their delivered stream and clients their acknowledgements to the
+//! files the config names, so tests can check them across crashes.
+
+use crate::config::{NodeConfig, Role};
+use crate::protocol::{
+    Acceptor, Actions, Change, Client, Envelope, Learner, Message, NodeId, Proposer,
+};
+use crate::storage::{change_bytes, AcceptorStorage, FsyncPolicy, RoundFile, StorageError};
+use crate::transport::udp::{UdpError, UdpTransport};
+use crate::transport::TransportStats;
+use bytes::Bytes;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Udp(#[from] UdpError),
+    #[error("acceptor storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Io { what, source }
+}
+
+/// What a node did, printed when it stops.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStats {
+    pub transport: TransportStats,
+    pub commits: u64,
+    pub committed_changes: u64,
+    pub delivered: u64,
+    pub acknowledged: u64,
+    pub submitted: u64,
+}
+
+/// A client's id: the node id in the high bits keeps ids unique across client nodes.
+pub fn client_id(node: NodeId, k: usize) -> u64 {
+    ((node as u64) << 32) | k as u64
+}
+
+struct Node {
+    id: NodeId,
+    transport: UdpTransport,
+    proposer: Option<Proposer>,
+    round_file: Option<RoundFile>,
+    acceptor: Option<Acceptor>,
+    storage: Option<Box<dyn AcceptorStorage>>,
+    policy: FsyncPolicy,
+    fsync_interval: Duration,
+    last_sync: Duration,
+    learner: Option<Learner>,
+    clients: Vec<Client>,
+    submitted: Vec<u64>,
+    payload: Bytes,
+    delivered_out: Option<BufWriter<File>>,
+    acked_out: Option<BufWriter<File>>,
+    stats: NodeStats,
+}
+
+fn open_append(path: &Path) -> Result<BufWriter<File>, NodeError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(format!("cannot open {}", path.display())))?;
+    Ok(BufWriter::new(f))
+}
+
+/// Runs the node until `stop` is set (by SIGTERM in `ethpaxos run`).
+pub fn run(cfg: &NodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> {
+    let mut node = Node::start(cfg)?;
+    let start = Instant::now();
+    let tick = Duration::from_millis(1);
+    let mut next_tick = Duration::ZERO;
+    let mut out = Actions::new();
+    let burst_max = cfg.storage.batch_max_messages;
+    let burst_bytes = cfg.storage.batch_max_bytes;
+    while !stop.load(Ordering::Relaxed) {
+        let now = start.elapsed();
+        node.submit(cfg, now, &mut out);
+        let wait = next_tick.saturating_sub(now).max(Duration::from_micros(50));
+        let mut got = node.transport.recv(wait)?;
+        let mut handled = 0;
+        let mut bytes = 0;
+        while let Some((from, msg)) = got {
+            let before = out.persist.len();
+            node.dispatch(start.elapsed(), from, msg, &mut out);
+            bytes += out.persist[before..]
+                .iter()
+                .map(change_bytes)
+                .sum::<usize>();
+            handled += 1;
+            if handled >= burst_max || bytes >= burst_bytes {
+                break;
+            }
+            got = node.transport.recv(Duration::ZERO)?;
+        }
+        let now = start.elapsed();
+        if now >= next_tick {
+            node.tick(now, &mut out);
+            next_tick = now + tick;
+        }
+        node.flush(now, &mut out)?;
+    }
+    node.finish()
+}
+
+impl Node {
+    fn start(cfg: &NodeConfig) -> Result<Node, NodeError> {
+        let me = cfg.me();
+        let members = cfg.membership();
+        let peers = cfg.members.iter().map(|m| (m.id, m.udp)).collect();
+        let transport = UdpTransport::bind(
+            cfg.node_id,
+            me.udp,
+            peers,
+            cfg.protocol.cluster_id,
+            cfg.protocol.max_frame,
+        )?;
+        let id = cfg.node_id;
+        let (mut proposer, mut round_file) = (None, None);
+        if me.plays(Role::Proposer) {
+            let dir = cfg.storage.path.as_deref().unwrap_or(Path::new("."));
+            let file = RoundFile::new(dir, id);
+            let round = file
+                .load()
+                .map_err(io("cannot read the proposer's round"))?;
+            proposer = Some(Proposer::new(
+                id,
+                &cfg.protocol,
+                members.clone(),
+                Duration::ZERO,
+                round,
+            ));
+            round_file = Some(file);
+        }
+        let (mut acceptor, mut storage) = (None, None);
+        if me.plays(Role::Acceptor) {
+            let mut s = cfg.storage.open(id)?;
+            let state = s.load()?;
+            acceptor = Some(Acceptor::restore(id, &cfg.protocol, members.clone(), state));
+            storage = Some(s);
+        }
+        let learner = me
+            .plays(Role::Learner)
+            .then(|| Learner::new(id, &cfg.protocol, members.clone(), Duration::ZERO));
+        let clients: Vec<Client> = if me.plays(Role::Client) {
+            (0..cfg.load.clients)
+                .map(|k| Client::new(client_id(id, k), &cfg.protocol, members.proposers.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Node {
+            id,
+            transport,
+            proposer,
+            round_file,
+            acceptor,
+            storage,
+            policy: cfg.storage.fsync_policy,
+            fsync_interval: Duration::from_millis(cfg.storage.fsync_interval_ms),
+            last_sync: Duration::ZERO,
+            learner,
+            submitted: vec![0; clients.len()],
+            clients,
+            payload: Bytes::from(vec![0x5A; cfg.load.value_size]),
+            delivered_out: cfg
+                .output
+                .delivered
+                .as_deref()
+                .map(open_append)
+                .transpose()?,
+            acked_out: cfg
+                .output
+                .acknowledged
+                .as_deref()
+                .map(open_append)
+                .transpose()?,
+            stats: NodeStats::default(),
+        })
+    }
+
+    /// Tops every client up to its outstanding values.
+    fn submit(&mut self, cfg: &NodeConfig, now: Duration, out: &mut Actions) {
+        let limit = cfg.load.values_per_client;
+        for (k, c) in self.clients.iter_mut().enumerate() {
+            while c.outstanding() < cfg.load.outstanding
+                && (limit == 0 || self.submitted[k] < limit)
+            {
+                if c.submit(now, self.payload.clone()).is_err() {
+                    break;
+                }
+                self.submitted[k] += 1;
+                self.stats.submitted += 1;
+            }
+            c.flush(out);
+        }
+    }
+
+    fn dispatch(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
+        match msg {
+            Message::Prepare { .. } | Message::CatchupRequest { .. } | Message::Trim { .. } => {
+                if let Some(a) = &mut self.acceptor {
+                    a.handle(from, msg, out);
+                }
+            }
+            Message::Accept { .. } => {
+                if let Some(l) = &mut self.learner {
+                    l.handle(now, from, msg.clone(), out);
+                }
+                if let Some(a) = &mut self.acceptor {
+                    a.handle(from, msg, out);
+                }
+            }
+            Message::Accepted { .. } | Message::Heartbeat { .. } => {
+                if let Some(l) = &mut self.learner {
+                    l.handle(now, from, msg.clone(), out);
+                }
+                if let Some(p) = &mut self.proposer {
+                    p.handle(now, from, msg, out);
+                }
+            }
+            Message::Promise { .. }
+            | Message::Reject { .. }
+            | Message::ClientRequest { .. }
+            | Message::Progress { .. } => {
+                if let Some(p) = &mut self.proposer {
+                    p.handle(now, from, msg, out);
+                }
+            }
+            Message::CatchupReply { .. } => {
+                if let Some(l) = &mut self.learner {
+                    l.handle(now, from, msg, out);
+                }
+            }
+            Message::Redirect { client, .. } => {
+                if let Some(c) = self.clients.iter_mut().find(|c| c.id() == client) {
+                    c.handle(&msg);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Duration, out: &mut Actions) {
+        if let Some(p) = &mut self.proposer {
+            p.tick(now, out);
+        }
+        if let Some(l) = &mut self.learner {
+            l.tick(now, out);
+        }
+        self.clients.iter_mut().for_each(|c| c.tick(now, out));
+    }
+
+    /// Makes this turn's changes durable, then sends; self-addressed messages are handled at
+    /// once, which may produce more changes and messages (a bounded number of rounds).
+    fn flush(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
+        for _ in 0..64 {
+            self.persist(now, out)?;
+            self.deliver(now, out)?;
+            let sends: Vec<Envelope> = out.send.drain(..).collect();
+            out.events.clear();
+            if sends.is_empty() {
+                break;
+            }
+            for env in sends {
+                if env.to == self.id {
+                    self.dispatch(now, self.id, env.msg, out);
+                } else {
+                    self.transport.send(&env)?;
+                }
+            }
+        }
+        out.clear();
+        Ok(())
+    }
+
+    fn persist(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
+        let mut round = None;
+        out.persist.retain(|c| match c {
+            Change::ProposerRound(r) => {
+                round = Some(*r);
+                false
+            }
+            _ => true,
+        });
+        if let (Some(r), Some(f)) = (round, &self.round_file) {
+            f.store(r)
+                .map_err(io("cannot store the proposer's round"))?;
+        }
+        if let Some(s) = &mut self.storage {
+            if !out.persist.is_empty() {
+                s.commit(&out.persist, self.policy == FsyncPolicy::Sync)?;
+                self.stats.commits += 1;
+                self.stats.committed_changes += out.persist.len() as u64;
+            }
+            if self.policy == FsyncPolicy::Async
+                && now.saturating_sub(self.last_sync) >= self.fsync_interval
+            {
+                s.sync()?;
+                self.last_sync = now;
+            }
+        }
+        out.persist.clear();
+        Ok(())
+    }
+
+    fn deliver(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
+        for d in out.deliver.drain(..) {
+            for v in &d.values {
+                self.stats.delivered += 1;
+                if let Some(w) = &mut self.delivered_out {
+                    let hash = blake3::hash(&v.payload);
+                    writeln!(w, "{} {} {}", v.client, v.seq, &hash.to_hex()[..16])
+                        .map_err(io("cannot write the delivered stream"))?;
+                }
+                let Some(c) = self.clients.iter_mut().find(|c| c.id() == v.client) else {
+                    continue;
+                };
+                if c.on_delivered(now, v.seq).is_some() {
+                    self.stats.acknowledged += 1;
+                    if let Some(w) = &mut self.acked_out {
+                        writeln!(w, "{} {}", v.client, v.seq)
+                            .map_err(io("cannot write acknowledgements"))?;
+                    }
+                }
+            }
+        }
+        // Flushed every turn: what a client saw acknowledged is on record before it moves on.
+        for w in [&mut self.delivered_out, &mut self.acked_out]
+            .into_iter()
+            .flatten()
+        {
+            w.flush().map_err(io("cannot flush an output file"))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<NodeStats, NodeError> {
+        if let Some(s) = &mut self.storage {
+            s.sync()?;
+        }
+        for w in [&mut self.delivered_out, &mut self.acked_out]
+            .into_iter()
+            .flatten()
+        {
+            w.flush().map_err(io("cannot flush an output file"))?;
+        }
+        self.stats.transport = self.transport.stats.clone();
+        Ok(self.stats)
+    }
+}

@@ -1,0 +1,130 @@
+//! UDP: for routed networks, unprivileged runs and loopback tests. Each datagram is one frame
+//! of the common format (its Ethernet addresses are zero: UDP does the addressing).
+
+use super::TransportStats;
+use crate::protocol::{Envelope, Message, NodeId};
+use crate::wire::{self, EncodeError, FrameHeader};
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UdpError {
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("UDP socket option: {0}")]
+    Socket(std::io::Error),
+    #[error("message to node {to} cannot be sent: {source}")]
+    Encode { to: NodeId, source: EncodeError },
+    #[error("UDP receive failed: {0}")]
+    Recv(std::io::Error),
+}
+
+pub struct UdpTransport {
+    socket: UdpSocket,
+    me: NodeId,
+    cluster: u32,
+    max_frame: usize,
+    peers: HashMap<NodeId, SocketAddr>,
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+    pub stats: TransportStats,
+}
+
+impl UdpTransport {
+    pub fn bind(
+        me: NodeId,
+        addr: SocketAddr,
+        peers: HashMap<NodeId, SocketAddr>,
+        cluster: u32,
+        max_frame: usize,
+    ) -> Result<Self, UdpError> {
+        let socket = UdpSocket::bind(addr).map_err(|source| UdpError::Bind { addr, source })?;
+        Ok(UdpTransport {
+            socket,
+            me,
+            cluster,
+            max_frame,
+            peers,
+            out: Vec::with_capacity(max_frame),
+            inbuf: vec![0; 65536],
+            stats: TransportStats::default(),
+        })
+    }
+
+    /// Sends one message. A message that does not fit a frame is an error (a bug upstream);
+    /// a datagram the network refuses is counted, as a lost frame would be.
+    pub fn send(&mut self, env: &Envelope) -> Result<(), UdpError> {
+        let Some(addr) = self.peers.get(&env.to) else {
+            self.stats.send_errors += 1;
+            return Ok(());
+        };
+        let header = FrameHeader {
+            dst: [0; 6],
+            src: [0; 6],
+            cluster: self.cluster,
+            sender: self.me,
+        };
+        wire::encode(&header, &env.msg, self.max_frame, &mut self.out)
+            .map_err(|source| UdpError::Encode { to: env.to, source })?;
+        match self.socket.send_to(&self.out, addr) {
+            Ok(_) => self.stats.sent += 1,
+            Err(_) => self.stats.send_errors += 1,
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` (zero: does not wait) for a frame from a member of this cluster.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<(NodeId, Message)>, UdpError> {
+        if timeout.is_zero() {
+            self.socket
+                .set_nonblocking(true)
+                .map_err(UdpError::Socket)?;
+        } else {
+            self.socket
+                .set_nonblocking(false)
+                .map_err(UdpError::Socket)?;
+            self.socket
+                .set_read_timeout(Some(timeout))
+                .map_err(UdpError::Socket)?;
+        }
+        loop {
+            let (n, _from) = match self.socket.recv_from(&mut self.inbuf) {
+                Ok(r) => r,
+                // A signal (SIGTERM asking us to stop) interrupts the wait like a timeout.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                // A previous send to a closed port reports here on Linux; not our frame's fault.
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(UdpError::Recv(e)),
+            };
+            self.stats.received += 1;
+            let frame = match wire::decode(&self.inbuf[..n]) {
+                Ok(f) => f,
+                Err(_) => {
+                    self.stats.dropped_bad_frame += 1;
+                    continue;
+                }
+            };
+            if frame.header.cluster != self.cluster {
+                self.stats.dropped_foreign_cluster += 1;
+                continue;
+            }
+            if !self.peers.contains_key(&frame.header.sender) {
+                self.stats.dropped_non_member += 1;
+                continue;
+            }
+            return Ok(Some((frame.header.sender, frame.msg)));
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Crash recovery with real OS processes: proposers, acceptors (RocksDB, fsync policy sync),
+//! learners and a client node each run as `ethpaxos run` over loopback UDP. Under client load
+//! the tests `kill -9` acceptors and the leader and restart them, then check that every value
+//! the client saw acknowledged was delivered exactly once, in the same order, at every learner.
+//! Every wait is bounded; every process is killed and every file removed, pass or fail.
+
+use std::collections::HashSet;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROPOSERS: [u16; 2] = [1, 2];
+const ACCEPTORS: [u16; 3] = [11, 12, 13];
+const LEARNERS: [u16; 2] = [21, 22];
+const CLIENT: u16 = 23;
+
+struct Cluster {
+    dir: PathBuf,
+    ports: Vec<(u16, u16)>,
+    children: Vec<(u16, Child)>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::env::var_os("ETHPAXOS_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+impl Cluster {
+    fn new(name: &str) -> Cluster {
+        let dir =
+            std::env::temp_dir().join(format!("ethpaxos-crash-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ids: Vec<u16> = PROPOSERS
+            .iter()
+            .chain(&ACCEPTORS)
+            .chain(&LEARNERS)
+            .copied()
+            .chain([CLIENT])
+            .collect();
+        let ports = ids.iter().map(|id| (*id, free_port())).collect();
+        let mut c = Cluster {
+            dir,
+            ports,
+            children: Vec::new(),
+        };
+        for id in ids {
+            c.write_config(id);
+            c.start(id);
+        }
+        c
+    }
+
+    fn write_config(&self, id: u16) {
+        let mut y = format!("node_id: {id}\nmembers:\n");
+        for (m, port) in &self.ports {
+            let role = if PROPOSERS.contains(m) {
+                "[proposer]"
+            } else if ACCEPTORS.contains(m) {
+                "[acceptor]"
+            } else if *m == CLIENT {
+                "[learner, client]"
+            } else {
+                "[learner]"
+            };
+            y += &format!("  - {{id: {m}, roles: {role}, udp: \"127.0.0.1:{port}\"}}\n");
+        }
+        if PROPOSERS.contains(&id) || ACCEPTORS.contains(&id) {
+            y += &format!(
+                "storage: {{path: \"{}\"}}\n",
+                self.dir.join("data").display()
+            );
+        }
+        if LEARNERS.contains(&id) {
+            y += &format!(
+                "output: {{delivered: \"{}\"}}\n",
+                self.delivered(id).display()
+            );
+        }
+        if id == CLIENT {
+            y += &format!(
+                "load: {{clients: 4, outstanding: 8, value_size: 32}}\noutput: {{acknowledged: \"{}\"}}\n",
+                self.acked().display()
+            );
+        }
+        std::fs::write(self.dir.join(format!("node-{id}.yaml")), y).unwrap();
+    }
+
+    fn delivered(&self, id: u16) -> PathBuf {
+        self.dir.join(format!("delivered-{id}.txt"))
+    }
+
+    fn acked(&self) -> PathBuf {
+        self.dir.join("acknowledged.txt")
+    }
+
+    fn start(&mut self, id: u16) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.join(format!("node-{id}.yaml")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push((id, child));
+    }
+
+    /// `kill -9`: no chance to flush or sync anything.
+    fn kill9(&mut self, id: u16) {
+        let k = self
+            .children
+            .iter()
+            .position(|(i, _)| *i == id)
+            .expect("running");
+        let (_, mut child) = self.children.remove(k);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait for the clean exit.
+    fn terminate(&mut self, id: u16) {
+        let k = self
+            .children
+            .iter()
+            .position(|(i, _)| *i == id)
+            .expect("running");
+        let (_, mut child) = self.children.remove(k);
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "node {id} ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "node {id} did not shut down cleanly on SIGTERM:{}",
+            self.logs()
+        );
+    }
+
+    /// Waits (bounded) until the client has `more` acknowledgements beyond what it had.
+    fn progress(&self, more: usize, why: &str) {
+        let target = read_lines(&self.acked()).len() + more;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while read_lines(&self.acked()).len() < target {
+            assert!(
+                Instant::now() < deadline,
+                "no progress {why}: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for (id, _) in &self.ports {
+            let log = std::fs::read_to_string(self.dir.join(format!("node-{id}.log")))
+                .unwrap_or_default();
+            s += &format!(
+                "\n--- node {id}:\n{}",
+                log.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+            );
+        }
+        s
+    }
+
+    /// Stops the client, waits until both learners hold every acknowledged value, and checks
+    /// exactly-once delivery and one order.
+    fn finish_and_check(mut self) {
+        self.terminate(CLIENT);
+        let acked: Vec<String> = read_lines(&self.acked());
+        assert!(
+            acked.len() > 100,
+            "only {} values acknowledged",
+            acked.len()
+        );
+        let acked: HashSet<(u64, u64)> = acked
+            .iter()
+            .map(|l| {
+                let mut it = l.split(' ').map(|x| x.parse::<u64>().unwrap());
+                (it.next().unwrap(), it.next().unwrap())
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let streams = loop {
+            let streams: Vec<Vec<(u64, u64)>> = LEARNERS
+                .iter()
+                .map(|l| {
+                    read_lines(&self.delivered(*l))
+                        .iter()
+                        .map(|line| {
+                            let mut it = line.split(' ');
+                            (
+                                it.next().unwrap().parse().unwrap(),
+                                it.next().unwrap().parse().unwrap(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+            let complete = streams.iter().all(|s| {
+                let got: HashSet<_> = s.iter().copied().collect();
+                acked.is_subset(&got)
+            });
+            if complete && streams[0].len() == streams[1].len() {
+                break streams;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "learners did not deliver every acknowledged value ({} acked; delivered {} and {}){}",
+                acked.len(),
+                streams[0].len(),
+                streams[1].len(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for (l, s) in LEARNERS.iter().zip(&streams) {
+            let unique: HashSet<_> = s.iter().collect();
+            assert_eq!(unique.len(), s.len(), "learner {l} delivered a value twice");
+        }
+        assert_eq!(
+            streams[0], streams[1],
+            "the learners delivered different orders"
+        );
+        for id in PROPOSERS.iter().chain(&ACCEPTORS).chain(&LEARNERS) {
+            self.terminate(*id);
+        }
+    }
+}
+
+#[test]
+fn kill_one_acceptor_and_restart_it() {
+    let mut c = Cluster::new("one");
+    c.progress(2000, "at start");
+    c.kill9(11);
+    c.progress(2000, "with acceptor 11 down");
+    c.start(11);
+    c.progress(2000, "after acceptor 11 restarted");
+    c.finish_and_check();
+}
+
+#[test]
+fn kill_two_acceptors_one_after_the_other() {
+    let mut c = Cluster::new("two");
+    c.progress(2000, "at start");
+    c.kill9(11);
+    c.progress(1000, "with acceptor 11 down");
+    c.start(11);
+    c.progress(1000, "after acceptor 11 restarted");
+    c.kill9(12);
+    c.progress(1000, "with acceptor 12 down");
+    c.start(12);
+    c.progress(2000, "after acceptor 12 restarted");
+    c.finish_and_check();
+}
+
+#[test]
+fn kill_the_leader_and_restart_it() {
+    let mut c = Cluster::new("leader");
+    c.progress(2000, "at start");
+    // Proposer 1 is first in rank, so it leads once the cluster has settled.
+    c.kill9(1);
+    c.progress(2000, "after the leader was killed (the standby takes over)");
+    c.start(1);
+    c.progress(2000, "after the old leader restarted");
+    c.finish_and_check();
+}
