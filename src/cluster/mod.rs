@@ -126,6 +126,34 @@ impl Shared {
 
 const CLIENT_NODE: NodeId = 100;
 
+/// This process's resident memory, from /proc (0 where there is none).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Bytes of the files under `dir` and its subdirectories.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// A temporary data directory for the demo's acceptors, removed when dropped.
 struct ScratchDir(std::path::PathBuf);
 
@@ -361,14 +389,17 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         if last.elapsed() >= Duration::from_secs(1) {
             let acked = shared.acked.load(Ordering::Relaxed);
             let rate = (acked - last_acked) as f64 / last.elapsed().as_secs_f64();
+            let disk = storage_path.as_deref().map_or(0, dir_bytes);
             progress(format!(
-                "t={:>4.1}s  {:>10.0} values/s  acknowledged {:>10}  delivered {:>10} / {:>10}  leader {}",
+                "t={:>4.1}s  {:>10.0} values/s  acknowledged {:>10}  delivered {:>10} / {:>10}  leader {}  rss {:.0} MiB  disk {:.1} MiB",
                 start.elapsed().as_secs_f64(),
                 rate,
                 acked,
                 shared.delivered[0].load(Ordering::Relaxed),
                 shared.delivered[1].load(Ordering::Relaxed),
-                shared.leader.load(Ordering::Relaxed)
+                shared.leader.load(Ordering::Relaxed),
+                rss_bytes() as f64 / (1 << 20) as f64,
+                disk as f64 / (1 << 20) as f64,
             ));
             last = Instant::now();
             last_acked = acked;

@@ -49,9 +49,15 @@ impl RocksStorage {
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
-        // Votes are written once and read back only at start and for catch-up: keep the
-        // memtable small enough that a trim's range delete soon reaches the files.
+        // Votes live for seconds (until the trim point passes them) and are read back only at
+        // start and for catch-up, so: a bounded number of open files (their index blocks are
+        // what grows memory), and memtables small enough that a trim's range delete soon
+        // reaches the files. (Turning compression off doubled disk use for no throughput
+        // gain in the 5-minute soak: docs/benchmarks.md.)
         opts.set_write_buffer_size(32 << 20);
+        opts.set_max_write_buffer_number(3);
+        opts.set_max_open_files(256);
+        opts.set_max_background_jobs(2);
         let db = DB::open(&opts, path).map_err(|source| StorageError::Open {
             path: path.to_path_buf(),
             source,
