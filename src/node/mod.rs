@@ -7,7 +7,7 @@
 
 use crate::config::{NodeConfig, Role};
 use crate::protocol::{
-    Acceptor, Actions, Change, Client, Envelope, Learner, Message, NodeId, Proposer,
+    Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
 };
 use crate::storage::{change_bytes, AcceptorStorage, FsyncPolicy, RoundFile, StorageError};
 use crate::transport::udp::{UdpError, UdpTransport};
@@ -46,6 +46,10 @@ pub struct NodeStats {
     pub delivered: u64,
     pub acknowledged: u64,
     pub submitted: u64,
+    /// Client values the leader shed because its queue was full (clients resend them).
+    pub shed: u64,
+    /// Set when this learner needed instances the acceptors had trimmed.
+    pub trimmed_out: Option<u64>,
 }
 
 /// A client's id: the node id in the high bits keeps ids unique across client nodes.
@@ -274,7 +278,7 @@ impl Node {
             self.persist(now, out)?;
             self.deliver(now, out)?;
             let sends: Vec<Envelope> = out.send.drain(..).collect();
-            out.events.clear();
+            self.report(out.events.drain(..));
             if sends.is_empty() {
                 break;
             }
@@ -288,6 +292,27 @@ impl Node {
         }
         out.clear();
         Ok(())
+    }
+
+    /// What an operator must see: leadership changes, and a learner that cannot catch up.
+    fn report(&mut self, events: impl Iterator<Item = Event>) {
+        for e in events {
+            match e {
+                Event::BecameLeader { ballot } => eprintln!("node {}: leading with ballot {ballot}", self.id),
+                Event::SteppedDown { higher } => {
+                    eprintln!("node {}: stepped down, ballot {higher} is higher", self.id)
+                }
+                Event::Trimmed { needed, trim } => {
+                    self.stats.trimmed_out = Some(needed);
+                    eprintln!(
+                        "node {}: ERROR: this learner needs instance {needed} but acceptors trimmed everything below {trim}; restore its application state from a snapshot at or past {trim}",
+                        self.id
+                    )
+                }
+                Event::Shed { values } => self.stats.shed += values as u64,
+                Event::Decided { .. } => {}
+            }
+        }
     }
 
     fn persist(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
