@@ -298,7 +298,9 @@ impl Node {
     fn report(&mut self, events: impl Iterator<Item = Event>) {
         for e in events {
             match e {
-                Event::BecameLeader { ballot } => eprintln!("node {}: leading with ballot {ballot}", self.id),
+                Event::BecameLeader { ballot } => {
+                    eprintln!("node {}: leading with ballot {ballot}", self.id)
+                }
                 Event::SteppedDown { higher } => {
                     eprintln!("node {}: stepped down, ballot {higher} is higher", self.id)
                 }
