@@ -33,6 +33,9 @@ pub struct Client {
     max_value: usize,
     request_budget: usize,
     timeout: Duration,
+    /// No outstanding value can time out before this, so `tick` need not look (a client
+    /// with thousands outstanding is ticked every millisecond).
+    next_due: Duration,
 }
 
 impl Client {
@@ -47,6 +50,7 @@ impl Client {
             max_value: cfg.max_value_bytes(),
             request_budget: cfg.max_payload() - sizes::CLIENT_REQUEST_FIXED,
             timeout: ProtocolConfig::ms(cfg.client_timeout_ms),
+            next_due: Duration::MAX,
         }
     }
 
@@ -81,6 +85,7 @@ impl Client {
                 sent_at: now,
             },
         );
+        self.next_due = self.next_due.min(now + self.timeout);
         Ok(seq)
     }
 
@@ -131,7 +136,12 @@ impl Client {
 
     /// Resends values unacknowledged for the timeout; after a silent leader, to every proposer.
     pub fn tick(&mut self, now: Duration, out: &mut Actions) {
+        if now < self.next_due {
+            self.flush(out);
+            return;
+        }
         let mut late = false;
+        let mut next_due = Duration::MAX;
         for (seq, o) in self.outstanding.iter_mut() {
             if now.saturating_sub(o.sent_at) >= self.timeout {
                 o.sent_at = now;
@@ -142,7 +152,9 @@ impl Client {
                     payload: o.payload.clone(),
                 });
             }
+            next_due = next_due.min(o.sent_at + self.timeout);
         }
+        self.next_due = next_due;
         if late {
             self.leader = None;
         }
