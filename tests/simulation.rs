@@ -82,3 +82,12 @@ fn every_run_delivers_values() {
         );
     }
 }
+
+#[test]
+fn codec_failures_are_reported_as_violations() {
+    let mut obs = ethpaxos::sim::Observations::new(2);
+    assert!(obs.check().is_empty());
+    obs.codec_error("node 1 produced a message that cannot be sent".into());
+    let v = obs.check();
+    assert!(v.iter().any(|v| v.property == "codec"), "{v:?}");
+}

@@ -26,9 +26,16 @@ pub struct Observations {
     pub decided: Vec<Vec<(InstanceId, Batch)>>,
     /// Per learner: the delivered client values in delivery order.
     pub delivered: Vec<Vec<ClientValue>>,
+    /// Messages that could not be encoded into a frame, or frames that did not decode.
+    pub codec_errors: Vec<String>,
 }
 
 impl Observations {
+    /// Records a message that could not be sent as a frame, or a frame that did not decode.
+    pub fn codec_error(&mut self, e: String) {
+        self.codec_errors.push(e);
+    }
+
     pub fn new(learners: usize) -> Self {
         Observations {
             decided: vec![Vec::new(); learners],
@@ -53,7 +60,15 @@ impl Observations {
 
     /// Every property, at the end of a run.
     pub fn check(&self) -> Vec<Violation> {
-        let mut v = Vec::new();
+        let mut v: Vec<Violation> = self
+            .codec_errors
+            .iter()
+            .take(5)
+            .map(|e| Violation {
+                property: "codec",
+                detail: e.clone(),
+            })
+            .collect();
         let mut bad = |property, detail: String| v.push(Violation { property, detail });
 
         // Agreement: one value per instance across learners; instances in order, none skipped.

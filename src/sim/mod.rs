@@ -523,10 +523,11 @@ impl Simulation {
         };
         let decoded = match wire::decode_bytes(Bytes::from(frame)) {
             Ok(f) => f,
-            Err(e) => panic!(
-                "seed {}: a frame the encoder wrote does not decode: {e}",
-                self.cfg.seed
-            ),
+            Err(e) => {
+                self.obs
+                    .codec_error(format!("a frame node {from} sent does not decode: {e}"));
+                return;
+            }
         };
         debug_assert_eq!(decoded.header.sender, from);
         let mut out = Actions::new();
@@ -666,10 +667,10 @@ impl Simulation {
             self.cfg.protocol.max_frame,
             &mut self.frame_buf,
         ) {
-            panic!(
-                "seed {}: the protocol produced a message that does not fit a frame: {e}",
-                self.cfg.seed
-            );
+            self.obs.codec_error(format!(
+                "node {from} produced a message that cannot be sent: {e}"
+            ));
+            return;
         }
         self.stats.frames_sent += 1;
         let from_idx = self
