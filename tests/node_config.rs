@@ -47,6 +47,24 @@ fn a_good_file_passes_and_is_summarised() {
 }
 
 #[test]
+fn the_example_configs_pass() {
+    for entry in std::fs::read_dir("config/loopback").unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn bad_files_name_the_field() {
     for (bad, expect) in [
         (GOOD.replace("node_id: 11", "node_id: 99"), "node_id"),
@@ -80,6 +98,10 @@ fn bad_files_name_the_field() {
             "storage.fsync_policy",
         ),
         (format!("{GOOD}protocol: {{max_frame: 40}}\n"), "max_frame"),
+        (
+            GOOD.replace("DATA", env!("CARGO_BIN_EXE_ethpaxos")),
+            "not a directory",
+        ),
     ] {
         let (ok, text) = check(&bad);
         assert!(!ok, "accepted a bad config:\n{bad}");

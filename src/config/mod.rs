@@ -176,12 +176,16 @@ impl NodeConfig {
             .find(|m| m.id == self.node_id)
             .ok_or_else(|| field("node_id", format!("{} is not among members", self.node_id)))?;
         self.membership().validate()?;
+        if let Some(p) = &self.storage.path {
+            if p.exists() && !p.is_dir() {
+                return Err(field(
+                    "storage.path",
+                    format!("{} is not a directory", p.display()),
+                ));
+            }
+        }
         if me.plays(Role::Acceptor) {
             self.storage.validate()?;
-            if let Some(p) = &self.storage.path {
-                std::fs::create_dir_all(p)
-                    .map_err(|e| field("storage.path", format!("{}: {e}", p.display())))?;
-            }
         } else if self.storage.fsync_policy != FsyncPolicy::default() {
             return Err(field(
                 "storage.fsync_policy",
@@ -189,14 +193,12 @@ impl NodeConfig {
             ));
         }
         if me.plays(Role::Proposer) {
-            let Some(p) = &self.storage.path else {
+            if self.storage.path.is_none() {
                 return Err(field(
                     "storage.path",
                     "a proposer keeps its highest round there; without it a restart could reuse a ballot",
                 ));
-            };
-            std::fs::create_dir_all(p)
-                .map_err(|e| field("storage.path", format!("{}: {e}", p.display())))?;
+            }
         }
         if me.plays(Role::Client) && !me.plays(Role::Learner) {
             return Err(field(

@@ -137,6 +137,9 @@ impl Node {
             cfg.protocol.max_frame,
         )?;
         let id = cfg.node_id;
+        if let Some(dir) = &cfg.storage.path {
+            std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        }
         let (mut proposer, mut round_file) = (None, None);
         if me.plays(Role::Proposer) {
             let dir = cfg.storage.path.as_deref().unwrap_or(Path::new("."));
