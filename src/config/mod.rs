@@ -192,13 +192,11 @@ impl NodeConfig {
                 "only acceptors have an fsync policy",
             ));
         }
-        if me.plays(Role::Proposer) {
-            if self.storage.path.is_none() {
-                return Err(field(
-                    "storage.path",
-                    "a proposer keeps its highest round there; without it a restart could reuse a ballot",
-                ));
-            }
+        if me.plays(Role::Proposer) && self.storage.path.is_none() {
+            return Err(field(
+                "storage.path",
+                "a proposer keeps its highest round there; without it a restart could reuse a ballot",
+            ));
         }
         if me.plays(Role::Client) && !me.plays(Role::Learner) {
             return Err(field(
