@@ -174,3 +174,16 @@ fn memory_storage_applies_changes() {
     );
     assert_eq!(m.disk_bytes(), 0);
 }
+
+#[test]
+fn a_batch_closes_at_its_message_or_byte_bound() {
+    use ethpaxos::storage::BatchBudget;
+    let mut b = BatchBudget::new(3, usize::MAX);
+    assert!(b.add(&[]) && b.add(&[vote(1, 1)]));
+    assert!(!b.add(&[]), "the third message fills a 3-message batch");
+    // A vote of one 7-byte value costs its encoded entry (14 + 2 + 18 + 7 = 41 bytes).
+    let mut b = BatchBudget::new(1000, 100);
+    assert!(b.add(&[vote(1, 1)]) && b.add(&[vote(2, 1)]));
+    assert!(!b.add(&[vote(3, 1)]), "three 41-byte votes pass 100 bytes");
+    assert!(b.fresh().add(&[vote(4, 1)]), "a fresh budget starts empty");
+}

@@ -12,7 +12,7 @@ use crate::protocol::{
     Acceptor, Actions, Client, ClientId, Event, Learner, Membership, Message, NodeId, Proposer,
     ProtocolConfig,
 };
-use crate::storage::{change_bytes, FsyncPolicy, StorageConfig};
+use crate::storage::{BatchBudget, FsyncPolicy, StorageConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -258,7 +258,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 &shared,
                 &kill,
                 start,
-                DEFAULT_BURST,
+                stateless_burst(),
                 step,
                 |_, _| Ok(()),
             );
@@ -280,10 +280,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let max_payload = opts.protocol.max_payload();
         let policy = storage_cfg.fsync_policy;
         let fsync_interval = Duration::from_millis(storage_cfg.fsync_interval_ms);
-        let burst = Burst {
-            max_messages: storage_cfg.batch_max_messages,
-            max_persist_bytes: storage_cfg.batch_max_bytes,
-        };
+        let burst = BatchBudget::of(&storage_cfg);
         handles.push(thread::spawn(move || {
             let step = |input: Option<(NodeId, Message)>, _now, out: &mut Actions| {
                 if let Some((from, m)) = input {
@@ -349,7 +346,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 &shared,
                 &kill,
                 start,
-                DEFAULT_BURST,
+                stateless_burst(),
                 step,
                 |_, _| Ok(()),
             );
@@ -450,17 +447,10 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     })
 }
 
-/// How a node's loop gathers a burst of messages before it flushes and sends.
-#[derive(Clone, Copy)]
-struct Burst {
-    max_messages: usize,
-    max_persist_bytes: usize,
+/// Roles without storage take bursts of up to 256 messages.
+fn stateless_burst() -> BatchBudget {
+    BatchBudget::new(256, usize::MAX)
 }
-
-const DEFAULT_BURST: Burst = Burst {
-    max_messages: 256,
-    max_persist_bytes: usize::MAX,
-};
 
 /// One node's thread: handle a burst of inbound messages, tick every millisecond, `flush`
 /// (an acceptor commits the burst's changes there), then send. A flush error stops the node
@@ -473,7 +463,7 @@ fn node_loop(
     shared: &Shared,
     kill: &AtomicBool,
     start: Instant,
-    burst: Burst,
+    burst: BatchBudget,
     mut step: impl FnMut(Option<(NodeId, Message)>, Duration, &mut Actions),
     mut flush: impl FnMut(Duration, &mut Actions) -> Result<(), String>,
 ) {
@@ -492,18 +482,14 @@ fn node_loop(
         match rx.recv_timeout(wait) {
             Ok(first) => {
                 let now = start.elapsed();
+                let mut budget = burst.fresh();
                 step(Some((first.from, first.msg)), now, &mut out);
-                let mut bytes: usize = out.persist.iter().map(change_bytes).sum();
-                for m in rx.try_iter().take(burst.max_messages - 1) {
+                let mut more = budget.add(&out.persist);
+                while more {
+                    let Ok(m) = rx.try_recv() else { break };
                     let before = out.persist.len();
                     step(Some((m.from, m.msg)), now, &mut out);
-                    bytes += out.persist[before..]
-                        .iter()
-                        .map(change_bytes)
-                        .sum::<usize>();
-                    if bytes >= burst.max_persist_bytes {
-                        break;
-                    }
+                    more = budget.add(&out.persist[before..]);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}

@@ -9,7 +9,7 @@ use crate::config::{NodeConfig, Role};
 use crate::protocol::{
     Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
 };
-use crate::storage::{change_bytes, AcceptorStorage, FsyncPolicy, RoundFile, StorageError};
+use crate::storage::{AcceptorStorage, BatchBudget, FsyncPolicy, RoundFile, StorageError};
 use crate::transport::udp::{UdpError, UdpTransport};
 use crate::transport::TransportStats;
 use bytes::Bytes;
@@ -92,24 +92,17 @@ pub fn run(cfg: &NodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> 
     let tick = Duration::from_millis(1);
     let mut next_tick = Duration::ZERO;
     let mut out = Actions::new();
-    let burst_max = cfg.storage.batch_max_messages;
-    let burst_bytes = cfg.storage.batch_max_bytes;
+    let budget = BatchBudget::of(&cfg.storage);
     while !stop.load(Ordering::Relaxed) {
         let now = start.elapsed();
         node.submit(cfg, now, &mut out);
         let wait = next_tick.saturating_sub(now).max(Duration::from_micros(50));
         let mut got = node.transport.recv(wait)?;
-        let mut handled = 0;
-        let mut bytes = 0;
+        let mut burst = budget.fresh();
         while let Some((from, msg)) = got {
             let before = out.persist.len();
             node.dispatch(start.elapsed(), from, msg, &mut out);
-            bytes += out.persist[before..]
-                .iter()
-                .map(change_bytes)
-                .sum::<usize>();
-            handled += 1;
-            if handled >= burst_max || bytes >= burst_bytes {
+            if !burst.add(&out.persist[before..]) {
                 break;
             }
             got = node.transport.recv(Duration::ZERO)?;

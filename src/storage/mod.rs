@@ -154,9 +154,46 @@ impl StorageConfig {
 }
 
 /// Roughly what a change costs in a batch, for the byte bound.
-pub fn change_bytes(change: &Change) -> usize {
+fn change_bytes(change: &Change) -> usize {
     match change {
         Change::Accept(e) => crate::wire::sizes::entry(e),
         _ => 16,
+    }
+}
+
+/// Counts the messages of one burst, and the changes they produced, against the group-commit
+/// bounds; a node loop handles messages until `add` says the batch is full.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchBudget {
+    max_messages: usize,
+    max_bytes: usize,
+    messages: usize,
+    bytes: usize,
+}
+
+impl BatchBudget {
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+        BatchBudget {
+            max_messages: max_messages.max(1),
+            max_bytes,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    pub fn of(cfg: &StorageConfig) -> Self {
+        Self::new(cfg.batch_max_messages, cfg.batch_max_bytes)
+    }
+
+    /// An empty budget with the same bounds, for the next burst.
+    pub fn fresh(&self) -> Self {
+        Self::new(self.max_messages, self.max_bytes)
+    }
+
+    /// Records one handled message and the changes it produced; false once the batch is full.
+    pub fn add(&mut self, changes: &[Change]) -> bool {
+        self.messages += 1;
+        self.bytes += changes.iter().map(change_bytes).sum::<usize>();
+        self.messages < self.max_messages && self.bytes < self.max_bytes
     }
 }
