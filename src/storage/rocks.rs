@@ -13,8 +13,11 @@ use super::{AcceptorStorage, StorageError};
 use crate::protocol::{AcceptedEntry, AcceptorState, Ballot, Change, Message, MessageKind};
 use crate::wire;
 use bytes::Bytes;
+use crossbeam_channel::Sender;
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 const PROMISED: &[u8] = b"m/promised";
 const TRIM: &[u8] = b"m/trim";
@@ -39,9 +42,37 @@ fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
 }
 
 pub struct RocksStorage {
-    db: DB,
+    db: Arc<DB>,
     path: PathBuf,
     buf: Vec<u8>,
+    /// Trim points for the compaction thread: compacting in the commit path held every
+    /// reply for 100-200 ms once a second, on every acceptor at once.
+    compactor: Option<(Sender<u64>, JoinHandle<()>)>,
+}
+
+impl Drop for RocksStorage {
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.compactor.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Compacts the trimmed range in the background, skipping to the newest trim point when
+/// several are waiting.
+fn spawn_compactor(db: Arc<DB>) -> Option<(Sender<u64>, JoinHandle<()>)> {
+    let (tx, rx) = crossbeam_channel::unbounded::<u64>();
+    let handle = std::thread::Builder::new()
+        .name("rocksdb-trim".into())
+        .spawn(move || {
+            while let Ok(mut trim) = rx.recv() {
+                trim = rx.try_iter().fold(trim, u64::max);
+                db.compact_range(Some(vote_key(0)), Some(vote_key(trim)));
+            }
+        })
+        .ok()?;
+    Some((tx, handle))
 }
 
 impl RocksStorage {
@@ -62,7 +93,9 @@ impl RocksStorage {
             path: path.to_path_buf(),
             source,
         })?;
+        let db = Arc::new(db);
         Ok(RocksStorage {
+            compactor: spawn_compactor(db.clone()),
             db,
             path: path.to_path_buf(),
             buf: Vec::new(),
@@ -160,8 +193,12 @@ impl AcceptorStorage for RocksStorage {
         wo.set_sync(sync);
         self.db.write_opt(batch, &wo).map_err(rocks("commit"))?;
         if let Some(t) = trimmed {
-            // Reclaim the space now rather than whenever compaction reaches those files.
-            self.db.compact_range(Some(vote_key(0)), Some(vote_key(t)));
+            // Reclaim the space soon rather than whenever compaction reaches those files, but
+            // off the commit path (without a thread, compact here).
+            match &self.compactor {
+                Some((tx, _)) if tx.send(t).is_ok() => {}
+                _ => self.db.compact_range(Some(vote_key(0)), Some(vote_key(t))),
+            }
         }
         Ok(())
     }
