@@ -7,7 +7,7 @@
 //! | `a` + instance (u64 big-endian) | the vote, stored as the payload of the 2a that carried it (docs/wire-format.md) |
 //!
 //! Big-endian instance ids sort in instance order, so a trim is one range delete over
-//! `a[0, trim)` followed by a compaction of that range.
+//! `a[0, trim)` followed by a compaction of that range on a background thread.
 
 use super::{AcceptorStorage, StorageError};
 use crate::protocol::{AcceptedEntry, AcceptorState, Ballot, Change, Message, MessageKind};
