@@ -5,6 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ethpaxos::cluster::{run_demo, DemoOptions};
 use ethpaxos::protocol::ProtocolConfig;
+use ethpaxos::storage::{FsyncPolicy, StorageConfig};
 use std::time::{Duration, Instant};
 
 fn cluster(c: &mut Criterion) {
@@ -18,7 +19,11 @@ fn cluster(c: &mut Criterion) {
             outstanding,
             value_size: 64,
             kill_leader_after: None,
-            storage: Default::default(),
+            // In memory, as documented: the durable grid comes from `ethpaxos demo --policy`.
+            storage: StorageConfig {
+                fsync_policy: FsyncPolicy::None,
+                ..StorageConfig::default()
+            },
             protocol: ProtocolConfig {
                 leader_timeout_ms: 50,
                 ..ProtocolConfig::default()
