@@ -16,10 +16,12 @@ pub enum FaultKind {
     LeaderCrash,
     LearnerCrash,
     Everything,
+    /// Any proposer, leader or standby, crashes and restarts.
+    ProposerCrash,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::None,
         FaultKind::Loss,
         FaultKind::DuplicationReordering,
@@ -28,6 +30,7 @@ impl FaultKind {
         FaultKind::LeaderCrash,
         FaultKind::LearnerCrash,
         FaultKind::Everything,
+        FaultKind::ProposerCrash,
     ];
 
     /// The name the command line uses.
@@ -41,6 +44,7 @@ impl FaultKind {
             FaultKind::LeaderCrash => "leader-crash",
             FaultKind::LearnerCrash => "learner-crash",
             FaultKind::Everything => "everything",
+            FaultKind::ProposerCrash => "proposer-crash",
         }
     }
 
@@ -97,6 +101,8 @@ pub enum CrashTarget {
     Leader,
     /// The learner with this index.
     Learner(usize),
+    /// The proposer with this index (modulo the number of proposers), leading or not.
+    Proposer(usize),
 }
 
 fn ms(v: u64) -> Duration {
@@ -173,6 +179,13 @@ impl FaultPlan {
             let count = rng.gen_range(1..=2i32) as usize;
             crashes(rng, count, &|rng| {
                 CrashTarget::Learner(rng.gen_range(0..learners))
+            });
+        }
+        if kind == FaultKind::ProposerCrash {
+            let count = rng.gen_range(1..=3i32) as usize;
+            // The proposer count is drawn after the plan: the index is reduced modulo it.
+            crashes(rng, count, &|rng| {
+                CrashTarget::Proposer(rng.gen_range(0..3))
             });
         }
         plan

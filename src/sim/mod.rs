@@ -308,6 +308,11 @@ impl Simulation {
                     self.schedule(c.at, What::Crash(n));
                     self.schedule(c.restart_at, What::Restart(n));
                 }
+                CrashTarget::Proposer(i) => {
+                    let n = i % self.cfg.proposers;
+                    self.schedule(c.at, What::Crash(n));
+                    self.schedule(c.restart_at, What::Restart(n));
+                }
                 CrashTarget::Learner(i) => {
                     let n = self.cfg.proposers + self.cfg.acceptors + i;
                     self.schedule(c.at, What::Crash(n));
