@@ -24,6 +24,7 @@ fn cluster(c: &mut Criterion) {
                 fsync_policy: FsyncPolicy::None,
                 ..StorageConfig::default()
             },
+            interrupt: None,
             protocol: ProtocolConfig {
                 leader_timeout_ms: 50,
                 ..ProtocolConfig::default()

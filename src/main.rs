@@ -142,6 +142,7 @@ fn main() -> Result<()> {
                     fsync_interval_ms,
                     ..StorageConfig::default()
                 },
+                interrupt: Some(stop_on_signals()?),
             };
             let summary = cluster::run_demo(&opts, |line| println!("{line}"))?;
             println!("{summary}");
@@ -156,13 +157,19 @@ fn main() -> Result<()> {
     }
 }
 
-fn run_node(path: &Path) -> Result<()> {
-    let cfg = NodeConfig::load(path)?;
+/// A flag SIGTERM and SIGINT set, for a clean stop.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())
             .context("cannot install the signal handler")?;
     }
+    Ok(stop)
+}
+
+fn run_node(path: &Path) -> Result<()> {
+    let cfg = NodeConfig::load(path)?;
+    let stop = stop_on_signals()?;
     let stats = node::run(&cfg, &stop).with_context(|| format!("node {}", cfg.node_id))?;
     eprintln!("node {} stopped: {stats:?}", cfg.node_id);
     Ok(())

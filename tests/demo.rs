@@ -109,6 +109,36 @@ fn demo_on_rocksdb_keeps_the_data_dir_it_was_given() {
 }
 
 #[test]
+fn demo_stops_cleanly_on_sigterm_and_removes_its_scratch_directory() {
+    let child = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["demo", "--duration", "60s"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().expect("exits");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("interrupted at"), "{text}");
+    assert!(
+        text.contains("learners agree: identical sequences"),
+        "{text}"
+    );
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("storage: RocksDB, fsync policy sync, "))
+        .and_then(|rest| rest.split(';').next())
+        .expect("the summary names the data directory");
+    assert!(!std::path::Path::new(dir).exists(), "{dir} was left behind");
+}
+
+#[test]
 fn demo_runs_under_every_policy() {
     for policy in ["async", "none"] {
         let text = demo(&["--duration", "1200ms", "--policy", policy]);

@@ -35,6 +35,9 @@ pub struct DemoOptions {
     /// Acceptor storage. Without a path, durable policies use a temporary directory that
     /// is removed at the end.
     pub storage: StorageConfig,
+    /// Set (by SIGINT/SIGTERM in `ethpaxos demo`) to end the run early; it still drains,
+    /// summarises and removes its temporary directory.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 pub struct DemoSummary {
@@ -368,7 +371,12 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     let mut last = Instant::now();
     let mut last_acked = 0u64;
     let mut killed = false;
-    while start.elapsed() < opts.duration {
+    let interrupted = || {
+        opts.interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    };
+    while start.elapsed() < opts.duration && !interrupted() {
         thread::sleep(Duration::from_millis(50));
         if let (Some(after), false) = (opts.kill_leader_after, killed) {
             if start.elapsed() >= after {
@@ -403,6 +411,12 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         }
     }
     let elapsed = start.elapsed();
+    if interrupted() {
+        progress(format!(
+            "interrupted at {:.1}s: draining",
+            elapsed.as_secs_f64()
+        ));
+    }
     let acked_at_end = shared.acked.load(Ordering::Relaxed);
     // Stop submitting, then let both learners drain what was proposed before comparing them.
     shared.stop_clients.store(true, Ordering::Relaxed);
