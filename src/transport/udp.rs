@@ -32,6 +32,9 @@ pub struct UdpTransport {
     peers: HashMap<NodeId, SocketAddr>,
     out: Vec<u8>,
     inbuf: Vec<u8>,
+    /// The socket's current wait: None non-blocking, Some(t) blocking up to t. Changing it
+    /// costs syscalls, so it changes only when a caller asks for another.
+    mode: Option<Option<Duration>>,
     pub stats: TransportStats,
 }
 
@@ -52,6 +55,7 @@ impl UdpTransport {
             peers,
             out: Vec::with_capacity(max_frame),
             inbuf: vec![0; 65536],
+            mode: None,
             stats: TransportStats::default(),
         })
     }
@@ -80,17 +84,23 @@ impl UdpTransport {
 
     /// Waits up to `timeout` (zero: does not wait) for a frame from a member of this cluster.
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<(NodeId, Message)>, UdpError> {
-        if timeout.is_zero() {
-            self.socket
-                .set_nonblocking(true)
-                .map_err(UdpError::Socket)?;
-        } else {
-            self.socket
-                .set_nonblocking(false)
-                .map_err(UdpError::Socket)?;
-            self.socket
-                .set_read_timeout(Some(timeout))
-                .map_err(UdpError::Socket)?;
+        let wanted = (!timeout.is_zero()).then_some(timeout);
+        if self.mode != Some(wanted) {
+            match wanted {
+                None => self
+                    .socket
+                    .set_nonblocking(true)
+                    .map_err(UdpError::Socket)?,
+                Some(t) => {
+                    self.socket
+                        .set_nonblocking(false)
+                        .map_err(UdpError::Socket)?;
+                    self.socket
+                        .set_read_timeout(Some(t))
+                        .map_err(UdpError::Socket)?;
+                }
+            }
+            self.mode = Some(wanted);
         }
         loop {
             let (n, _from) = match self.socket.recv_from(&mut self.inbuf) {
