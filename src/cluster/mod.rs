@@ -12,7 +12,7 @@ use crate::protocol::{
     Acceptor, Actions, Client, ClientId, Event, Learner, Membership, Message, NodeId, Proposer,
     ProtocolConfig,
 };
-use crate::storage::{BatchBudget, FsyncPolicy, StorageConfig};
+use crate::storage::{dir_bytes, BatchBudget, FsyncPolicy, GroupCommit, StorageConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -142,21 +142,6 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Bytes of the files under `dir` and its subdirectories.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// A temporary data directory for the demo's acceptors, removed when dropped.
 struct ScratchDir(std::path::PathBuf);
 
@@ -276,13 +261,12 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             .load()
             .with_context(|| format!("acceptor {id}: cannot load its storage"))?;
         let mut node = Acceptor::restore(*id, &opts.protocol, members.clone(), state);
+        let mut stage = GroupCommit::new(storage, &storage_cfg);
         let shared = shared.clone();
         let kill = Arc::new(AtomicBool::new(false));
         let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
         let id = *id;
         let max_payload = opts.protocol.max_payload();
-        let policy = storage_cfg.fsync_policy;
-        let fsync_interval = Duration::from_millis(storage_cfg.fsync_interval_ms);
         let burst = BatchBudget::of(&storage_cfg);
         handles.push(thread::spawn(move || {
             let step = |input: Option<(NodeId, Message)>, _now, out: &mut Actions| {
@@ -292,20 +276,13 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             };
             // The group commit: everything the burst changed, in one batch, before any of
             // the burst's replies leave.
-            let mut last_sync = Duration::ZERO;
             let flush = |now: Duration, out: &mut Actions| {
-                if !out.persist.is_empty() {
-                    storage
-                        .commit(&out.persist, policy == FsyncPolicy::Sync)
-                        .map_err(|e| e.to_string())?;
+                let committed = stage.commit(now, &out.persist).map_err(|e| e.to_string())?;
+                if committed > 0 {
                     shared.commits.fetch_add(1, Ordering::Relaxed);
                     shared
                         .committed_changes
-                        .fetch_add(out.persist.len() as u64, Ordering::Relaxed);
-                }
-                if policy == FsyncPolicy::Async && now.saturating_sub(last_sync) >= fsync_interval {
-                    storage.sync().map_err(|e| e.to_string())?;
-                    last_sync = now;
+                        .fetch_add(committed as u64, Ordering::Relaxed);
                 }
                 out.coalesce_accepted(max_payload);
                 Ok(())

@@ -9,7 +9,7 @@ use crate::config::{NodeConfig, Role};
 use crate::protocol::{
     Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
 };
-use crate::storage::{AcceptorStorage, BatchBudget, FsyncPolicy, RoundFile, StorageError};
+use crate::storage::{BatchBudget, GroupCommit, RoundFile, StorageError};
 use crate::transport::udp::{UdpError, UdpTransport};
 use crate::transport::TransportStats;
 use bytes::Bytes;
@@ -63,10 +63,7 @@ struct Node {
     proposer: Option<Proposer>,
     round_file: Option<RoundFile>,
     acceptor: Option<Acceptor>,
-    storage: Option<Box<dyn AcceptorStorage>>,
-    policy: FsyncPolicy,
-    fsync_interval: Duration,
-    last_sync: Duration,
+    storage: Option<GroupCommit>,
     learner: Option<Learner>,
     clients: Vec<Client>,
     submitted: Vec<u64>,
@@ -154,7 +151,7 @@ impl Node {
             let mut s = cfg.storage.open(id)?;
             let state = s.load()?;
             acceptor = Some(Acceptor::restore(id, &cfg.protocol, members.clone(), state));
-            storage = Some(s);
+            storage = Some(GroupCommit::new(s, &cfg.storage));
         }
         let learner = me
             .plays(Role::Learner)
@@ -173,9 +170,6 @@ impl Node {
             round_file,
             acceptor,
             storage,
-            policy: cfg.storage.fsync_policy,
-            fsync_interval: Duration::from_millis(cfg.storage.fsync_interval_ms),
-            last_sync: Duration::ZERO,
             learner,
             submitted: vec![0; clients.len()],
             clients,
@@ -326,17 +320,11 @@ impl Node {
             f.store(r)
                 .map_err(io("cannot store the proposer's round"))?;
         }
-        if let Some(s) = &mut self.storage {
-            if !out.persist.is_empty() {
-                s.commit(&out.persist, self.policy == FsyncPolicy::Sync)?;
+        if let Some(stage) = &mut self.storage {
+            let committed = stage.commit(now, &out.persist)?;
+            if committed > 0 {
                 self.stats.commits += 1;
-                self.stats.committed_changes += out.persist.len() as u64;
-            }
-            if self.policy == FsyncPolicy::Async
-                && now.saturating_sub(self.last_sync) >= self.fsync_interval
-            {
-                s.sync()?;
-                self.last_sync = now;
+                self.stats.committed_changes += committed as u64;
             }
         }
         out.persist.clear();

@@ -210,14 +210,6 @@ impl AcceptorStorage for RocksStorage {
     }
 
     fn disk_bytes(&self) -> u64 {
-        std::fs::read_dir(&self.path)
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
+        super::dir_bytes(&self.path)
     }
 }
