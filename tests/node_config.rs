@@ -99,6 +99,10 @@ fn bad_files_name_the_field() {
         ),
         (format!("{GOOD}protocol: {{max_frame: 40}}\n"), "max_frame"),
         (
+            GOOD.replace("path: \"DATA\"}", "path: \"DATA\", memtable_mb: 0}"),
+            "storage.memtable_mb",
+        ),
+        (
             GOOD.replace("DATA", env!("CARGO_BIN_EXE_ethpaxos")),
             "not a directory",
         ),

@@ -137,16 +137,75 @@ fn a_corrupt_record_is_reported_with_its_key() {
         db.commit(&[vote(3, 1)], true).unwrap();
     }
     {
+        // The record of commit 0, which starts at instance 3, overwritten with garbage.
         let raw = rocksdb::DB::open_default(&dir.0).unwrap();
         let mut key = vec![b'a'];
         key.extend_from_slice(&3u64.to_be_bytes());
+        key.extend_from_slice(&0u64.to_be_bytes());
         raw.put(&key, [1, 2, 3]).unwrap();
     }
     let mut db = RocksStorage::open(&dir.0).unwrap();
     match db.load() {
-        Err(StorageError::Corrupt { why, .. }) => assert!(why.contains("truncated"), "{why}"),
+        Err(StorageError::Corrupt { key, why }) => {
+            assert_eq!(key, "a/3/0");
+            assert!(why.contains("truncated"), "{why}");
+        }
         other => panic!("expected a corrupt-record error, got {other:?}"),
     }
+}
+
+#[test]
+fn a_later_commit_overrides_an_earlier_vote_after_a_reopen() {
+    let dir = TempDir::new("revote");
+    {
+        let mut db = RocksStorage::open(&dir.0).unwrap();
+        db.commit(&(0..100).map(|i| vote(i, 1)).collect::<Vec<_>>(), true)
+            .unwrap();
+        // A new leader's re-proposal of instance 50: its record sorts after the first one's
+        // key but must win because it was committed later.
+        db.commit(&[vote(50, 2)], true).unwrap();
+    }
+    let mut db = RocksStorage::open(&dir.0).unwrap();
+    let loaded = db.load().unwrap();
+    assert_eq!(loaded.accepted.len(), 100);
+    assert_eq!(loaded.accepted[&50].0, Ballot::new(2, 1));
+    assert_eq!(loaded.accepted[&49].0, Ballot::new(1, 1));
+    assert_eq!(loaded.promised, Ballot::new(2, 1));
+}
+
+#[test]
+fn a_trim_keeps_every_vote_at_or_above_it_when_records_straddle_it() {
+    let dir = TempDir::new("straddle");
+    {
+        let mut db = RocksStorage::open(&dir.0).unwrap();
+        db.commit(&(0..10).map(|i| vote(i, 1)).collect::<Vec<_>>(), true)
+            .unwrap();
+        // Starts below the trim point, ends above it: must survive whole.
+        db.commit(&(5..200).map(|i| vote(i, 1)).collect::<Vec<_>>(), true)
+            .unwrap();
+        // A late retransmitted vote for an old instance, after the straddling record.
+        db.commit(&[vote(3, 1)], true).unwrap();
+        db.commit(&[Change::Trim(100)], true).unwrap();
+        db.commit(&(200..300).map(|i| vote(i, 1)).collect::<Vec<_>>(), true)
+            .unwrap();
+    }
+    let mut db = RocksStorage::open(&dir.0).unwrap();
+    let loaded = db.load().unwrap();
+    assert_eq!(loaded.trim, 100);
+    assert_eq!(
+        loaded.accepted.keys().copied().collect::<Vec<_>>(),
+        (100..300).collect::<Vec<_>>()
+    );
+    drop(db);
+    // Everything left on disk is needed: the records below the straddling one are gone.
+    let raw = rocksdb::DB::open_default(&dir.0).unwrap();
+    let firsts: Vec<u64> = raw
+        .iterator(rocksdb::IteratorMode::Start)
+        .map(|kv| kv.unwrap().0)
+        .filter(|k| k[0] == b'a')
+        .map(|k| u64::from_be_bytes(k[1..9].try_into().unwrap()))
+        .collect();
+    assert_eq!(firsts, vec![5, 200]);
 }
 
 #[test]

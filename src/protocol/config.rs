@@ -69,7 +69,7 @@ impl Default for ProtocolConfig {
             catchup_max_instances: 4096,
             learner_max_ahead: 65_536,
             progress_interval_ms: 100,
-            trim_interval_ms: 1000,
+            trim_interval_ms: 100,
             trim_keep: 10_000,
             client_timeout_ms: 500,
         }
