@@ -55,7 +55,7 @@ impl Default for ProtocolConfig {
         ProtocolConfig {
             cluster_id: 1,
             max_frame: crate::wire::DEFAULT_MAX_FRAME,
-            window: 64,
+            window: 1024,
             batch_max_values: 1024,
             batch_max_bytes: usize::MAX,
             batch_max_delay_us: 200,
