@@ -11,5 +11,6 @@ pub mod node;
 pub mod protocol;
 pub mod sim;
 pub mod storage;
+pub mod testbed;
 pub mod transport;
 pub mod wire;

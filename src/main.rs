@@ -1,11 +1,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ethpaxos::cluster::{self, DemoOptions};
-use ethpaxos::config::NodeConfig;
+use ethpaxos::config::{NodeConfig, TransportKind};
 use ethpaxos::node;
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::sim::{self, FaultKind, SimConfig};
 use ethpaxos::storage::{FsyncPolicy, StorageConfig};
+use ethpaxos::testbed;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -23,6 +24,36 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum TestbedAction {
+    /// Creates the namespaces, veths and bridge, writes each node's config into --dir, and
+    /// with --start runs the nodes (logs in --dir/node-<id>.log).
+    Up {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Prefix of every namespace and hub-side link (1-6 letters or digits).
+        #[arg(long, default_value = "epx")]
+        name: String,
+        /// replicas (3 replicas + a client node) or roles (2 proposers, 3 acceptors,
+        /// 2 learners + a client node).
+        #[arg(long, default_value = "replicas")]
+        layout: String,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        #[arg(long, default_value_t = 8)]
+        outstanding: usize,
+        #[arg(long, default_value = "sync", value_parser = parse_policy)]
+        policy: FsyncPolicy,
+        #[arg(long)]
+        start: bool,
+    },
+    /// Kills the testbed's nodes and deletes its namespaces, veths and bridge.
+    Down {
+        #[arg(long, default_value = "epx")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Runs one node from its YAML config until SIGTERM or SIGINT.
     Run {
@@ -31,6 +62,44 @@ enum Command {
     },
     /// Checks a node's YAML config and says what the node would do.
     CheckConfig { file: PathBuf },
+    /// A cluster of network namespaces on this machine joined by a bridge, nodes on raw
+    /// Ethernet (AF_PACKET). Needs root.
+    Testbed {
+        #[command(subcommand)]
+        action: TestbedAction,
+    },
+    /// Sends raw frames out of an interface (testing: malformed, foreign-cluster and
+    /// non-member frames). Needs root.
+    #[command(hide = true)]
+    Inject {
+        #[arg(long)]
+        interface: String,
+        /// garbage | foreign-cluster | non-member | truncated
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Destination MAC (default: broadcast).
+        #[arg(long, default_value = "ff:ff:ff:ff:ff:ff")]
+        dst: String,
+    },
+    /// Relays our frames between two interfaces, dropping, duplicating and reordering them
+    /// at random (testing: this kernel has no `tc netem`). Runs until SIGTERM.
+    #[command(hide = true)]
+    Impair {
+        #[arg(long)]
+        a: String,
+        #[arg(long)]
+        b: String,
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        #[arg(long, default_value_t = 0.0)]
+        duplicate: f64,
+        #[arg(long, default_value_t = 0.0)]
+        reorder: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Runs seeded simulations under loss, duplication, reordering, partitions and crashes, and
     /// checks agreement, validity, order, exactly-once delivery and liveness.
     Simulate {
@@ -89,16 +158,53 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run { config } => run_node(&config),
+        Command::Testbed { action } => testbed(action),
+        Command::Inject {
+            interface,
+            kind,
+            count,
+            dst,
+        } => inject(&interface, &kind, count, &dst),
+        Command::Impair {
+            a,
+            b,
+            loss,
+            duplicate,
+            reorder,
+            seed,
+        } => {
+            let imp = testbed::impair::Impairment {
+                loss,
+                duplicate,
+                reorder,
+                seed,
+            };
+            imp.validate().map_err(anyhow::Error::msg)?;
+            let stop = stop_on_signals()?;
+            let stats = testbed::impair::relay(&a, &b, imp, &stop)?;
+            println!("impair {a} <-> {b}: {stats:?}");
+            Ok(())
+        }
         Command::CheckConfig { file } => {
             let cfg = NodeConfig::load(&file)?;
             let me = cfg.me();
             let m = cfg.membership();
+            let reach = match cfg.transport {
+                TransportKind::Udp => {
+                    format!("udp {}", me.udp.map(|a| a.to_string()).unwrap_or_default())
+                }
+                TransportKind::Afpacket => format!(
+                    "afpacket {} ({})",
+                    cfg.interface.as_deref().unwrap_or_default(),
+                    me.mac.as_deref().unwrap_or_default()
+                ),
+            };
             println!(
-                "{}: ok. node {} plays {:?} on udp {}; cluster {}: {} proposer(s), {} acceptors (quorum {}), {} learner(s)",
+                "{}: ok. node {} plays {:?} on {}; cluster {}: {} proposer(s), {} acceptors (quorum {}), {} learner(s)",
                 file.display(),
                 cfg.node_id,
                 me.roles,
-                me.udp,
+                reach,
                 cfg.protocol.cluster_id,
                 m.proposers.len(),
                 m.acceptors.len(),
@@ -259,5 +365,105 @@ fn simulate(
         );
         std::process::exit(1);
     }
+    Ok(())
+}
+
+fn testbed(action: TestbedAction) -> Result<()> {
+    match action {
+        TestbedAction::Up {
+            dir,
+            name,
+            layout,
+            clients,
+            outstanding,
+            policy,
+            start,
+        } => {
+            let layout = testbed::Layout::from_name(&layout)
+                .with_context(|| format!("unknown layout `{layout}`; one of: replicas, roles"))?;
+            let spec = testbed::Spec {
+                name,
+                dir,
+                layout,
+                clients,
+                outstanding,
+                policy,
+                protocol_yaml: String::new(),
+            };
+            let tb = testbed::up(&spec)?;
+            for n in &tb.nodes {
+                println!(
+                    "node {:>2} {:<24} namespace {:<8} mac {}  config {}",
+                    n.id,
+                    format!("{:?}", n.roles),
+                    n.namespace,
+                    n.mac,
+                    n.config.display()
+                );
+            }
+            if start {
+                let exe = std::env::current_exe().context("cannot find this executable")?;
+                for n in &tb.nodes {
+                    tb.start(n.id, &exe)?;
+                }
+                println!(
+                    "started {} nodes; logs in {}; stop with `ethpaxos testbed down --name {}`",
+                    tb.nodes.len(),
+                    tb.dir.display(),
+                    tb.name
+                );
+            }
+            Ok(())
+        }
+        TestbedAction::Down { name } => {
+            testbed::down(&name)?;
+            println!("testbed {name}: nodes stopped, namespaces deleted");
+            Ok(())
+        }
+    }
+}
+
+fn inject(interface: &str, kind: &str, count: usize, dst: &str) -> Result<()> {
+    use ethpaxos::protocol::{Ballot, Message};
+    use ethpaxos::wire::{self, FrameHeader};
+    let dst =
+        wire::parse_mac(dst).with_context(|| format!("--dst {dst:?} is not a MAC address"))?;
+    let heartbeat = |cluster, sender| {
+        let mut f = Vec::new();
+        let header = FrameHeader {
+            dst,
+            src: [0x02, 0xbb, 0, 0, 0, 1],
+            cluster,
+            sender,
+        };
+        let msg = Message::Heartbeat {
+            ballot: Ballot::new(u32::MAX, sender),
+            decided_below: u64::MAX,
+            next_instance: u64::MAX,
+        };
+        wire::encode(&header, &msg, 1500, &mut f).map(|_| f)
+    };
+    let frame: Vec<u8> = match kind {
+        "garbage" => {
+            let mut f = heartbeat(1, 1)?;
+            for b in &mut f[14..] {
+                *b = 0xEE;
+            }
+            f
+        }
+        "truncated" => {
+            let mut f = heartbeat(1, 1)?;
+            f.truncate(20);
+            f
+        }
+        "foreign-cluster" => heartbeat(0xF0F0, 1)?,
+        "non-member" => heartbeat(1, 4242)?,
+        other => {
+            bail!("unknown --kind {other}; one of: garbage, truncated, foreign-cluster, non-member")
+        }
+    };
+    let frames = vec![frame; count];
+    let sent = ethpaxos::transport::afpacket::inject(interface, &frames)?;
+    println!("sent {sent} {kind} frames on {interface}");
     Ok(())
 }

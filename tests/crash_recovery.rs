@@ -4,9 +4,11 @@
 //! the client saw acknowledged was delivered exactly once, in the same order, at every learner.
 //! Every wait is bounded; every process is killed and every file removed, pass or fail.
 
-use std::collections::HashSet;
+mod common;
+
+use common::{check_delivery, read_lines};
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,12 +41,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.lines().map(str::to_string).collect())
-        .unwrap_or_default()
 }
 
 impl Cluster {
@@ -214,61 +210,11 @@ impl Cluster {
     /// exactly-once delivery and one order.
     fn finish_and_check(mut self) {
         self.terminate(CLIENT);
-        let acked: Vec<String> = read_lines(&self.acked());
-        assert!(
-            acked.len() > 100,
-            "only {} values acknowledged",
-            acked.len()
-        );
-        let acked: HashSet<(u64, u64)> = acked
-            .iter()
-            .map(|l| {
-                let mut it = l.split(' ').map(|x| x.parse::<u64>().unwrap());
-                (it.next().unwrap(), it.next().unwrap())
-            })
-            .collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let streams = loop {
-            let streams: Vec<Vec<(u64, u64)>> = LEARNERS
-                .iter()
-                .map(|l| {
-                    read_lines(&self.delivered(*l))
-                        .iter()
-                        .map(|line| {
-                            let mut it = line.split(' ');
-                            (
-                                it.next().unwrap().parse().unwrap(),
-                                it.next().unwrap().parse().unwrap(),
-                            )
-                        })
-                        .collect()
-                })
-                .collect();
-            let complete = streams.iter().all(|s| {
-                let got: HashSet<_> = s.iter().copied().collect();
-                acked.is_subset(&got)
-            });
-            if complete && streams[0].len() == streams[1].len() {
-                break streams;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "learners did not deliver every acknowledged value ({} acked; delivered {} and {}){}",
-                acked.len(),
-                streams[0].len(),
-                streams[1].len(),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        for (l, s) in LEARNERS.iter().zip(&streams) {
-            let unique: HashSet<_> = s.iter().collect();
-            assert_eq!(unique.len(), s.len(), "learner {l} delivered a value twice");
+        let learners: Vec<(u16, PathBuf)> =
+            LEARNERS.iter().map(|l| (*l, self.delivered(*l))).collect();
+        if let Err(e) = check_delivery(&self.acked(), &learners, 100, Duration::from_secs(30)) {
+            panic!("{e}{}", self.logs());
         }
-        assert_eq!(
-            streams[0], streams[1],
-            "the learners delivered different orders"
-        );
         for id in PROPOSERS.iter().chain(&ACCEPTORS).chain(&LEARNERS) {
             self.terminate(*id);
         }

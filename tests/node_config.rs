@@ -64,6 +64,66 @@ fn the_example_configs_pass() {
     }
 }
 
+const RAW: &str = r#"
+node_id: 11
+transport: afpacket
+interface: eth0
+members:
+  - {id: 1, roles: [proposer], mac: "02:00:00:00:00:01"}
+  - {id: 11, roles: [acceptor], mac: "02:00:00:00:00:0b"}
+  - {id: 12, roles: [acceptor], mac: "02:00:00:00:00:0c"}
+  - {id: 13, roles: [acceptor], mac: "02:00:00:00:00:0d"}
+  - {id: 21, roles: [learner], mac: "02:00:00:00:00:15"}
+storage: {fsync_policy: sync, path: "DATA"}
+"#;
+
+#[test]
+fn a_raw_ethernet_file_passes_and_bad_macs_are_named() {
+    let (ok, text) = check(RAW);
+    assert!(
+        ok && text.contains("afpacket eth0 (02:00:00:00:00:0b)"),
+        "{text}"
+    );
+    for (bad, expect) in [
+        (
+            RAW.replace("02:00:00:00:00:0c", "02:00:00:00:0c"),
+            "members[2].mac",
+        ),
+        (
+            RAW.replace("02:00:00:00:00:0c", "02:00:00:00:00:zz"),
+            "members[2].mac",
+        ),
+        (
+            RAW.replace("02:00:00:00:00:0c", "02:00:00:00:00:0b"),
+            "used by two members",
+        ),
+        (
+            RAW.replace("02:00:00:00:00:0c", "ff:ff:ff:ff:ff:ff"),
+            "multicast",
+        ),
+        (
+            RAW.replace(", mac: \"02:00:00:00:00:0d\"", ""),
+            "members[3].mac",
+        ),
+        (RAW.replace("interface: eth0\n", ""), "interface"),
+        (
+            RAW.replace("transport: afpacket", "transport: udp"),
+            "members[0].udp",
+        ),
+        (
+            RAW.replace("transport: afpacket", "transport: dpdk"),
+            "dpdk",
+        ),
+    ] {
+        let (ok, text) = check(&bad);
+        assert!(!ok, "accepted a bad config:\n{bad}");
+        assert!(
+            text.contains(expect),
+            "error for {expect:?} does not name it:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn bad_files_name_the_field() {
     for (bad, expect) in [

@@ -20,16 +20,37 @@ pub enum Role {
     Replica,
 }
 
+/// How a node's frames travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Datagrams to each member's `udp` address: routed networks, unprivileged runs.
+    #[default]
+    Udp,
+    /// Raw Ethernet frames (EtherType 0x88B5) on `interface`, to each member's `mac`.
+    /// Needs CAP_NET_RAW.
+    Afpacket,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     pub id: NodeId,
     pub roles: Vec<Role>,
-    /// Where its UDP transport listens.
-    pub udp: SocketAddr,
+    /// Where its UDP transport listens (transport `udp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp: Option<SocketAddr>,
+    /// Its interface's MAC address, `aa:bb:cc:dd:ee:ff` (transport `afpacket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl Member {
+    /// The parsed `mac` (validate() checked it).
+    pub fn mac_addr(&self) -> Option<crate::wire::MacAddr> {
+        self.mac.as_deref().and_then(crate::wire::parse_mac)
+    }
+
     pub fn plays(&self, role: Role) -> bool {
         self.roles.contains(&role)
             || (self.roles.contains(&Role::Replica)
@@ -73,6 +94,11 @@ pub struct OutputConfig {
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub node_id: NodeId,
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// The network interface raw Ethernet frames go out of (transport `afpacket`).
+    #[serde(default)]
+    pub interface: Option<String>,
     pub members: Vec<Member>,
     #[serde(default)]
     pub storage: StorageConfig,
@@ -157,11 +183,51 @@ impl NodeConfig {
                     format!("node id {} is listed twice", m.id),
                 ));
             }
-            if !addrs.insert(m.udp) {
-                return Err(field(
-                    format!("members[{k}].udp"),
-                    format!("{} is used by two members", m.udp),
-                ));
+            match (self.transport, m.udp) {
+                (TransportKind::Udp, None) => {
+                    return Err(field(
+                        format!("members[{k}].udp"),
+                        "required with transport udp (ip:port)",
+                    ))
+                }
+                (_, Some(udp)) if !addrs.insert(udp.to_string()) => {
+                    return Err(field(
+                        format!("members[{k}].udp"),
+                        format!("{udp} is used by two members"),
+                    ))
+                }
+                _ => {}
+            }
+            match (self.transport, &m.mac) {
+                (TransportKind::Afpacket, None) => {
+                    return Err(field(
+                        format!("members[{k}].mac"),
+                        "required with transport afpacket (aa:bb:cc:dd:ee:ff)",
+                    ))
+                }
+                (_, Some(text)) => {
+                    let mac = crate::wire::parse_mac(text).ok_or_else(|| {
+                        field(
+                            format!("members[{k}].mac"),
+                            format!(
+                                "{text:?} is not a MAC address (six hex bytes, aa:bb:cc:dd:ee:ff)"
+                            ),
+                        )
+                    })?;
+                    if mac[0] & 1 == 1 || mac == [0; 6] {
+                        return Err(field(
+                            format!("members[{k}].mac"),
+                            format!("{text} is a multicast or zero address, not a node's"),
+                        ));
+                    }
+                    if !addrs.insert(crate::wire::format_mac(&mac)) {
+                        return Err(field(
+                            format!("members[{k}].mac"),
+                            format!("{text} is used by two members"),
+                        ));
+                    }
+                }
+                _ => {}
             }
             if m.roles.is_empty() {
                 return Err(field(
@@ -176,6 +242,14 @@ impl NodeConfig {
             .find(|m| m.id == self.node_id)
             .ok_or_else(|| field("node_id", format!("{} is not among members", self.node_id)))?;
         self.membership().validate()?;
+        if self.transport == TransportKind::Afpacket
+            && self.interface.as_deref().map_or(true, str::is_empty)
+        {
+            return Err(field(
+                "interface",
+                "required with transport afpacket (the interface to send raw frames on)",
+            ));
+        }
         if let Some(p) = &self.storage.path {
             if p.exists() && !p.is_dir() {
                 return Err(field(

@@ -10,8 +10,7 @@ use crate::protocol::{
     Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
 };
 use crate::storage::{BatchBudget, GroupCommit, RoundFile, StorageError};
-use crate::transport::udp::{UdpError, UdpTransport};
-use crate::transport::TransportStats;
+use crate::transport::{Transport, TransportError, TransportStats};
 use bytes::Bytes;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
-    Udp(#[from] UdpError),
+    Transport(#[from] TransportError),
     #[error("acceptor storage: {0}")]
     Storage(#[from] StorageError),
     #[error("{what}: {source}")]
@@ -59,7 +58,7 @@ pub fn client_id(node: NodeId, k: usize) -> u64 {
 
 struct Node {
     id: NodeId,
-    transport: UdpTransport,
+    transport: Transport,
     proposer: Option<Proposer>,
     round_file: Option<RoundFile>,
     acceptor: Option<Acceptor>,
@@ -118,14 +117,7 @@ impl Node {
     fn start(cfg: &NodeConfig) -> Result<Node, NodeError> {
         let me = cfg.me();
         let members = cfg.membership();
-        let peers = cfg.members.iter().map(|m| (m.id, m.udp)).collect();
-        let transport = UdpTransport::bind(
-            cfg.node_id,
-            me.udp,
-            peers,
-            cfg.protocol.cluster_id,
-            cfg.protocol.max_frame,
-        )?;
+        let transport = Transport::open(cfg)?;
         let id = cfg.node_id;
         if let Some(dir) = &cfg.storage.path {
             std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -280,6 +272,7 @@ impl Node {
                 }
             }
         }
+        self.transport.flush()?;
         out.clear();
         Ok(())
     }
@@ -372,7 +365,7 @@ impl Node {
         {
             w.flush().map_err(io("cannot flush an output file"))?;
         }
-        self.stats.transport = self.transport.stats.clone();
+        self.stats.transport = self.transport.stats().clone();
         Ok(self.stats)
     }
 }

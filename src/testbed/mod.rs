@@ -1,0 +1,497 @@
+//! A cluster on one machine: one network namespace per node, each joined by a veth pair to a
+//! bridge in a hub namespace, so nodes exchange raw Ethernet frames exactly as on a switch.
+//! `up` builds the network and writes each node's config with the MAC its interface really
+//! has; `start` runs `ethpaxos run` in every namespace; `down` stops the nodes and deletes every
+//! namespace (which deletes the veths and the bridge). Needs root and `ip` (iproute2).
+
+pub mod impair;
+
+use crate::config::Role;
+use crate::storage::FsyncPolicy;
+use impair::Impairment;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("cannot run `{cmd}`: {source} (is iproute2 installed?)")]
+    Spawn { cmd: String, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "testbed name {0:?}: use 1-6 letters or digits (it prefixes namespace and link names)"
+    )]
+    BadName(String),
+    #[error("the testbed needs root (network namespaces, veths, raw sockets)")]
+    NotRoot,
+}
+
+/// Which nodes the testbed has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Three replicas (proposer + acceptor + learner each), ids 1-3.
+    Replicas,
+    /// Proposers 1 and 2, acceptors 11-13, learners 21 and 22.
+    Roles,
+}
+
+impl Layout {
+    pub fn from_name(name: &str) -> Option<Layout> {
+        match name {
+            "replicas" => Some(Layout::Replicas),
+            "roles" => Some(Layout::Roles),
+            _ => None,
+        }
+    }
+
+    /// The nodes and their roles; every layout adds a client node, id 9.
+    fn nodes(self) -> Vec<(u16, Vec<Role>)> {
+        let mut nodes: Vec<(u16, Vec<Role>)> = match self {
+            Layout::Replicas => (1..=3).map(|id| (id, vec![Role::Replica])).collect(),
+            Layout::Roles => [1, 2]
+                .map(|id| (id, vec![Role::Proposer]))
+                .into_iter()
+                .chain([11, 12, 13].map(|id| (id, vec![Role::Acceptor])))
+                .chain([21, 22].map(|id| (id, vec![Role::Learner])))
+                .collect(),
+        };
+        nodes.push((CLIENT, vec![Role::Learner, Role::Client]));
+        nodes
+    }
+}
+
+/// The client node's id in every layout.
+pub const CLIENT: u16 = 9;
+
+/// What `up` builds.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Prefixes every namespace (`<name>-hub`, `<name>-<id>`) and hub-side link.
+    pub name: String,
+    /// Configs, data, logs and outputs go here.
+    pub dir: PathBuf,
+    pub layout: Layout,
+    pub clients: usize,
+    pub outstanding: usize,
+    pub policy: FsyncPolicy,
+    /// Extra YAML appended under `protocol:` in every config (indented by the caller's text).
+    pub protocol_yaml: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct TestbedNode {
+    pub id: u16,
+    pub roles: Vec<Role>,
+    pub namespace: String,
+    /// The hub-side end of its veth (where `tc` and link-down faults go).
+    pub hub_link: String,
+    pub mac: String,
+    pub config: PathBuf,
+}
+
+impl TestbedNode {
+    pub fn plays(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+            || (self.roles.contains(&Role::Replica)
+                && matches!(role, Role::Proposer | Role::Acceptor | Role::Learner))
+    }
+
+    pub fn delivered(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("delivered-{}.txt", self.id))
+    }
+}
+
+pub struct Testbed {
+    pub name: String,
+    pub dir: PathBuf,
+    pub hub: String,
+    pub nodes: Vec<TestbedNode>,
+}
+
+fn run(args: &[&str]) -> Result<String, TestbedError> {
+    let cmd = args.join(" ");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| TestbedError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(TestbedError::Command {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestbedError {
+    let what = what.into();
+    move |source| TestbedError::Io { what, source }
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Namespaces whose name starts with `<name>-`.
+fn namespaces_of(name: &str) -> Result<Vec<String>, TestbedError> {
+    let list = run(&["ip", "netns", "list"])?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(&format!("{name}-")))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Builds the network and writes the configs. Anything left by an earlier testbed of the same
+/// name is removed first.
+pub fn up(spec: &Spec) -> Result<Testbed, TestbedError> {
+    if spec.name.is_empty()
+        || spec.name.len() > 6
+        || !spec.name.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(TestbedError::BadName(spec.name.clone()));
+    }
+    if !is_root() {
+        return Err(TestbedError::NotRoot);
+    }
+    down(&spec.name)?;
+    std::fs::create_dir_all(&spec.dir)
+        .map_err(io(format!("cannot create {}", spec.dir.display())))?;
+    let hub = format!("{}-hub", spec.name);
+    let tb = build(spec, &hub);
+    if tb.is_err() {
+        let _ = down(&spec.name);
+    }
+    tb
+}
+
+fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
+    run(&["ip", "netns", "add", hub])?;
+    run(&[
+        "ip",
+        "-n",
+        hub,
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+    ])?;
+    run(&["ip", "-n", hub, "link", "set", "br0", "up"])?;
+    let mut nodes = Vec::new();
+    for (id, roles) in spec.layout.nodes() {
+        let ns = format!("{}-{id}", spec.name);
+        let hub_link = format!("{}h{id}", spec.name);
+        // Locally administered, unicast, and readable: 02:45:50:00:<id>.
+        let mac = format!("02:45:50:00:{:02x}:{:02x}", id >> 8, id & 0xff);
+        run(&["ip", "netns", "add", &ns])?;
+        run(&[
+            "ip", "-n", &ns, "link", "add", "eth0", "address", &mac, "type", "veth", "peer",
+            "name", &hub_link, "netns", hub,
+        ])?;
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+        run(&[
+            "ip", "-n", hub, "link", "set", &hub_link, "master", "br0", "up",
+        ])?;
+        // The config gets the MAC the interface reports, not the one we asked for.
+        let actual = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "cat",
+            "/sys/class/net/eth0/address",
+        ])?
+        .trim()
+        .to_string();
+        nodes.push(TestbedNode {
+            id,
+            roles,
+            namespace: ns,
+            hub_link,
+            mac: actual,
+            config: spec.dir.join(format!("node-{id}.yaml")),
+        });
+    }
+    for node in &nodes {
+        let yaml = node_yaml(spec, &nodes, node);
+        std::fs::write(&node.config, yaml)
+            .map_err(io(format!("cannot write {}", node.config.display())))?;
+    }
+    Ok(Testbed {
+        name: spec.name.clone(),
+        dir: spec.dir.clone(),
+        hub: hub.to_string(),
+        nodes,
+    })
+}
+
+fn role_list(roles: &[Role]) -> String {
+    let names: Vec<&str> = roles
+        .iter()
+        .map(|r| match r {
+            Role::Proposer => "proposer",
+            Role::Acceptor => "acceptor",
+            Role::Learner => "learner",
+            Role::Client => "client",
+            Role::Replica => "replica",
+        })
+        .collect();
+    format!("[{}]", names.join(", "))
+}
+
+fn node_yaml(spec: &Spec, nodes: &[TestbedNode], me: &TestbedNode) -> String {
+    let mut y = String::new();
+    let _ = writeln!(
+        y,
+        "# Written by `ethpaxos testbed up`; runs in namespace {}.",
+        me.namespace
+    );
+    let _ = writeln!(
+        y,
+        "node_id: {}\ntransport: afpacket\ninterface: eth0\nmembers:",
+        me.id
+    );
+    for n in nodes {
+        let _ = writeln!(
+            y,
+            "  - {{id: {}, roles: {}, mac: \"{}\"}}",
+            n.id,
+            role_list(&n.roles),
+            n.mac
+        );
+    }
+    let data = spec.dir.join("data").join(me.id.to_string());
+    if me.plays(Role::Acceptor) || me.plays(Role::Proposer) {
+        let policy = if me.plays(Role::Acceptor) {
+            spec.policy
+        } else {
+            FsyncPolicy::default()
+        };
+        let _ = writeln!(
+            y,
+            "storage: {{fsync_policy: {policy}, path: \"{}\"}}",
+            data.display()
+        );
+    }
+    if !spec.protocol_yaml.trim().is_empty() {
+        let _ = writeln!(y, "protocol:\n{}", spec.protocol_yaml.trim_end());
+    }
+    if me.plays(Role::Client) {
+        let _ = writeln!(
+            y,
+            "load: {{clients: {}, outstanding: {}, value_size: 64}}",
+            spec.clients, spec.outstanding
+        );
+    }
+    let mut outputs = Vec::new();
+    if me.plays(Role::Learner) {
+        outputs.push(format!(
+            "delivered: \"{}\"",
+            me.delivered(&spec.dir).display()
+        ));
+    }
+    if me.plays(Role::Client) {
+        outputs.push(format!(
+            "acknowledged: \"{}\"",
+            spec.dir.join("acknowledged.txt").display()
+        ));
+    }
+    if !outputs.is_empty() {
+        let _ = writeln!(y, "output: {{{}}}", outputs.join(", "));
+    }
+    y
+}
+
+impl Testbed {
+    pub fn node(&self, id: u16) -> Option<&TestbedNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Starts node `id` in its namespace; its stdout and stderr go to `node-<id>.log`.
+    pub fn start(&self, id: u16, exe: &Path) -> Result<Child, TestbedError> {
+        let node = self.node(id).ok_or_else(|| TestbedError::Command {
+            cmd: format!("start node {id}"),
+            stderr: "no such node in this testbed".into(),
+        })?;
+        let log_path = self.dir.join(format!("node-{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("cannot open {}", log_path.display())))?;
+        let err = log
+            .try_clone()
+            .map_err(io(format!("cannot open {}", log_path.display())))?;
+        Command::new("ip")
+            .args(["netns", "exec", &node.namespace])
+            .arg(exe)
+            .arg("run")
+            .arg("--config")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| TestbedError::Spawn {
+                cmd: format!("ip netns exec {} {} run", node.namespace, exe.display()),
+                source,
+            })
+    }
+
+    /// Sets node `id`'s link on the hub side down or up (a partition of that node).
+    pub fn link(&self, id: u16, up: bool) -> Result<(), TestbedError> {
+        let node = self.node(id).expect("a testbed node");
+        run(&[
+            "ip",
+            "-n",
+            &self.hub,
+            "link",
+            "set",
+            &node.hub_link,
+            if up { "up" } else { "down" },
+        ])
+        .map(drop)
+    }
+
+    /// Splices a relay (`ethpaxos impair`) into node `id`'s link that drops, duplicates and
+    /// reorders frames in both directions; `heal` undoes it. (This kernel has no `tc netem`.)
+    pub fn impair(&self, id: u16, imp: Impairment, exe: &Path) -> Result<Child, TestbedError> {
+        let node = self.node(id).expect("a testbed node");
+        let (relay_end, bridge_end) =
+            (format!("{}r{id}", self.name), format!("{}b{id}", self.name));
+        let hub = self.hub.as_str();
+        run(&["ip", "-n", hub, "link", "set", &node.hub_link, "nomaster"])?;
+        run(&[
+            "ip",
+            "-n",
+            hub,
+            "link",
+            "add",
+            &relay_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &bridge_end,
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            hub,
+            "link",
+            "set",
+            &bridge_end,
+            "master",
+            "br0",
+            "up",
+        ])?;
+        run(&["ip", "-n", hub, "link", "set", &relay_end, "up"])?;
+        let log_path = self.dir.join(format!("impair-{id}.log"));
+        let log = std::fs::File::create(&log_path)
+            .map_err(io(format!("cannot open {}", log_path.display())))?;
+        Command::new("ip")
+            .args(["netns", "exec", hub])
+            .arg(exe)
+            .args(["impair", "--a", &node.hub_link, "--b", &relay_end])
+            .args(["--loss", &imp.loss.to_string()])
+            .args(["--duplicate", &imp.duplicate.to_string()])
+            .args(["--reorder", &imp.reorder.to_string()])
+            .args(["--seed", &imp.seed.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| TestbedError::Spawn {
+                cmd: format!("{} impair", exe.display()),
+                source,
+            })
+    }
+
+    /// Stops the relay of `impair` and puts node `id`'s link back on the bridge.
+    pub fn heal(&self, id: u16, mut relay: Child) -> Result<(), TestbedError> {
+        let _ = run(&["kill", "-TERM", &relay.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while relay.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = relay.kill();
+        let _ = relay.wait();
+        let node = self.node(id).expect("a testbed node");
+        run(&[
+            "ip",
+            "-n",
+            &self.hub,
+            "link",
+            "del",
+            &format!("{}r{id}", self.name),
+        ])?;
+        run(&[
+            "ip",
+            "-n",
+            &self.hub,
+            "link",
+            "set",
+            &node.hub_link,
+            "master",
+            "br0",
+        ])
+        .map(drop)
+    }
+}
+
+/// Kills every process still inside a namespace of the testbed named `name` and deletes those
+/// namespaces (with their veths and bridge). Safe to call when nothing is there.
+pub fn down(name: &str) -> Result<(), TestbedError> {
+    let namespaces = namespaces_of(name)?;
+    // Every process still inside a namespace: asked to stop (nodes sync and print their
+    // counters on SIGTERM), killed if still there after 3 s. All before any link goes away.
+    let pids = || {
+        namespaces
+            .iter()
+            .flat_map(|ns| {
+                run(&["ip", "netns", "pids", ns])
+                    .map(|p| p.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    for pid in pids() {
+        let _ = run(&["kill", "-TERM", &pid]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !pids().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in pids() {
+        let _ = run(&["kill", "-KILL", &pid]);
+    }
+    for ns in &namespaces {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match run(&["ip", "netns", "del", ns]) {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    Ok(())
+}
