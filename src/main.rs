@@ -37,6 +37,9 @@ enum TestbedAction {
         /// 2 learners + a client node).
         #[arg(long, default_value = "replicas")]
         layout: String,
+        /// Run the node configs in this directory (e.g. config/afpacket) instead of a layout.
+        #[arg(long, conflicts_with = "layout")]
+        from: Option<PathBuf>,
         #[arg(long, default_value_t = 4)]
         clients: usize,
         #[arg(long, default_value_t = 8)]
@@ -374,22 +377,24 @@ fn testbed(action: TestbedAction) -> Result<()> {
             dir,
             name,
             layout,
+            from,
             clients,
             outstanding,
             policy,
             start,
         } => {
-            let layout = testbed::Layout::from_name(&layout)
-                .with_context(|| format!("unknown layout `{layout}`; one of: replicas, roles"))?;
-            let spec = testbed::Spec {
-                name,
-                dir,
-                layout,
-                clients,
-                outstanding,
-                policy,
-                protocol_yaml: String::new(),
+            let nodes = match from {
+                Some(d) => testbed::Nodes::Configs(testbed::load_configs(&d)?),
+                None => testbed::Nodes::Layout {
+                    layout: testbed::Layout::from_name(&layout).with_context(|| {
+                        format!("unknown layout `{layout}`; one of: replicas, roles")
+                    })?,
+                    clients,
+                    outstanding,
+                    policy,
+                },
             };
+            let spec = testbed::Spec { name, dir, nodes };
             let tb = testbed::up(&spec)?;
             for n in &tb.nodes {
                 println!(

@@ -48,8 +48,16 @@ fn a_good_file_passes_and_is_summarised() {
 
 #[test]
 fn the_example_configs_pass() {
-    for entry in std::fs::read_dir("config/loopback").unwrap() {
-        let path = entry.unwrap().path();
+    let dirs = [
+        "config/loopback",
+        "config/afpacket",
+        "config/afpacket-replicas",
+    ];
+    for path in dirs
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+    {
         let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
             .arg("check-config")
             .arg(&path)

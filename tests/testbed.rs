@@ -12,7 +12,7 @@ mod common;
 use common::{check_delivery, pairs, read_lines};
 use ethpaxos::config::Role;
 use ethpaxos::testbed::impair::Impairment;
-use ethpaxos::testbed::{self, Layout, Spec, Testbed, CLIENT};
+use ethpaxos::testbed::{self, Layout, Nodes, Spec, Testbed};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -59,17 +59,25 @@ impl Drop for Bed {
 
 impl Bed {
     fn up(name: &str, layout: Layout) -> Bed {
+        Bed::up_with(
+            name,
+            Nodes::Layout {
+                layout,
+                clients: 4,
+                outstanding: 8,
+                policy: ethpaxos::storage::FsyncPolicy::Sync,
+            },
+        )
+    }
+
+    fn up_with(name: &str, nodes: Nodes) -> Bed {
         let dir =
             std::env::temp_dir().join(format!("ethpaxos-testbed-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let spec = Spec {
             name: name.to_string(),
             dir,
-            layout,
-            clients: 4,
-            outstanding: 8,
-            policy: ethpaxos::storage::FsyncPolicy::Sync,
-            protocol_yaml: String::new(),
+            nodes,
         };
         let tb = testbed::up(&spec).expect("testbed up");
         let mut bed = Bed {
@@ -165,19 +173,26 @@ impl Bed {
     /// Stops the client, checks delivery at every learner, stops every node cleanly and
     /// returns each node's final counters line.
     fn finish_and_check(mut self) -> HashMap<u16, String> {
-        self.terminate(CLIENT);
+        let client = self
+            .tb
+            .nodes
+            .iter()
+            .find(|n| n.plays(Role::Client))
+            .expect("a client node")
+            .id;
+        self.terminate(client);
         let learners: Vec<(u16, PathBuf)> = self
             .tb
             .nodes
             .iter()
-            .filter(|n| n.plays(Role::Learner) && n.id != CLIENT)
+            .filter(|n| n.plays(Role::Learner) && n.id != client)
             .map(|n| (n.id, n.delivered(&self.tb.dir)))
             .collect();
         let acked = check_delivery(&self.acked(), &learners, 200, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}{}", self.logs()));
         // The client node's own learner stopped with it: what it delivered is a prefix of
         // everybody's stream.
-        let own = pairs(&self.tb.dir.join(format!("delivered-{CLIENT}.txt")));
+        let own = pairs(&self.tb.dir.join(format!("delivered-{client}.txt")));
         let full = pairs(&learners[0].1);
         assert!(
             own.len() >= acked && full.starts_with(&own),
@@ -358,4 +373,18 @@ fn malformed_and_foreign_frames_are_dropped_and_counted() {
     assert_eq!(counter(s, "dropped_bad_frame"), 600, "{s}");
     assert_eq!(counter(s, "dropped_foreign_cluster"), 300, "{s}");
     assert_eq!(counter(s, "dropped_non_member"), 300, "{s}");
+}
+
+#[test]
+fn the_six_node_example_configs_run_in_the_testbed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/afpacket");
+    let configs = testbed::load_configs(&dir).expect("the example configs load");
+    assert_eq!(configs.len(), 6, "1 proposer, 3 acceptors, 2 learners");
+    let bed = Bed::up_with("tbex", Nodes::Configs(configs));
+    bed.progress(3000, "at start");
+    bed.finish_and_check();
 }

@@ -6,10 +6,9 @@
 
 pub mod impair;
 
-use crate::config::Role;
+use crate::config::{LoadConfig, Member, NodeConfig, OutputConfig, Role, TransportKind};
 use crate::storage::FsyncPolicy;
 use impair::Impairment;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,6 +30,8 @@ pub enum TestbedError {
     BadName(String),
     #[error("the testbed needs root (network namespaces, veths, raw sockets)")]
     NotRoot,
+    #[error("{0}")]
+    Configs(String),
 }
 
 /// Which nodes the testbed has.
@@ -70,6 +71,22 @@ impl Layout {
 /// The client node's id in every layout.
 pub const CLIENT: u16 = 9;
 
+/// Where the testbed's nodes come from.
+#[derive(Clone, Debug)]
+pub enum Nodes {
+    /// A generated cluster with a client node running `clients` x `outstanding` load.
+    Layout {
+        layout: Layout,
+        clients: usize,
+        outstanding: usize,
+        policy: FsyncPolicy,
+    },
+    /// Node configs as written by an operator (e.g. config/afpacket/): one namespace per
+    /// file, its interface named and its MAC set as the file says. Storage and output paths
+    /// are moved under the testbed's directory.
+    Configs(Vec<NodeConfig>),
+}
+
 /// What `up` builds.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -77,12 +94,28 @@ pub struct Spec {
     pub name: String,
     /// Configs, data, logs and outputs go here.
     pub dir: PathBuf,
-    pub layout: Layout,
-    pub clients: usize,
-    pub outstanding: usize,
-    pub policy: FsyncPolicy,
-    /// Extra YAML appended under `protocol:` in every config (indented by the caller's text).
-    pub protocol_yaml: String,
+    pub nodes: Nodes,
+}
+
+/// Loads every `*.yaml` node config in `dir`.
+pub fn load_configs(dir: &Path) -> Result<Vec<NodeConfig>, TestbedError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(format!("cannot read {}", dir.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(TestbedError::Configs(format!(
+            "{} holds no .yaml node configs",
+            dir.display()
+        )));
+    }
+    files
+        .iter()
+        .map(|f| NodeConfig::load(f).map_err(|e| TestbedError::Configs(e.to_string())))
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -179,7 +212,95 @@ pub fn up(spec: &Spec) -> Result<Testbed, TestbedError> {
     tb
 }
 
+/// The configs of a generated layout: raw Ethernet on `eth0`, MACs 02:45:50:00:<id>.
+fn layout_configs(
+    layout: Layout,
+    clients: usize,
+    outstanding: usize,
+    policy: FsyncPolicy,
+) -> Vec<NodeConfig> {
+    let members: Vec<Member> = layout
+        .nodes()
+        .into_iter()
+        .map(|(id, roles)| Member {
+            id,
+            roles,
+            udp: None,
+            mac: Some(format!("02:45:50:00:{:02x}:{:02x}", id >> 8, id & 0xff)),
+        })
+        .collect();
+    members
+        .iter()
+        .map(|me| {
+            let mut storage = crate::storage::StorageConfig::default();
+            if me.plays(Role::Acceptor) {
+                storage.fsync_policy = policy;
+            }
+            NodeConfig {
+                node_id: me.id,
+                transport: TransportKind::Afpacket,
+                interface: Some("eth0".into()),
+                members: members.clone(),
+                storage,
+                protocol: Default::default(),
+                load: LoadConfig {
+                    clients,
+                    outstanding,
+                    ..LoadConfig::default()
+                },
+                output: OutputConfig::default(),
+            }
+        })
+        .collect()
+}
+
+/// Moves a config's storage and outputs under the testbed's directory; learners always
+/// write their stream and clients their acknowledgements there, for checking.
+fn localize(mut cfg: NodeConfig, dir: &Path) -> NodeConfig {
+    let me = cfg.me().clone();
+    if me.plays(Role::Acceptor) || me.plays(Role::Proposer) {
+        cfg.storage.path = Some(dir.join("data").join(me.id.to_string()));
+    }
+    cfg.output = OutputConfig {
+        delivered: me
+            .plays(Role::Learner)
+            .then(|| dir.join(format!("delivered-{}.txt", me.id))),
+        acknowledged: me.plays(Role::Client).then(|| dir.join("acknowledged.txt")),
+    };
+    cfg
+}
+
 fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
+    let configs = match &spec.nodes {
+        Nodes::Layout {
+            layout,
+            clients,
+            outstanding,
+            policy,
+        } => layout_configs(*layout, *clients, *outstanding, *policy),
+        Nodes::Configs(c) => c.clone(),
+    };
+    for c in &configs {
+        if c.transport != TransportKind::Afpacket {
+            return Err(TestbedError::Configs(format!(
+                "node {}: the testbed runs raw Ethernet; its transport is {:?}",
+                c.node_id, c.transport
+            )));
+        }
+        if c.members != configs[0].members {
+            return Err(TestbedError::Configs(format!(
+                "node {} lists other members than node {}",
+                c.node_id, configs[0].node_id
+            )));
+        }
+    }
+    if configs.len() != configs[0].members.len() {
+        return Err(TestbedError::Configs(format!(
+            "{} configs for {} members: the testbed needs one config per member",
+            configs.len(),
+            configs[0].members.len()
+        )));
+    }
     run(&["ip", "netns", "add", hub])?;
     run(&[
         "ip",
@@ -195,45 +316,52 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
     ])?;
     run(&["ip", "-n", hub, "link", "set", "br0", "up"])?;
     let mut nodes = Vec::new();
-    for (id, roles) in spec.layout.nodes() {
+    for cfg in configs {
+        let cfg = localize(cfg, &spec.dir);
+        let me = cfg.me().clone();
+        let id = me.id;
         let ns = format!("{}-{id}", spec.name);
         let hub_link = format!("{}h{id}", spec.name);
-        // Locally administered, unicast, and readable: 02:45:50:00:<id>.
-        let mac = format!("02:45:50:00:{:02x}:{:02x}", id >> 8, id & 0xff);
+        let iface = cfg.interface.clone().unwrap_or_else(|| "eth0".into());
+        let mac = me.mac.clone().unwrap_or_default();
         run(&["ip", "netns", "add", &ns])?;
         run(&[
-            "ip", "-n", &ns, "link", "add", "eth0", "address", &mac, "type", "veth", "peer",
+            "ip", "-n", &ns, "link", "add", &iface, "address", &mac, "type", "veth", "peer",
             "name", &hub_link, "netns", hub,
         ])?;
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
+        run(&["ip", "-n", &ns, "link", "set", &iface, "up"])?;
         run(&[
             "ip", "-n", hub, "link", "set", &hub_link, "master", "br0", "up",
         ])?;
-        // The config gets the MAC the interface reports, not the one we asked for.
+        // The interface must report the MAC the config names (the node checks it too).
         let actual = run(&[
             "ip",
             "netns",
             "exec",
             &ns,
             "cat",
-            "/sys/class/net/eth0/address",
-        ])?
-        .trim()
-        .to_string();
+            &format!("/sys/class/net/{iface}/address"),
+        ])?;
+        if crate::wire::parse_mac(actual.trim()) != me.mac_addr() {
+            return Err(TestbedError::Configs(format!(
+                "node {id}: {iface} has MAC {} instead of {mac}",
+                actual.trim()
+            )));
+        }
+        let path = spec.dir.join(format!("node-{id}.yaml"));
+        let yaml = serde_yaml_ng::to_string(&cfg)
+            .map_err(|e| TestbedError::Configs(format!("node {id}: {e}")))?;
+        let text = format!("# Written by `ethpaxos testbed up`; runs in namespace {ns}.\n{yaml}");
+        std::fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
         nodes.push(TestbedNode {
             id,
-            roles,
+            roles: me.roles.clone(),
             namespace: ns,
             hub_link,
-            mac: actual,
-            config: spec.dir.join(format!("node-{id}.yaml")),
+            mac,
+            config: path,
         });
-    }
-    for node in &nodes {
-        let yaml = node_yaml(spec, &nodes, node);
-        std::fs::write(&node.config, yaml)
-            .map_err(io(format!("cannot write {}", node.config.display())))?;
     }
     Ok(Testbed {
         name: spec.name.clone(),
@@ -241,83 +369,6 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         hub: hub.to_string(),
         nodes,
     })
-}
-
-fn role_list(roles: &[Role]) -> String {
-    let names: Vec<&str> = roles
-        .iter()
-        .map(|r| match r {
-            Role::Proposer => "proposer",
-            Role::Acceptor => "acceptor",
-            Role::Learner => "learner",
-            Role::Client => "client",
-            Role::Replica => "replica",
-        })
-        .collect();
-    format!("[{}]", names.join(", "))
-}
-
-fn node_yaml(spec: &Spec, nodes: &[TestbedNode], me: &TestbedNode) -> String {
-    let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "# Written by `ethpaxos testbed up`; runs in namespace {}.",
-        me.namespace
-    );
-    let _ = writeln!(
-        y,
-        "node_id: {}\ntransport: afpacket\ninterface: eth0\nmembers:",
-        me.id
-    );
-    for n in nodes {
-        let _ = writeln!(
-            y,
-            "  - {{id: {}, roles: {}, mac: \"{}\"}}",
-            n.id,
-            role_list(&n.roles),
-            n.mac
-        );
-    }
-    let data = spec.dir.join("data").join(me.id.to_string());
-    if me.plays(Role::Acceptor) || me.plays(Role::Proposer) {
-        let policy = if me.plays(Role::Acceptor) {
-            spec.policy
-        } else {
-            FsyncPolicy::default()
-        };
-        let _ = writeln!(
-            y,
-            "storage: {{fsync_policy: {policy}, path: \"{}\"}}",
-            data.display()
-        );
-    }
-    if !spec.protocol_yaml.trim().is_empty() {
-        let _ = writeln!(y, "protocol:\n{}", spec.protocol_yaml.trim_end());
-    }
-    if me.plays(Role::Client) {
-        let _ = writeln!(
-            y,
-            "load: {{clients: {}, outstanding: {}, value_size: 64}}",
-            spec.clients, spec.outstanding
-        );
-    }
-    let mut outputs = Vec::new();
-    if me.plays(Role::Learner) {
-        outputs.push(format!(
-            "delivered: \"{}\"",
-            me.delivered(&spec.dir).display()
-        ));
-    }
-    if me.plays(Role::Client) {
-        outputs.push(format!(
-            "acknowledged: \"{}\"",
-            spec.dir.join("acknowledged.txt").display()
-        ));
-    }
-    if !outputs.is_empty() {
-        let _ = writeln!(y, "output: {{{}}}", outputs.join(", "));
-    }
-    y
 }
 
 impl Testbed {
