@@ -48,6 +48,9 @@ enum TestbedAction {
         policy: FsyncPolicy,
         #[arg(long)]
         start: bool,
+        /// Authenticate every frame with a fresh random key (written to --dir/frame.key).
+        #[arg(long)]
+        auth: bool,
     },
     /// Kills the testbed's nodes and deletes its namespaces, veths and bridge.
     Down {
@@ -382,6 +385,7 @@ fn testbed(action: TestbedAction) -> Result<()> {
             outstanding,
             policy,
             start,
+            auth,
         } => {
             let nodes = match from {
                 Some(d) => testbed::Nodes::Configs(testbed::load_configs(&d)?),
@@ -392,6 +396,7 @@ fn testbed(action: TestbedAction) -> Result<()> {
                     clients,
                     outstanding,
                     policy,
+                    auth,
                 },
             };
             let spec = testbed::Spec { name, dir, nodes };
@@ -463,6 +468,13 @@ fn inject(interface: &str, kind: &str, count: usize, dst: &str) -> Result<()> {
         }
         "foreign-cluster" => heartbeat(0xF0F0, 1)?,
         "non-member" => heartbeat(1, 4242)?,
+        "forged" => {
+            // Claims a tag (the auth flag and 16 bytes) it could not have computed.
+            let mut f = heartbeat(1, 1)?;
+            ethpaxos::wire::auth::FrameKey::new([0x5A; 32]).seal(&mut f);
+            f
+        }
+        "replay" => return replay(interface, count),
         other => {
             bail!("unknown --kind {other}; one of: garbage, truncated, foreign-cluster, non-member")
         }
@@ -470,5 +482,35 @@ fn inject(interface: &str, kind: &str, count: usize, dst: &str) -> Result<()> {
     let frames = vec![frame; count];
     let sent = ethpaxos::transport::afpacket::inject(interface, &frames)?;
     println!("sent {sent} {kind} frames on {interface}");
+    Ok(())
+}
+
+/// Captures `count` of the cluster's frames passing `interface` (promiscuous, at most 10 s),
+/// then sends each of them again three times: old, genuine frames replayed late.
+fn replay(interface: &str, count: usize) -> Result<()> {
+    use ethpaxos::transport::afpacket::RawSocket;
+    let sock = RawSocket::open(interface, true)?;
+    let mut captured = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while captured.len() < count && Instant::now() < deadline {
+        RawSocket::wait_any(&[&sock], Duration::from_millis(10));
+        while let Some(n) = sock.try_recv(&mut buf) {
+            captured.push(buf[..n].to_vec());
+            if captured.len() == count {
+                break;
+            }
+        }
+    }
+    // Let the cluster move on before the old frames come back.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut sent = 0;
+    for _ in 0..3 {
+        sent += captured.iter().filter(|f| sock.send(f)).count();
+    }
+    println!(
+        "captured {} frames on {interface}, replayed {sent}",
+        captured.len()
+    );
     Ok(())
 }

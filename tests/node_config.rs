@@ -167,6 +167,17 @@ fn bad_files_name_the_field() {
         ),
         (format!("{GOOD}protocol: {{max_frame: 40}}\n"), "max_frame"),
         (
+            format!("{GOOD}auth_key_file: /nonexistent/frame.key\n"),
+            "auth_key_file",
+        ),
+        (
+            format!(
+                "{GOOD}auth_key_file: {}\n",
+                env!("CARGO_MANIFEST_DIR").to_owned() + "/Cargo.toml"
+            ),
+            "64 hex digits",
+        ),
+        (
             GOOD.replace("path: \"DATA\"}", "path: \"DATA\", memtable_mb: 0}"),
             "storage.memtable_mb",
         ),

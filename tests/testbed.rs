@@ -66,6 +66,7 @@ impl Bed {
                 clients: 4,
                 outstanding: 8,
                 policy: ethpaxos::storage::FsyncPolicy::Sync,
+                auth: false,
             },
         )
     }
@@ -387,4 +388,58 @@ fn the_six_node_example_configs_run_in_the_testbed() {
     let bed = Bed::up_with("tbex", Nodes::Configs(configs));
     bed.progress(3000, "at start");
     bed.finish_and_check();
+}
+
+#[test]
+fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run() {
+        return;
+    }
+    let bed = Bed::up_with(
+        "tbauth",
+        Nodes::Layout {
+            layout: Layout::Replicas,
+            clients: 4,
+            outstanding: 8,
+            policy: ethpaxos::storage::FsyncPolicy::Sync,
+            auth: true,
+        },
+    );
+    bed.progress(1000, "at start");
+    let target = bed.tb.node(2).unwrap().mac.clone();
+    let inject = |kind: &str, count: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &bed.tb.hub])
+            .arg(env!("CARGO_BIN_EXE_ethpaxos"))
+            .args([
+                "inject",
+                "--interface",
+                "br0",
+                "--kind",
+                kind,
+                "--count",
+                count,
+            ])
+            .args(["--dst", &target])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "inject {kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Without the key: a forged tag, no tag at all, a frame of another cluster.
+    inject("forged", "300");
+    inject("non-member", "300");
+    inject("garbage", "300");
+    // Genuine frames captured off the bridge and sent again, three times each, later.
+    let replayed = inject("replay", "2000");
+    assert!(replayed.contains("captured 2000"), "{replayed}");
+    bed.progress(2000, "after the forgeries and replays");
+    let stats = bed.finish_and_check();
+    let s = &stats[&2];
+    assert_eq!(counter(s, "dropped_unauthenticated"), 900, "{s}");
 }

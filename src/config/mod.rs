@@ -99,6 +99,10 @@ pub struct NodeConfig {
     /// The network interface raw Ethernet frames go out of (transport `afpacket`).
     #[serde(default)]
     pub interface: Option<String>,
+    /// A file holding the cluster's shared frame key (64 hex digits). With it every frame is
+    /// tagged and every frame without a valid tag is dropped and counted (docs/wire-format.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key_file: Option<PathBuf>,
     pub members: Vec<Member>,
     #[serde(default)]
     pub storage: StorageConfig,
@@ -148,6 +152,28 @@ impl NodeConfig {
             })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The frame key from `auth_key_file`, if the config names one.
+    pub fn frame_key(&self) -> Result<Option<crate::wire::auth::FrameKey>, String> {
+        let Some(path) = &self.auth_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        crate::wire::auth::FrameKey::from_hex(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The protocol settings the roles run with: with frame authentication, a frame's tag
+    /// takes room the batches cannot use.
+    pub fn effective_protocol(&self) -> ProtocolConfig {
+        let mut p = self.protocol.clone();
+        if self.auth_key_file.is_some() {
+            p.max_frame -= crate::wire::auth::TAG_LEN;
+        }
+        p
     }
 
     pub fn membership(&self) -> Membership {
@@ -242,6 +268,8 @@ impl NodeConfig {
             .find(|m| m.id == self.node_id)
             .ok_or_else(|| field("node_id", format!("{} is not among members", self.node_id)))?;
         self.membership().validate()?;
+        self.frame_key()
+            .map_err(|why| field("auth_key_file", why))?;
         if self.transport == TransportKind::Afpacket
             && self.interface.as_deref().map_or(true, str::is_empty)
         {

@@ -116,6 +116,7 @@ pub fn run(cfg: &NodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> 
 impl Node {
     fn start(cfg: &NodeConfig) -> Result<Node, NodeError> {
         let me = cfg.me();
+        let protocol = cfg.effective_protocol();
         let members = cfg.membership();
         let transport = Transport::open(cfg)?;
         let id = cfg.node_id;
@@ -131,7 +132,7 @@ impl Node {
                 .map_err(io("cannot read the proposer's round"))?;
             proposer = Some(Proposer::new(
                 id,
-                &cfg.protocol,
+                &protocol,
                 members.clone(),
                 Duration::ZERO,
                 round,
@@ -142,15 +143,15 @@ impl Node {
         if me.plays(Role::Acceptor) {
             let mut s = cfg.storage.open(id)?;
             let state = s.load()?;
-            acceptor = Some(Acceptor::restore(id, &cfg.protocol, members.clone(), state));
+            acceptor = Some(Acceptor::restore(id, &protocol, members.clone(), state));
             storage = Some(GroupCommit::new(s, &cfg.storage));
         }
         let learner = me
             .plays(Role::Learner)
-            .then(|| Learner::new(id, &cfg.protocol, members.clone(), Duration::ZERO));
+            .then(|| Learner::new(id, &protocol, members.clone(), Duration::ZERO));
         let clients: Vec<Client> = if me.plays(Role::Client) {
             (0..cfg.load.clients)
-                .map(|k| Client::new(client_id(id, k), &cfg.protocol, members.proposers.clone()))
+                .map(|k| Client::new(client_id(id, k), &protocol, members.proposers.clone()))
                 .collect()
         } else {
             Vec::new()

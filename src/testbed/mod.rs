@@ -80,6 +80,8 @@ pub enum Nodes {
         clients: usize,
         outstanding: usize,
         policy: FsyncPolicy,
+        /// Frame authentication with a fresh random key (written to `<dir>/frame.key`).
+        auth: bool,
     },
     /// Node configs as written by an operator (e.g. config/afpacket/): one namespace per
     /// file, its interface named and its MAC set as the file says. Storage and output paths
@@ -218,6 +220,7 @@ fn layout_configs(
     clients: usize,
     outstanding: usize,
     policy: FsyncPolicy,
+    key_file: Option<PathBuf>,
 ) -> Vec<NodeConfig> {
     let members: Vec<Member> = layout
         .nodes()
@@ -240,6 +243,7 @@ fn layout_configs(
                 node_id: me.id,
                 transport: TransportKind::Afpacket,
                 interface: Some("eth0".into()),
+                auth_key_file: key_file.clone(),
                 members: members.clone(),
                 storage,
                 protocol: Default::default(),
@@ -277,7 +281,23 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
             clients,
             outstanding,
             policy,
-        } => layout_configs(*layout, *clients, *outstanding, *policy),
+            auth,
+        } => {
+            let key_file = if *auth {
+                let path = spec.dir.join("frame.key");
+                let mut key = [0u8; 32];
+                std::fs::File::open("/dev/urandom")
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+                    .map_err(io("cannot read /dev/urandom for a frame key"))?;
+                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+                std::fs::write(&path, hex + "\n")
+                    .map_err(io(format!("cannot write {}", path.display())))?;
+                Some(path)
+            } else {
+                None
+            };
+            layout_configs(*layout, *clients, *outstanding, *policy, key_file)
+        }
         Nodes::Configs(c) => c.clone(),
     };
     for c in &configs {

@@ -4,7 +4,7 @@
 //! the frame rate on this machine. Frames addressed elsewhere, from a foreign cluster, from a
 //! sender outside the membership or from a MAC that is not the sender's are dropped and counted.
 
-use super::TransportStats;
+use super::{FrameCheck, TransportStats};
 use crate::protocol::{Envelope, Message, NodeId};
 use crate::wire::{self, parse_mac, EncodeError, FrameHeader, MacAddr, ETHERTYPE};
 use std::collections::{HashMap, VecDeque};
@@ -246,7 +246,7 @@ pub struct AfPacketTransport {
     ifindex: i32,
     mac: MacAddr,
     me: NodeId,
-    cluster: u32,
+    check: FrameCheck,
     max_frame: usize,
     peers: HashMap<NodeId, MacAddr>,
     /// Encoded frames waiting for the next `flush`, back to back; `tx_ends` marks where each ends.
@@ -264,7 +264,7 @@ impl AfPacketTransport {
         me: NodeId,
         iface: &str,
         peers: HashMap<NodeId, MacAddr>,
-        cluster: u32,
+        check: FrameCheck,
         max_frame: usize,
     ) -> Result<Self, AfPacketError> {
         let (fd, ifindex, mac) = open_socket(iface)?;
@@ -274,7 +274,7 @@ impl AfPacketTransport {
             ifindex,
             mac,
             me,
-            cluster,
+            check,
             max_frame,
             peers,
             tx: Vec::with_capacity(64 * max_frame),
@@ -300,11 +300,13 @@ impl AfPacketTransport {
         let header = FrameHeader {
             dst,
             src: self.mac,
-            cluster: self.cluster,
+            cluster: self.check.cluster,
             sender: self.me,
         };
-        wire::encode(&header, &env.msg, self.max_frame, &mut self.scratch)
+        let limit = self.check.encode_limit(self.max_frame);
+        wire::encode(&header, &env.msg, limit, &mut self.scratch)
             .map_err(|source| AfPacketError::Encode { to: env.to, source })?;
+        self.check.seal(&mut self.scratch);
         self.tx.extend_from_slice(&self.scratch);
         self.tx_ends.push(self.tx.len());
         if self.tx_ends.len() >= RX_BATCH {
@@ -467,23 +469,15 @@ impl AfPacketTransport {
                 self.stats.dropped_bad_frame += 1;
                 continue;
             }
-            let decoded = match wire::decode(frame) {
-                Ok(f) => f,
-                Err(_) => {
-                    self.stats.dropped_bad_frame += 1;
-                    continue;
-                }
+            let Some(decoded) = self.check.accept(frame, &mut self.stats) else {
+                continue;
             };
             let h = &decoded.header;
             if h.dst != self.mac {
                 self.stats.dropped_not_for_us += 1;
                 continue;
             }
-            if h.cluster != self.cluster {
-                self.stats.dropped_foreign_cluster += 1;
-                continue;
-            }
-            // The sender must be a member and send from its own MAC.
+            // A member must send from its own MAC.
             if self.peers.get(&h.sender) != Some(&h.src) {
                 self.stats.dropped_non_member += 1;
                 continue;

@@ -14,6 +14,8 @@ pub struct TransportStats {
     pub dropped_not_for_us: u64,
     pub dropped_foreign_cluster: u64,
     pub dropped_non_member: u64,
+    /// With frame authentication on: frames without a valid tag (forged, unsigned, cut).
+    pub dropped_unauthenticated: u64,
     pub send_errors: u64,
     /// Raw Ethernet only: times the socket reported its link down.
     pub link_down: u64,
@@ -21,9 +23,63 @@ pub struct TransportStats {
 
 use crate::config::{NodeConfig, TransportKind};
 use crate::protocol::{Envelope, Message, NodeId};
+use crate::wire::auth::{FrameKey, TAG_LEN};
+use crate::wire::Frame;
 use afpacket::{AfPacketError, AfPacketTransport};
+use std::collections::HashSet;
 use std::time::Duration;
 use udp::{UdpError, UdpTransport};
+
+/// What every transport checks of a received frame, and adds to a sent one.
+#[derive(Clone, Debug)]
+pub struct FrameCheck {
+    pub cluster: u32,
+    pub members: HashSet<NodeId>,
+    /// Frame authentication (wire::auth), when the cluster has a key.
+    pub key: Option<FrameKey>,
+}
+
+impl FrameCheck {
+    /// The frame a received buffer holds if it decodes, carries a valid tag when a key is
+    /// set, belongs to this cluster and comes from a member; otherwise counts why not.
+    pub fn accept(&self, raw: &[u8], stats: &mut TransportStats) -> Option<Frame> {
+        let decoded = match &self.key {
+            Some(key) => match key.open(raw) {
+                Ok(plain) => crate::wire::decode(&plain),
+                Err(_) => {
+                    stats.dropped_unauthenticated += 1;
+                    return None;
+                }
+            },
+            None => crate::wire::decode(raw),
+        };
+        let Ok(frame) = decoded else {
+            stats.dropped_bad_frame += 1;
+            return None;
+        };
+        if frame.header.cluster != self.cluster {
+            stats.dropped_foreign_cluster += 1;
+            return None;
+        }
+        if !self.members.contains(&frame.header.sender) {
+            stats.dropped_non_member += 1;
+            return None;
+        }
+        Some(frame)
+    }
+
+    /// Tags an encoded frame when the cluster has a key.
+    pub fn seal(&self, frame: &mut Vec<u8>) {
+        if let Some(key) = &self.key {
+            key.seal(frame);
+        }
+    }
+
+    /// The most an encoded frame may hold so that, tag included, it fits `max_frame`.
+    pub fn encode_limit(&self, max_frame: usize) -> usize {
+        max_frame - if self.key.is_some() { TAG_LEN } else { 0 }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -31,6 +87,8 @@ pub enum TransportError {
     Udp(#[from] UdpError),
     #[error(transparent)]
     AfPacket(#[from] AfPacketError),
+    #[error("auth_key_file: {0}")]
+    Key(String),
 }
 
 /// The transport a node's config names.
@@ -42,8 +100,12 @@ pub enum Transport {
 impl Transport {
     /// Opens this node's transport from its (validated) config.
     pub fn open(cfg: &NodeConfig) -> Result<Transport, TransportError> {
-        let (me, cluster, max_frame) =
-            (cfg.node_id, cfg.protocol.cluster_id, cfg.protocol.max_frame);
+        let (me, max_frame) = (cfg.node_id, cfg.protocol.max_frame);
+        let check = FrameCheck {
+            cluster: cfg.protocol.cluster_id,
+            members: cfg.members.iter().map(|m| m.id).collect(),
+            key: cfg.frame_key().map_err(TransportError::Key)?,
+        };
         Ok(match cfg.transport {
             TransportKind::Udp => {
                 let peers = cfg
@@ -52,7 +114,7 @@ impl Transport {
                     .filter_map(|m| Some((m.id, m.udp?)))
                     .collect();
                 let addr = cfg.me().udp.expect("validate() requires udp addresses");
-                Transport::Udp(UdpTransport::bind(me, addr, peers, cluster, max_frame)?)
+                Transport::Udp(UdpTransport::bind(me, addr, peers, check, max_frame)?)
             }
             TransportKind::Afpacket => {
                 let peers = cfg
@@ -61,7 +123,7 @@ impl Transport {
                     .filter_map(|m| Some((m.id, m.mac_addr()?)))
                     .collect();
                 let iface = cfg.interface.as_deref().unwrap_or_default();
-                let t = AfPacketTransport::open(me, iface, peers, cluster, max_frame)?;
+                let t = AfPacketTransport::open(me, iface, peers, check, max_frame)?;
                 let want = cfg.me().mac_addr();
                 if want != Some(t.mac()) {
                     return Err(AfPacketError::MacMismatch {

@@ -1,7 +1,7 @@
 //! UDP: for routed networks, unprivileged runs and loopback tests. Each datagram is one frame
 //! of the common format (its Ethernet addresses are zero: UDP does the addressing).
 
-use super::TransportStats;
+use super::{FrameCheck, TransportStats};
 use crate::protocol::{Envelope, Message, NodeId};
 use crate::wire::{self, EncodeError, FrameHeader};
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ pub enum UdpError {
 pub struct UdpTransport {
     socket: UdpSocket,
     me: NodeId,
-    cluster: u32,
+    check: FrameCheck,
     max_frame: usize,
     peers: HashMap<NodeId, SocketAddr>,
     out: Vec<u8>,
@@ -43,14 +43,14 @@ impl UdpTransport {
         me: NodeId,
         addr: SocketAddr,
         peers: HashMap<NodeId, SocketAddr>,
-        cluster: u32,
+        check: FrameCheck,
         max_frame: usize,
     ) -> Result<Self, UdpError> {
         let socket = UdpSocket::bind(addr).map_err(|source| UdpError::Bind { addr, source })?;
         Ok(UdpTransport {
             socket,
             me,
-            cluster,
+            check,
             max_frame,
             peers,
             out: Vec::with_capacity(max_frame),
@@ -70,11 +70,13 @@ impl UdpTransport {
         let header = FrameHeader {
             dst: [0; 6],
             src: [0; 6],
-            cluster: self.cluster,
+            cluster: self.check.cluster,
             sender: self.me,
         };
-        wire::encode(&header, &env.msg, self.max_frame, &mut self.out)
+        let limit = self.check.encode_limit(self.max_frame);
+        wire::encode(&header, &env.msg, limit, &mut self.out)
             .map_err(|source| UdpError::Encode { to: env.to, source })?;
+        self.check.seal(&mut self.out);
         match self.socket.send_to(&self.out, addr) {
             Ok(_) => self.stats.sent += 1,
             Err(_) => self.stats.send_errors += 1,
@@ -119,21 +121,9 @@ impl UdpTransport {
                 Err(e) => return Err(UdpError::Recv(e)),
             };
             self.stats.received += 1;
-            let frame = match wire::decode(&self.inbuf[..n]) {
-                Ok(f) => f,
-                Err(_) => {
-                    self.stats.dropped_bad_frame += 1;
-                    continue;
-                }
+            let Some(frame) = self.check.accept(&self.inbuf[..n], &mut self.stats) else {
+                continue;
             };
-            if frame.header.cluster != self.cluster {
-                self.stats.dropped_foreign_cluster += 1;
-                continue;
-            }
-            if !self.peers.contains_key(&frame.header.sender) {
-                self.stats.dropped_non_member += 1;
-                continue;
-            }
             return Ok(Some((frame.header.sender, frame.msg)));
         }
     }

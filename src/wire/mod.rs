@@ -2,6 +2,7 @@
 //! a versioned ethpaxos header, then the message payload, all in network byte order.
 //! docs/wire-format.md gives every byte offset.
 
+pub mod auth;
 mod decode;
 mod encode;
 pub mod sizes;
