@@ -5,6 +5,7 @@
 //! - [`sim`]: the deterministic simulator and its safety/liveness checker.
 //! - [`cluster`]: an in-process cluster on threads (the demo).
 
+pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod node;

@@ -106,6 +106,25 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Submits values to a cluster and waits for each to be delivered: the values given, or
+    /// one per line of standard input. The config must give this node the client and learner
+    /// roles. Exits non-zero if any value was not acknowledged in time.
+    Submit {
+        #[arg(long)]
+        config: PathBuf,
+        /// How long to wait for each acknowledgement.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        values: Vec<String>,
+    },
+    /// Prints a learner's delivered stream (its config's output.socket) as it arrives.
+    Tail {
+        #[arg(long)]
+        socket: PathBuf,
+        /// Stop after this many values.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Runs seeded simulations under loss, duplication, reordering, partitions and crashes, and
     /// checks agreement, validity, order, exactly-once delivery and liveness.
     Simulate {
@@ -191,6 +210,12 @@ fn main() -> Result<()> {
             println!("impair {a} <-> {b}: {stats:?}");
             Ok(())
         }
+        Command::Submit {
+            config,
+            timeout,
+            values,
+        } => submit(&config, timeout, values),
+        Command::Tail { socket, count } => tail(&socket, count),
         Command::CheckConfig { file } => {
             let cfg = NodeConfig::load(&file)?;
             let me = cfg.me();
@@ -512,5 +537,72 @@ fn replay(interface: &str, count: usize) -> Result<()> {
         "captured {} frames on {interface}, replayed {sent}",
         captured.len()
     );
+    Ok(())
+}
+
+fn submit(config: &Path, timeout: Duration, values: Vec<String>) -> Result<()> {
+    use std::io::BufRead;
+    let cfg = NodeConfig::load(config)?;
+    let values: Vec<String> = if values.is_empty() {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<_, _>>()
+            .context("cannot read values from standard input")?
+    } else {
+        values
+    };
+    let node = ethpaxos::app::Embedded::start(cfg)?;
+    // All in flight at once; each acknowledged when its own learner delivers it.
+    let pending: Vec<_> = values
+        .iter()
+        .map(|v| node.submit_async(bytes::Bytes::from(v.clone().into_bytes())))
+        .collect::<Result<_, _>>()?;
+    let mut failed = 0;
+    for (v, rx) in values.iter().zip(pending) {
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(seq)) => println!("acknowledged seq {seq}: {v}"),
+            Ok(Err(why)) => {
+                failed += 1;
+                println!("refused: {v}: {why}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("no acknowledgement within {timeout:?}: {v}");
+            }
+        }
+    }
+    let stats = node.stop()?;
+    eprintln!(
+        "{} submitted, {} acknowledged, {failed} not",
+        values.len(),
+        stats.acknowledged
+    );
+    if failed > 0 {
+        bail!("{failed} of {} values were not acknowledged", values.len());
+    }
+    Ok(())
+}
+
+fn tail(socket: &Path, count: Option<u64>) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("cannot connect to {}", socket.display()))?;
+    let mut out = std::io::stdout().lock();
+    for (seen, line) in (1u64..).zip(BufReader::new(stream).lines()) {
+        let line = line.context("stream read failed")?;
+        let Some(v) = ethpaxos::app::parse_stream_line(&line) else {
+            bail!("not a stream line: {line:?}");
+        };
+        let text = match std::str::from_utf8(&v.payload) {
+            Ok(t) if !t.chars().any(char::is_control) => t.to_string(),
+            _ => format!("0x{}", line.rsplit(' ').next().unwrap_or("")),
+        };
+        writeln!(out, "{} {} {}", v.client, v.seq, text)?;
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    out.flush()?;
     Ok(())
 }

@@ -88,6 +88,9 @@ pub struct OutputConfig {
     pub delivered: Option<PathBuf>,
     /// Client: appends each acknowledged value as a line `client seq`.
     pub acknowledged: Option<PathBuf>,
+    /// Learner: serves the delivered stream on this Unix-domain socket, a line per value
+    /// (`client seq payload-hex`); `ethpaxos tail --socket PATH` prints it.
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

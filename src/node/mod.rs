@@ -5,6 +5,7 @@
 //! network. Learners write their delivered stream and clients their acknowledgements to the
 //! files the config names, so tests can check them across crashes.
 
+use crate::app::{stream_line, AppLink, DeliveredValue, StreamServer};
 use crate::config::{NodeConfig, Role};
 use crate::protocol::{
     Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
@@ -12,6 +13,7 @@ use crate::protocol::{
 use crate::storage::{BatchBudget, GroupCommit, RoundFile, StorageError};
 use crate::transport::{Transport, TransportError, TransportStats};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -49,11 +51,40 @@ pub struct NodeStats {
     pub shed: u64,
     /// Set when this learner needed instances the acceptors had trimmed.
     pub trimmed_out: Option<u64>,
+    /// Stream readers (output.socket) disconnected for falling too far behind.
+    pub dropped_readers: u64,
 }
 
-/// A client's id: the node id in the high bits keeps ids unique across client nodes.
-pub fn client_id(node: NodeId, k: usize) -> u64 {
-    ((node as u64) << 32) | k as u64
+/// A client's id: node id (16 bits), this process's session (32 random bits), client index
+/// (16 bits). Learners deliver each (client, seq) once, so a restarted node must not reuse
+/// its predecessor's ids: its sequence numbers start again at 0.
+pub fn client_id(node: NodeId, session: u32, k: usize) -> u64 {
+    ((node as u64) << 48) | ((session as u64) << 16) | (k as u64 & 0xFFFF)
+}
+
+/// The embedded application's client session index.
+const APP_CLIENT: usize = 0xFFFF;
+
+fn session_nonce() -> u32 {
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        // No /dev/urandom: the clock's nanoseconds still differ between restarts.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.subsec_nanos() ^ t.as_secs() as u32;
+    }
+    u32::from_be_bytes(b)
+}
+
+/// An embedded application's requests and its waiting acknowledgements.
+struct App {
+    link: AppLink,
+    client: Client,
+    waiting: HashMap<u64, crossbeam_channel::Sender<Result<u64, String>>>,
 }
 
 struct Node {
@@ -69,6 +100,9 @@ struct Node {
     payload: Bytes,
     delivered_out: Option<BufWriter<File>>,
     acked_out: Option<BufWriter<File>>,
+    stream: Option<StreamServer>,
+    stream_buf: Vec<u8>,
+    app: Option<App>,
     stats: NodeStats,
 }
 
@@ -83,7 +117,16 @@ fn open_append(path: &Path) -> Result<BufWriter<File>, NodeError> {
 
 /// Runs the node until `stop` is set (by SIGTERM in `ethpaxos run`).
 pub fn run(cfg: &NodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> {
-    let mut node = Node::start(cfg)?;
+    run_with(cfg, stop, None)
+}
+
+/// Runs the node with an embedded application's requests and delivery stream (app.rs).
+pub fn run_with(
+    cfg: &NodeConfig,
+    stop: &AtomicBool,
+    app: Option<AppLink>,
+) -> Result<NodeStats, NodeError> {
+    let mut node = Node::start(cfg, app)?;
     let start = Instant::now();
     let tick = Duration::from_millis(1);
     let mut next_tick = Duration::ZERO;
@@ -92,6 +135,7 @@ pub fn run(cfg: &NodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> 
     while !stop.load(Ordering::Relaxed) {
         let now = start.elapsed();
         node.submit(cfg, now, &mut out);
+        node.take_app_requests(now, &mut out);
         let wait = next_tick.saturating_sub(now).max(Duration::from_micros(50));
         let mut got = node.transport.recv(wait)?;
         let mut burst = budget.fresh();
@@ -114,7 +158,7 @@ pub fn run(cfg: &NodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> 
 }
 
 impl Node {
-    fn start(cfg: &NodeConfig) -> Result<Node, NodeError> {
+    fn start(cfg: &NodeConfig, app: Option<AppLink>) -> Result<Node, NodeError> {
         let me = cfg.me();
         let protocol = cfg.effective_protocol();
         let members = cfg.membership();
@@ -149,12 +193,35 @@ impl Node {
         let learner = me
             .plays(Role::Learner)
             .then(|| Learner::new(id, &protocol, members.clone(), Duration::ZERO));
+        let session = session_nonce();
         let clients: Vec<Client> = if me.plays(Role::Client) {
             (0..cfg.load.clients)
-                .map(|k| Client::new(client_id(id, k), &protocol, members.proposers.clone()))
+                .map(|k| {
+                    Client::new(
+                        client_id(id, session, k),
+                        &protocol,
+                        members.proposers.clone(),
+                    )
+                })
                 .collect()
         } else {
             Vec::new()
+        };
+        let app = app.map(|link| App {
+            link,
+            client: Client::new(
+                client_id(id, session, APP_CLIENT),
+                &protocol,
+                members.proposers.clone(),
+            ),
+            waiting: HashMap::new(),
+        });
+        let stream = match &cfg.output.socket {
+            Some(path) => Some(
+                StreamServer::bind(path)
+                    .map_err(io(format!("cannot listen on {}", path.display())))?,
+            ),
+            None => None,
         };
         Ok(Node {
             id,
@@ -179,8 +246,29 @@ impl Node {
                 .as_deref()
                 .map(open_append)
                 .transpose()?,
+            stream,
+            stream_buf: Vec::new(),
+            app,
             stats: NodeStats::default(),
         })
+    }
+
+    /// Submits what the embedded application asked for; a value the client session refuses
+    /// (too large, too many outstanding) is answered at once with the reason.
+    fn take_app_requests(&mut self, now: Duration, out: &mut Actions) {
+        let Some(app) = &mut self.app else { return };
+        while let Ok(req) = app.link.requests.try_recv() {
+            match app.client.submit(now, req.value) {
+                Ok(seq) => {
+                    app.waiting.insert(seq, req.ack);
+                    self.stats.submitted += 1;
+                }
+                Err(e) => {
+                    let _ = req.ack.send(Err(e.to_string()));
+                }
+            }
+        }
+        app.client.flush(out);
     }
 
     /// Tops every client up to its outstanding values.
@@ -240,6 +328,9 @@ impl Node {
                 if let Some(c) = self.clients.iter_mut().find(|c| c.id() == client) {
                     c.handle(&msg);
                 }
+                if let Some(app) = self.app.as_mut().filter(|a| a.client.id() == client) {
+                    app.client.handle(&msg);
+                }
             }
         }
     }
@@ -252,6 +343,9 @@ impl Node {
             l.tick(now, out);
         }
         self.clients.iter_mut().for_each(|c| c.tick(now, out));
+        if let Some(app) = &mut self.app {
+            app.client.tick(now, out);
+        }
     }
 
     /// Makes this turn's changes durable, then sends; self-addressed messages are handled at
@@ -334,6 +428,24 @@ impl Node {
                     writeln!(w, "{} {} {}", v.client, v.seq, &hash.to_hex()[..16])
                         .map_err(io("cannot write the delivered stream"))?;
                 }
+                if self.stream.is_some() {
+                    self.stream_buf
+                        .extend_from_slice(stream_line(v.client, v.seq, &v.payload).as_bytes());
+                }
+                if let Some(app) = &mut self.app {
+                    let _ = app.link.deliveries.send(DeliveredValue {
+                        client: v.client,
+                        seq: v.seq,
+                        payload: v.payload.clone(),
+                    });
+                    if app.client.id() == v.client && app.client.on_delivered(now, v.seq).is_some()
+                    {
+                        self.stats.acknowledged += 1;
+                        if let Some(ack) = app.waiting.remove(&v.seq) {
+                            let _ = ack.send(Ok(v.seq));
+                        }
+                    }
+                }
                 let Some(c) = self.clients.iter_mut().find(|c| c.id() == v.client) else {
                     continue;
                 };
@@ -345,6 +457,11 @@ impl Node {
                     }
                 }
             }
+        }
+        if let Some(server) = &mut self.stream {
+            server.publish(&self.stream_buf);
+            self.stream_buf.clear();
+            self.stats.dropped_readers = server.dropped_readers;
         }
         // Flushed every turn: what a client saw acknowledged is on record before it moves on.
         for w in [&mut self.delivered_out, &mut self.acked_out]

@@ -270,6 +270,11 @@ fn localize(mut cfg: NodeConfig, dir: &Path) -> NodeConfig {
             .plays(Role::Learner)
             .then(|| dir.join(format!("delivered-{}.txt", me.id))),
         acknowledged: me.plays(Role::Client).then(|| dir.join("acknowledged.txt")),
+        socket: cfg
+            .output
+            .socket
+            .as_ref()
+            .map(|_| dir.join(format!("stream-{}.sock", me.id))),
     };
     cfg
 }

@@ -1,0 +1,251 @@
+//! How applications use a cluster.
+//!
+//! - [`Embedded`] runs a client node inside the application: `submit` returns once the value
+//!   was delivered (its acknowledgement), retrying inside with the same sequence number so a
+//!   retry never delivers a value twice; `deliveries` yields the ordered stream.
+//! - A learner whose config sets `output.socket` serves the ordered stream on a Unix-domain
+//!   socket, one line per value: `<client> <seq> <payload as hex>`. `ethpaxos tail` prints it;
+//!   examples/kv.rs applies it to a key-value map. A reader sees the values delivered after it
+//!   connects; one that falls 16 MiB behind is disconnected and counted, never waited for.
+
+use crate::config::{NodeConfig, Role};
+use crate::node::{self, NodeError, NodeStats};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// One delivered value, in the cluster's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveredValue {
+    pub client: u64,
+    pub seq: u64,
+    pub payload: Bytes,
+}
+
+/// A value an application submits, and where its acknowledgement goes.
+pub struct AppRequest {
+    pub value: Bytes,
+    pub ack: Sender<Result<u64, String>>,
+}
+
+/// The node loop's side of an embedded application.
+pub struct AppLink {
+    pub requests: Receiver<AppRequest>,
+    pub deliveries: Sender<DeliveredValue>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("the config must give this node the client and learner roles")]
+    NotAClient,
+    #[error("no acknowledgement within {0:?}; the value may still be delivered, once at most")]
+    Timeout(Duration),
+    #[error("value refused: {0}")]
+    Refused(String),
+    #[error("the embedded node stopped: {0}")]
+    Stopped(String),
+}
+
+/// A client node running inside the application, on its own thread.
+pub struct Embedded {
+    requests: Option<Sender<AppRequest>>,
+    deliveries: Receiver<DeliveredValue>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<NodeStats, NodeError>>>,
+}
+
+impl Embedded {
+    /// Starts the node `cfg` describes; it must play client and learner. Its `load` section
+    /// is ignored: the application is its only client.
+    pub fn start(mut cfg: NodeConfig) -> Result<Embedded, AppError> {
+        cfg.load.clients = 0;
+        let me = cfg.me();
+        if !(me.plays(Role::Client) && me.plays(Role::Learner)) {
+            return Err(AppError::NotAClient);
+        }
+        let (req_tx, req_rx) = crossbeam_channel::unbounded();
+        let (del_tx, del_rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let link = AppLink {
+            requests: req_rx,
+            deliveries: del_tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ethpaxos-node-{}", cfg.node_id))
+            .spawn(move || node::run_with(&cfg, &flag, Some(link)))
+            .map_err(|e| AppError::Stopped(e.to_string()))?;
+        Ok(Embedded {
+            requests: Some(req_tx),
+            deliveries: del_rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Submits `value` and waits up to `timeout` for its delivery. Returns its sequence number.
+    pub fn submit(&self, value: Bytes, timeout: Duration) -> Result<u64, AppError> {
+        self.submit_async(value)?
+            .recv_timeout(timeout)
+            .map_err(|e| match e {
+                crossbeam_channel::RecvTimeoutError::Timeout => AppError::Timeout(timeout),
+                crossbeam_channel::RecvTimeoutError::Disconnected => {
+                    AppError::Stopped("node thread ended".into())
+                }
+            })?
+            .map_err(AppError::Refused)
+    }
+
+    /// Submits `value` without waiting: the receiver gets its sequence number on delivery.
+    pub fn submit_async(&self, value: Bytes) -> Result<Receiver<Result<u64, String>>, AppError> {
+        let (ack, rx) = crossbeam_channel::bounded(1);
+        self.requests
+            .as_ref()
+            .ok_or_else(|| AppError::Stopped("stopped".into()))?
+            .send(AppRequest { value, ack })
+            .map_err(|_| AppError::Stopped("node thread ended".into()))?;
+        Ok(rx)
+    }
+
+    /// Every value this node's learner delivers, in order (all clients', not only ours).
+    pub fn deliveries(&self) -> &Receiver<DeliveredValue> {
+        &self.deliveries
+    }
+
+    /// Stops the node and returns its counters.
+    pub fn stop(mut self) -> Result<NodeStats, AppError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<NodeStats, AppError> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.requests.take();
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| AppError::Stopped("node thread panicked".into()))?
+                .map_err(|e| AppError::Stopped(e.to_string())),
+            None => Err(AppError::Stopped("already stopped".into())),
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+/// The line a tail reader gets for one value.
+pub fn stream_line(client: u64, seq: u64, payload: &[u8]) -> String {
+    let mut line = format!("{client} {seq} ");
+    for b in payload {
+        line.push_str(&format!("{b:02x}"));
+    }
+    line.push('\n');
+    line
+}
+
+/// Parses a stream line back; None if it is not one.
+pub fn parse_stream_line(line: &str) -> Option<DeliveredValue> {
+    let mut it = line.trim_end().splitn(3, ' ');
+    let client = it.next()?.parse().ok()?;
+    let seq = it.next()?.parse().ok()?;
+    let hex = it.next().unwrap_or("");
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let payload = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(DeliveredValue {
+        client,
+        seq,
+        payload: payload.into(),
+    })
+}
+
+/// A reader may fall this far behind before it is disconnected.
+const READER_BACKLOG: usize = 16 << 20;
+
+struct Reader {
+    stream: UnixStream,
+    backlog: Vec<u8>,
+}
+
+/// The Unix-domain socket a learner serves its stream on.
+pub struct StreamServer {
+    listener: UnixListener,
+    path: PathBuf,
+    readers: Vec<Reader>,
+    /// Readers disconnected for falling behind.
+    pub dropped_readers: u64,
+}
+
+impl StreamServer {
+    /// Listens on `path`, replacing a stale socket file left by an earlier run.
+    pub fn bind(path: &Path) -> std::io::Result<StreamServer> {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        }) {
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(StreamServer {
+            listener,
+            path: path.to_path_buf(),
+            readers: Vec::new(),
+            dropped_readers: 0,
+        })
+    }
+
+    /// Takes new readers, then queues `lines` for every reader and writes what each takes
+    /// without blocking.
+    pub fn publish(&mut self, lines: &[u8]) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            if stream.set_nonblocking(true).is_ok() {
+                self.readers.push(Reader {
+                    stream,
+                    backlog: Vec::new(),
+                });
+            }
+        }
+        let mut dropped = 0;
+        self.readers.retain_mut(|r| {
+            r.backlog.extend_from_slice(lines);
+            while !r.backlog.is_empty() {
+                match r.stream.write(&r.backlog) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        r.backlog.drain(..n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => return false,
+                }
+            }
+            if r.backlog.len() > READER_BACKLOG {
+                dropped += 1;
+                return false;
+            }
+            true
+        });
+        self.dropped_readers += dropped;
+    }
+}
+
+impl Drop for StreamServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
