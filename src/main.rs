@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ethpaxos::cluster::{self, DemoOptions};
-use ethpaxos::config::{NodeConfig, TransportKind};
+use ethpaxos::config::{NodeConfig, Polling, TransportKind};
 use ethpaxos::node;
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::sim::{self, FaultKind, SimConfig};
@@ -51,6 +51,12 @@ enum TestbedAction {
         /// Authenticate every frame with a fresh random key (written to --dir/frame.key).
         #[arg(long)]
         auth: bool,
+        /// afpacket (raw Ethernet) or udp (addresses 10.45.0.<id>).
+        #[arg(long, default_value = "afpacket", value_parser = parse_transport)]
+        transport: TransportKind,
+        /// adaptive or busy.
+        #[arg(long, default_value = "adaptive", value_parser = parse_polling)]
+        polling: Polling,
     },
     /// Kills the testbed's nodes and deletes its namespaces, veths and bridge.
     Down {
@@ -411,10 +417,12 @@ fn testbed(action: TestbedAction) -> Result<()> {
             policy,
             start,
             auth,
+            transport,
+            polling,
         } => {
             let nodes = match from {
                 Some(d) => testbed::Nodes::Configs(testbed::load_configs(&d)?),
-                None => testbed::Nodes::Layout {
+                None => testbed::Nodes::Layout(testbed::LayoutSpec {
                     layout: testbed::Layout::from_name(&layout).with_context(|| {
                         format!("unknown layout `{layout}`; one of: replicas, roles")
                     })?,
@@ -422,7 +430,9 @@ fn testbed(action: TestbedAction) -> Result<()> {
                     outstanding,
                     policy,
                     auth,
-                },
+                    transport,
+                    polling,
+                }),
             };
             let spec = testbed::Spec { name, dir, nodes };
             let tb = testbed::up(&spec)?;
@@ -605,4 +615,20 @@ fn tail(socket: &Path, count: Option<u64>) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+fn parse_transport(s: &str) -> Result<TransportKind, String> {
+    match s {
+        "afpacket" => Ok(TransportKind::Afpacket),
+        "udp" => Ok(TransportKind::Udp),
+        _ => Err(format!("unknown transport `{s}`; one of: afpacket, udp")),
+    }
+}
+
+fn parse_polling(s: &str) -> Result<Polling, String> {
+    match s {
+        "adaptive" => Ok(Polling::Adaptive),
+        "busy" => Ok(Polling::Busy),
+        _ => Err(format!("unknown polling `{s}`; one of: adaptive, busy")),
+    }
 }

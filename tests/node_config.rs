@@ -167,6 +167,14 @@ fn bad_files_name_the_field() {
         ),
         (format!("{GOOD}protocol: {{max_frame: 40}}\n"), "max_frame"),
         (
+            format!("{GOOD}pipeline: {{polling: busy, cores: [0, 4096]}}\n"),
+            "pipeline.cores[1]",
+        ),
+        (
+            format!("{GOOD}pipeline: {{polling: sometimes}}\n"),
+            "sometimes",
+        ),
+        (
             format!("{GOOD}auth_key_file: /nonexistent/frame.key\n"),
             "auth_key_file",
         ),

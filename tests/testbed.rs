@@ -12,7 +12,7 @@ mod common;
 use common::{check_delivery, pairs, read_lines};
 use ethpaxos::config::Role;
 use ethpaxos::testbed::impair::Impairment;
-use ethpaxos::testbed::{self, Layout, Nodes, Spec, Testbed};
+use ethpaxos::testbed::{self, Layout, LayoutSpec, Nodes, Spec, Testbed};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -61,13 +61,10 @@ impl Bed {
     fn up(name: &str, layout: Layout) -> Bed {
         Bed::up_with(
             name,
-            Nodes::Layout {
+            Nodes::Layout(LayoutSpec {
                 layout,
-                clients: 4,
-                outstanding: 8,
-                policy: ethpaxos::storage::FsyncPolicy::Sync,
-                auth: false,
-            },
+                ..LayoutSpec::default()
+            }),
         )
     }
 
@@ -398,13 +395,10 @@ fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
     }
     let bed = Bed::up_with(
         "tbauth",
-        Nodes::Layout {
-            layout: Layout::Replicas,
-            clients: 4,
-            outstanding: 8,
-            policy: ethpaxos::storage::FsyncPolicy::Sync,
+        Nodes::Layout(LayoutSpec {
             auth: true,
-        },
+            ..LayoutSpec::default()
+        }),
     );
     bed.progress(1000, "at start");
     let target = bed.tb.node(2).unwrap().mac.clone();
@@ -442,4 +436,22 @@ fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
     let stats = bed.finish_and_check();
     let s = &stats[&2];
     assert_eq!(counter(s, "dropped_unauthenticated"), 900, "{s}");
+}
+
+#[test]
+fn the_same_cluster_on_udp_in_the_testbed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_run() {
+        return;
+    }
+    let bed = Bed::up_with(
+        "tbudp",
+        Nodes::Layout(LayoutSpec {
+            transport: ethpaxos::config::TransportKind::Udp,
+            polling: ethpaxos::config::Polling::Busy,
+            ..LayoutSpec::default()
+        }),
+    );
+    bed.progress(2000, "at start");
+    bed.finish_and_check();
 }

@@ -32,6 +32,27 @@ pub enum TransportKind {
     Afpacket,
 }
 
+/// How a node's loop waits for frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Polling {
+    /// Spin briefly when idle, then sleep until a frame or the next tick: fair on a small
+    /// shared machine.
+    #[default]
+    Adaptive,
+    /// Never sleep: the lowest latency, and one core always at 100%.
+    Busy,
+}
+
+/// How the node's work is placed on the machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    pub polling: Polling,
+    /// CPU cores to pin the node's loop to (the first is used); empty: let the kernel place it.
+    pub cores: Vec<usize>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
@@ -111,6 +132,8 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub protocol: ProtocolConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
     #[serde(default)]
     pub load: LoadConfig,
     #[serde(default)]
@@ -273,6 +296,22 @@ impl NodeConfig {
         self.membership().validate()?;
         self.frame_key()
             .map_err(|why| field("auth_key_file", why))?;
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        if let Some((k, c)) = self
+            .pipeline
+            .cores
+            .iter()
+            .enumerate()
+            .find(|(_, c)| **c >= cpus)
+        {
+            return Err(field(
+                format!("pipeline.cores[{k}]"),
+                format!(
+                    "core {c} does not exist: this machine has cores 0..{}",
+                    cpus - 1
+                ),
+            ));
+        }
         if self.transport == TransportKind::Afpacket
             && self.interface.as_deref().map_or(true, str::is_empty)
         {

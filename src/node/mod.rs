@@ -6,7 +6,7 @@
 //! files the config names, so tests can check them across crashes.
 
 use crate::app::{stream_line, AppLink, DeliveredValue, StreamServer};
-use crate::config::{NodeConfig, Role};
+use crate::config::{NodeConfig, Polling, Role};
 use crate::protocol::{
     Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
 };
@@ -61,6 +61,9 @@ pub struct NodeStats {
 pub fn client_id(node: NodeId, session: u32, k: usize) -> u64 {
     ((node as u64) << 48) | ((session as u64) << 16) | (k as u64 & 0xFFFF)
 }
+
+/// Empty polls before an adaptive loop sleeps: a few tens of microseconds.
+const ADAPTIVE_SPINS: u32 = 50;
 
 /// The embedded application's client session index.
 const APP_CLIENT: usize = 0xFFFF;
@@ -126,6 +129,14 @@ pub fn run_with(
     stop: &AtomicBool,
     app: Option<AppLink>,
 ) -> Result<NodeStats, NodeError> {
+    if let Some(&core) = cfg.pipeline.cores.first() {
+        // Best effort: a failure to pin leaves the loop where the kernel put it.
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            eprintln!("node {}: could not pin to core {core}", cfg.node_id);
+        }
+    }
+    let busy = cfg.pipeline.polling == Polling::Busy;
+    let mut idle_spins = 0u32;
     let mut node = Node::start(cfg, app)?;
     let start = Instant::now();
     let tick = Duration::from_millis(1);
@@ -136,8 +147,20 @@ pub fn run_with(
         let now = start.elapsed();
         node.submit(cfg, now, &mut out);
         node.take_app_requests(now, &mut out);
-        let wait = next_tick.saturating_sub(now).max(Duration::from_micros(50));
+        // Busy: never sleep. Adaptive: poll without waiting for a while after the last
+        // frame (a waiting thread costs ~20 us to wake here), then sleep until a frame or
+        // the next tick.
+        let wait = if busy || idle_spins < ADAPTIVE_SPINS {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_sub(now).max(Duration::from_micros(50))
+        };
         let mut got = node.transport.recv(wait)?;
+        idle_spins = if got.is_some() {
+            0
+        } else {
+            idle_spins.saturating_add(1)
+        };
         let mut burst = budget.fresh();
         while let Some((from, msg)) = got {
             let before = out.persist.len();

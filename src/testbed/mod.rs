@@ -6,9 +6,12 @@
 
 pub mod impair;
 
-use crate::config::{LoadConfig, Member, NodeConfig, OutputConfig, Role, TransportKind};
+use crate::config::{
+    LoadConfig, Member, NodeConfig, OutputConfig, PipelineConfig, Polling, Role, TransportKind,
+};
 use crate::storage::FsyncPolicy;
 use impair::Impairment;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,18 +74,38 @@ impl Layout {
 /// The client node's id in every layout.
 pub const CLIENT: u16 = 9;
 
+/// A generated cluster, with a client node running `clients` x `outstanding` load.
+#[derive(Clone, Debug)]
+pub struct LayoutSpec {
+    pub layout: Layout,
+    pub clients: usize,
+    pub outstanding: usize,
+    pub policy: FsyncPolicy,
+    /// Frame authentication with a fresh random key (written to `<dir>/frame.key`).
+    pub auth: bool,
+    /// `afpacket` (raw frames) or `udp` (each node gets 10.45.0.<id>/24 on its interface).
+    pub transport: TransportKind,
+    pub polling: Polling,
+}
+
+impl Default for LayoutSpec {
+    fn default() -> Self {
+        LayoutSpec {
+            layout: Layout::Replicas,
+            clients: 4,
+            outstanding: 8,
+            policy: FsyncPolicy::Sync,
+            auth: false,
+            transport: TransportKind::Afpacket,
+            polling: Polling::Adaptive,
+        }
+    }
+}
+
 /// Where the testbed's nodes come from.
 #[derive(Clone, Debug)]
 pub enum Nodes {
-    /// A generated cluster with a client node running `clients` x `outstanding` load.
-    Layout {
-        layout: Layout,
-        clients: usize,
-        outstanding: usize,
-        policy: FsyncPolicy,
-        /// Frame authentication with a fresh random key (written to `<dir>/frame.key`).
-        auth: bool,
-    },
+    Layout(LayoutSpec),
     /// Node configs as written by an operator (e.g. config/afpacket/): one namespace per
     /// file, its interface named and its MAC set as the file says. Storage and output paths
     /// are moved under the testbed's directory.
@@ -214,21 +237,18 @@ pub fn up(spec: &Spec) -> Result<Testbed, TestbedError> {
     tb
 }
 
-/// The configs of a generated layout: raw Ethernet on `eth0`, MACs 02:45:50:00:<id>.
-fn layout_configs(
-    layout: Layout,
-    clients: usize,
-    outstanding: usize,
-    policy: FsyncPolicy,
-    key_file: Option<PathBuf>,
-) -> Vec<NodeConfig> {
-    let members: Vec<Member> = layout
+/// The configs of a generated layout: on `eth0`, MACs 02:45:50:00:<id>, and for UDP the
+/// address 10.45.0.<id>, port 7400.
+fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>) -> Vec<NodeConfig> {
+    let udp = spec.transport == TransportKind::Udp;
+    let members: Vec<Member> = spec
+        .layout
         .nodes()
         .into_iter()
         .map(|(id, roles)| Member {
             id,
             roles,
-            udp: None,
+            udp: udp.then(|| SocketAddr::from(([10, 45, 0, id as u8], 7400))),
             mac: Some(format!("02:45:50:00:{:02x}:{:02x}", id >> 8, id & 0xff)),
         })
         .collect();
@@ -237,19 +257,23 @@ fn layout_configs(
         .map(|me| {
             let mut storage = crate::storage::StorageConfig::default();
             if me.plays(Role::Acceptor) {
-                storage.fsync_policy = policy;
+                storage.fsync_policy = spec.policy;
             }
             NodeConfig {
                 node_id: me.id,
-                transport: TransportKind::Afpacket,
+                transport: spec.transport,
                 interface: Some("eth0".into()),
                 auth_key_file: key_file.clone(),
                 members: members.clone(),
                 storage,
                 protocol: Default::default(),
+                pipeline: PipelineConfig {
+                    polling: spec.polling,
+                    cores: Vec::new(),
+                },
                 load: LoadConfig {
-                    clients,
-                    outstanding,
+                    clients: spec.clients,
+                    outstanding: spec.outstanding,
                     ..LoadConfig::default()
                 },
                 output: OutputConfig::default(),
@@ -281,14 +305,8 @@ fn localize(mut cfg: NodeConfig, dir: &Path) -> NodeConfig {
 
 fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
     let configs = match &spec.nodes {
-        Nodes::Layout {
-            layout,
-            clients,
-            outstanding,
-            policy,
-            auth,
-        } => {
-            let key_file = if *auth {
+        Nodes::Layout(layout) => {
+            let key_file = if layout.auth {
                 let path = spec.dir.join("frame.key");
                 let mut key = [0u8; 32];
                 std::fs::File::open("/dev/urandom")
@@ -301,17 +319,11 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
             } else {
                 None
             };
-            layout_configs(*layout, *clients, *outstanding, *policy, key_file)
+            layout_configs(layout, key_file)
         }
         Nodes::Configs(c) => c.clone(),
     };
     for c in &configs {
-        if c.transport != TransportKind::Afpacket {
-            return Err(TestbedError::Configs(format!(
-                "node {}: the testbed runs raw Ethernet; its transport is {:?}",
-                c.node_id, c.transport
-            )));
-        }
         if c.members != configs[0].members {
             return Err(TestbedError::Configs(format!(
                 "node {} lists other members than node {}",
@@ -356,6 +368,18 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         ])?;
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
         run(&["ip", "-n", &ns, "link", "set", &iface, "up"])?;
+        if let (TransportKind::Udp, Some(addr)) = (cfg.transport, me.udp) {
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", addr.ip()),
+                "dev",
+                &iface,
+            ])?;
+        }
         run(&[
             "ip", "-n", hub, "link", "set", &hub_link, "master", "br0", "up",
         ])?;
