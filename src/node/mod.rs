@@ -53,6 +53,9 @@ pub struct NodeStats {
     pub trimmed_out: Option<u64>,
     /// Stream readers (output.socket) disconnected for falling too far behind.
     pub dropped_readers: u64,
+    /// Client sessions: submit-to-delivery latency of acknowledged values, microseconds.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
 }
 
 /// A client's id: node id (16 bits), this process's session (32 random bits), client index
@@ -106,6 +109,7 @@ struct Node {
     stream: Option<StreamServer>,
     stream_buf: Vec<u8>,
     app: Option<App>,
+    latency: hdrhistogram::Histogram<u64>,
     stats: NodeStats,
 }
 
@@ -272,6 +276,10 @@ impl Node {
             stream,
             stream_buf: Vec::new(),
             app,
+            latency: hdrhistogram::Histogram::new(3).map_err(|e| NodeError::Io {
+                what: "latency histogram".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?,
             stats: NodeStats::default(),
         })
     }
@@ -472,8 +480,9 @@ impl Node {
                 let Some(c) = self.clients.iter_mut().find(|c| c.id() == v.client) else {
                     continue;
                 };
-                if c.on_delivered(now, v.seq).is_some() {
+                if let Some(latency) = c.on_delivered(now, v.seq) {
                     self.stats.acknowledged += 1;
+                    self.latency.saturating_record(latency.as_micros() as u64);
                     if let Some(w) = &mut self.acked_out {
                         writeln!(w, "{} {}", v.client, v.seq)
                             .map_err(io("cannot write acknowledgements"))?;
@@ -507,6 +516,8 @@ impl Node {
             w.flush().map_err(io("cannot flush an output file"))?;
         }
         self.stats.transport = self.transport.stats().clone();
+        self.stats.latency_p50_us = self.latency.value_at_quantile(0.5);
+        self.stats.latency_p99_us = self.latency.value_at_quantile(0.99);
         Ok(self.stats)
     }
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Multi-process cluster benchmark in the network-namespace testbed (root): 3 replica processes
+# and a client node, each in its own namespace, joined by veths to a bridge. For each
+# transport, polling mode, fsync policy and client count it runs the cluster for WARMUP + RUN
+# seconds and prints a markdown row: values/s over the RUN window (acknowledged lines counted
+# at the client node), and the client node's p50/p99 submit-to-delivery latency.
+# Usage: benches/nodes-grid.sh [OUTSTANDING] [RUN_SECONDS]     (defaults: 1, 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-1}
+run=${2:-5}
+warm=2
+cargo build --release --quiet
+bin=$PWD/target/release/ethpaxos
+dir=$(mktemp -d /tmp/ethpaxos-nodes-grid.XXXXXX)
+trap '"$bin" testbed down --name bench >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+echo "| transport | polling | policy | clients x outstanding | values/s | p50 | p99 |"
+echo "|---|---|---|---|---|---|---|"
+for transport in afpacket udp; do for polling in adaptive busy; do for policy in none async sync; do
+  for clients in ${CLIENTS:-1 4 16 64 256}; do
+    rm -rf "$dir"/*
+    "$bin" testbed up --name bench --dir "$dir" --transport "$transport" --polling "$polling" \
+      --policy "$policy" --clients "$clients" --outstanding "$out" --start >/dev/null
+    sleep "$warm"
+    a0=$(wc -l < "$dir/acknowledged.txt" 2>/dev/null || echo 0)
+    sleep "$run"
+    a1=$(wc -l < "$dir/acknowledged.txt" 2>/dev/null || echo 0)
+    "$bin" testbed down --name bench >/dev/null
+    stats=$(grep -h "stopped: NodeStats" "$dir/node-9.log" | tail -1)
+    p50=$(echo "$stats" | sed -n 's/.*latency_p50_us: \([0-9]*\).*/\1/p')
+    p99=$(echo "$stats" | sed -n 's/.*latency_p99_us: \([0-9]*\).*/\1/p')
+    echo "| $transport | $polling | $policy | $clients x $out | $(( (a1 - a0) / run )) | ${p50:-?} us | ${p99:-?} us |"
+  done
+done; done; done
