@@ -276,10 +276,14 @@ impl Node {
             stream,
             stream_buf: Vec::new(),
             app,
-            latency: hdrhistogram::Histogram::new(3).map_err(|e| NodeError::Io {
-                what: "latency histogram".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?,
+            // Bounded up front: saturating_record clamps to the current bound, and a histogram
+            // that starts tiny and grows on demand would clamp every value to 2 ms.
+            latency: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(
+                |e| NodeError::Io {
+                    what: "latency histogram".into(),
+                    source: std::io::Error::other(e.to_string()),
+                },
+            )?,
             stats: NodeStats::default(),
         })
     }
