@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{check_delivery, read_lines};
-use std::net::UdpSocket;
+use common::{check_delivery, free_port, terminate, wait_for_acks};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PROPOSERS: [u16; 2] = [1, 2];
 const ACCEPTORS: [u16; 3] = [11, 12, 13];
@@ -33,14 +32,6 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Cluster {
@@ -149,25 +140,9 @@ impl Cluster {
             .position(|(i, _)| *i == id)
             .expect("running");
         let (_, mut child) = self.children.remove(k);
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "node {id} ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "node {id} did not shut down cleanly on SIGTERM:{}",
-            self.logs()
-        );
+        if let Err(e) = terminate(&mut child, &format!("node {id}")) {
+            panic!("{e}{}", self.logs());
+        }
     }
 
     /// `kill -9` node `id`, wait for `during` more acknowledgements, restart it, wait for
@@ -181,15 +156,8 @@ impl Cluster {
 
     /// Waits (bounded) until the client has `more` acknowledgements beyond what it had.
     fn progress(&self, more: usize, why: &str) {
-        let target = read_lines(&self.acked()).len() + more;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while read_lines(&self.acked()).len() < target {
-            assert!(
-                Instant::now() < deadline,
-                "no progress {why}: {}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = wait_for_acks(&self.acked(), more, Duration::from_secs(20), why) {
+            panic!("{e}{}", self.logs());
         }
     }
 

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{check_delivery, pairs, read_lines};
+use common::{check_delivery, pairs, read_lines, terminate, wait_for_acks};
 use ethpaxos::config::Role;
 use ethpaxos::testbed::impair::Impairment;
 use ethpaxos::testbed::{self, Layout, LayoutSpec, Nodes, Spec, Testbed};
@@ -17,10 +17,33 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One testbed at a time: clusters of 4-8 processes each on 2 cores are enough.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The lock every test holds while its testbed exists; None when this run cannot build one.
+fn testbed_slot() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    can_run().then_some(guard)
+}
+
+/// Runs `ethpaxos inject` with `args` in the hub namespace, aimed at MAC `dst`.
+fn inject(bed: &Bed, dst: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &bed.tb.hub])
+        .arg(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["inject", "--interface", "br0", "--dst", dst])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "inject {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 fn can_run() -> bool {
     let root = Command::new("id")
@@ -107,22 +130,9 @@ impl Bed {
     /// SIGTERM and wait (bounded) for a clean exit.
     fn terminate(&mut self, id: u16) {
         let mut child = self.children.remove(&id).expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "node {id} ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "node {id} did not exit cleanly:{}",
-            self.logs()
-        );
+        if let Err(e) = terminate(&mut child, &format!("node {id}")) {
+            panic!("{e}{}", self.logs());
+        }
     }
 
     fn acked(&self) -> PathBuf {
@@ -131,15 +141,8 @@ impl Bed {
 
     /// Waits (bounded) for `more` acknowledgements beyond what the client has now.
     fn progress(&self, more: usize, why: &str) {
-        let target = read_lines(&self.acked()).len() + more;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while read_lines(&self.acked()).len() < target {
-            assert!(
-                Instant::now() < deadline,
-                "no progress {why}:{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = wait_for_acks(&self.acked(), more, Duration::from_secs(30), why) {
+            panic!("{e}{}", self.logs());
         }
     }
 
@@ -234,10 +237,9 @@ fn counter(stats: &str, name: &str) -> u64 {
 
 #[test]
 fn steady_state_on_raw_ethernet() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let bed = Bed::up("tbst", Layout::Replicas);
     bed.progress(3000, "at start");
     let stats = bed.finish_and_check();
@@ -246,10 +248,9 @@ fn steady_state_on_raw_ethernet() {
 
 #[test]
 fn kill_an_acceptor_and_restart_it() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let mut bed = Bed::up("tbacc", Layout::Roles);
     bed.progress(2000, "at start");
     bed.kill9(12);
@@ -261,10 +262,9 @@ fn kill_an_acceptor_and_restart_it() {
 
 #[test]
 fn kill_the_leader_and_the_standby_takes_over() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let mut bed = Bed::up("tblead", Layout::Roles);
     bed.progress(2000, "at start");
     let leader = bed.leader();
@@ -279,10 +279,9 @@ fn kill_the_leader_and_the_standby_takes_over() {
 
 #[test]
 fn partition_the_leader_then_heal() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let bed = Bed::up("tbpart", Layout::Replicas);
     bed.progress(2000, "at start");
     let leader = bed.leader();
@@ -300,10 +299,9 @@ fn partition_the_leader_then_heal() {
 
 #[test]
 fn a_lossy_duplicating_reordering_link_then_heal() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let bed = Bed::up("tbnet", Layout::Replicas);
     bed.progress(2000, "at start");
     let leader = bed.leader();
@@ -333,34 +331,14 @@ fn a_lossy_duplicating_reordering_link_then_heal() {
 
 #[test]
 fn malformed_and_foreign_frames_are_dropped_and_counted() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let bed = Bed::up("tbinj", Layout::Replicas);
     bed.progress(1000, "at start");
     let target = bed.tb.node(2).unwrap().mac.clone();
     for kind in ["garbage", "truncated", "foreign-cluster", "non-member"] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &bed.tb.hub])
-            .arg(env!("CARGO_BIN_EXE_ethpaxos"))
-            .args([
-                "inject",
-                "--interface",
-                "br0",
-                "--kind",
-                kind,
-                "--count",
-                "300",
-            ])
-            .args(["--dst", &target])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "inject {kind}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        inject(&bed, &target, &["--kind", kind, "--count", "300"]);
     }
     bed.progress(1000, "after the injection");
     let acked_before = pairs(&bed.acked()).len();
@@ -375,10 +353,9 @@ fn malformed_and_foreign_frames_are_dropped_and_counted() {
 
 #[test]
 fn the_six_node_example_configs_run_in_the_testbed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/afpacket");
     let configs = testbed::load_configs(&dir).expect("the example configs load");
     assert_eq!(configs.len(), 6, "1 proposer, 3 acceptors, 2 learners");
@@ -389,10 +366,9 @@ fn the_six_node_example_configs_run_in_the_testbed() {
 
 #[test]
 fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let bed = Bed::up_with(
         "tbauth",
         Nodes::Layout(LayoutSpec {
@@ -402,29 +378,8 @@ fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
     );
     bed.progress(1000, "at start");
     let target = bed.tb.node(2).unwrap().mac.clone();
-    let inject = |kind: &str, count: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &bed.tb.hub])
-            .arg(env!("CARGO_BIN_EXE_ethpaxos"))
-            .args([
-                "inject",
-                "--interface",
-                "br0",
-                "--kind",
-                kind,
-                "--count",
-                count,
-            ])
-            .args(["--dst", &target])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "inject {kind}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let inject =
+        |kind: &str, count: &str| inject(&bed, &target, &["--kind", kind, "--count", count]);
     // Without the key: a forged tag, no tag at all, a frame of another cluster.
     inject("forged", "300");
     inject("non-member", "300");
@@ -440,10 +395,9 @@ fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
 
 #[test]
 fn the_same_cluster_on_udp_in_the_testbed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !can_run() {
+    let Some(_slot) = testbed_slot() else {
         return;
-    }
+    };
     let bed = Bed::up_with(
         "tbudp",
         Nodes::Layout(LayoutSpec {

@@ -240,6 +240,19 @@ impl RawSocket {
     }
 }
 
+/// One `sendmmsg`/`recvmmsg` header per buffer, each pointing at its one iovec.
+fn headers(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
+        .map(|iov| {
+            // SAFETY: mmsghdr is plain data; all-zero is valid (no name, no control).
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
 pub struct AfPacketTransport {
     fd: OwnedFd,
     iface: String,
@@ -330,16 +343,7 @@ impl AfPacketTransport {
                 });
                 start = end;
             }
-            let mut msgs: Vec<libc::mmsghdr> = iovs
-                .iter_mut()
-                .map(|iov| {
-                    // SAFETY: mmsghdr is plain data; all-zero is valid (no name, no control).
-                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    m.msg_hdr.msg_iov = iov;
-                    m.msg_hdr.msg_iovlen = 1;
-                    m
-                })
-                .collect();
+            let mut msgs = headers(&mut iovs);
             // SAFETY: `msgs` points at `msgs.len()` headers whose iovecs point into `self.tx`,
             // all alive and unmoved for the duration of the call.
             let n = unsafe {
@@ -418,16 +422,7 @@ impl AfPacketTransport {
                 iov_len: b.len(),
             })
             .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: mmsghdr is plain data; all-zero is valid (no name, no control).
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+        let mut msgs = headers(&mut iovs);
         // SAFETY: `msgs` holds RX_BATCH headers whose iovecs point into `self.rx` buffers that
         // stay alive and unmoved for the call; MSG_DONTWAIT keeps it from blocking.
         let n = unsafe {

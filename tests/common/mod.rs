@@ -73,3 +73,57 @@ pub fn check_delivery(
     }
     Ok(acked.len())
 }
+
+/// A free loopback UDP port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (up to `within`) until `acked` has `more` lines beyond what it has now; Err says
+/// `why` and how far it got.
+pub fn wait_for_acks(acked: &Path, more: usize, within: Duration, why: &str) -> Result<(), String> {
+    let start = read_lines(acked).len();
+    let deadline = Instant::now() + within;
+    loop {
+        let now = read_lines(acked).len();
+        if now >= start + more {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no progress {why}: {} of {more} more acknowledgements in {within:?}",
+                now - start
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGTERM, then waits (up to 10 s) for the process to exit; Err if it ignored the signal or
+/// exited with a failure.
+pub fn terminate(child: &mut std::process::Child, what: &str) -> Result<(), String> {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} ignored SIGTERM"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} did not shut down cleanly on SIGTERM: {status}"
+        ))
+    }
+}
