@@ -5,6 +5,7 @@
 # seconds and prints a markdown row: values/s over the RUN window (acknowledged lines counted
 # at the client node), and the client node's p50/p99 submit-to-delivery latency.
 # Usage: benches/nodes-grid.sh [OUTSTANDING] [RUN_SECONDS]     (defaults: 1, 5)
+# Environment: TRANSPORTS, POLLINGS, POLICIES, CLIENTS, STAGES narrow or widen the grid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-1}
@@ -14,13 +15,15 @@ cargo build --release --quiet
 bin=$PWD/target/release/ethpaxos
 dir=$(mktemp -d /tmp/ethpaxos-nodes-grid.XXXXXX)
 trap '"$bin" testbed down --name bench >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-echo "| transport | polling | policy | clients x outstanding | values/s | p50 | p99 |"
-echo "|---|---|---|---|---|---|---|"
-for transport in afpacket udp; do for polling in adaptive busy; do for policy in none async sync; do
+echo "| transport | stages | polling | policy | clients x outstanding | values/s | p50 | p99 |"
+echo "|---|---|---|---|---|---|---|---|"
+for transport in ${TRANSPORTS:-afpacket udp}; do for stages in ${STAGES:-single}; do
+for polling in ${POLLINGS:-adaptive busy}; do for policy in ${POLICIES:-none async sync}; do
   for clients in ${CLIENTS:-1 4 16 64 256}; do
     rm -rf "$dir"/*
     "$bin" testbed up --name bench --dir "$dir" --transport "$transport" --polling "$polling" \
-      --policy "$policy" --clients "$clients" --outstanding "$out" --start >/dev/null
+      --policy "$policy" --clients "$clients" --outstanding "$out" --stages "$stages" \
+      --start >/dev/null
     sleep "$warm"
     a0=$(wc -l < "$dir/acknowledged.txt" 2>/dev/null || echo 0)
     sleep "$run"
@@ -29,6 +32,6 @@ for transport in afpacket udp; do for polling in adaptive busy; do for policy in
     stats=$(grep -h "stopped: NodeStats" "$dir/node-9.log" | tail -1)
     p50=$(echo "$stats" | sed -n 's/.*latency_p50_us: \([0-9]*\).*/\1/p')
     p99=$(echo "$stats" | sed -n 's/.*latency_p99_us: \([0-9]*\).*/\1/p')
-    echo "| $transport | $polling | $policy | $clients x $out | $(( (a1 - a0) / run )) | ${p50:-?} us | ${p99:-?} us |"
+    echo "| $transport | $stages | $polling | $policy | $clients x $out | $(( (a1 - a0) / run )) | ${p50:-?} us | ${p99:-?} us |"
   done
-done; done; done
+done; done; done; done

@@ -9,6 +9,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod node;
+pub mod pipeline;
 pub mod protocol;
 pub mod sim;
 pub mod storage;

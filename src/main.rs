@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ethpaxos::cluster::{self, DemoOptions};
-use ethpaxos::config::{NodeConfig, Polling, TransportKind};
+use ethpaxos::config::{NodeConfig, Polling, Stages, TransportKind};
 use ethpaxos::node;
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::sim::{self, FaultKind, SimConfig};
@@ -57,6 +57,9 @@ enum TestbedAction {
         /// adaptive or busy.
         #[arg(long, default_value = "adaptive", value_parser = parse_polling)]
         polling: Polling,
+        /// single (one loop per node) or staged (RX, roles, commit and TX threads).
+        #[arg(long, default_value = "single", value_parser = parse_stages)]
+        stages: Stages,
     },
     /// Kills the testbed's nodes and deletes its namespaces, veths and bridge.
     Down {
@@ -419,6 +422,7 @@ fn testbed(action: TestbedAction) -> Result<()> {
             auth,
             transport,
             polling,
+            stages,
         } => {
             let nodes = match from {
                 Some(d) => testbed::Nodes::Configs(testbed::load_configs(&d)?),
@@ -432,6 +436,7 @@ fn testbed(action: TestbedAction) -> Result<()> {
                     auth,
                     transport,
                     polling,
+                    stages,
                 }),
             };
             let spec = testbed::Spec { name, dir, nodes };
@@ -630,5 +635,13 @@ fn parse_polling(s: &str) -> Result<Polling, String> {
         "adaptive" => Ok(Polling::Adaptive),
         "busy" => Ok(Polling::Busy),
         _ => Err(format!("unknown polling `{s}`; one of: adaptive, busy")),
+    }
+}
+
+fn parse_stages(s: &str) -> Result<Stages, String> {
+    match s {
+        "single" => Ok(Stages::Single),
+        "staged" => Ok(Stages::Staged),
+        _ => Err(format!("unknown stages `{s}`; one of: single, staged")),
     }
 }

@@ -175,6 +175,10 @@ fn bad_files_name_the_field() {
             "sometimes",
         ),
         (
+            format!("{GOOD}pipeline: {{stages: staged, ring_size: 3}}\n"),
+            "pipeline.ring_size",
+        ),
+        (
             format!("{GOOD}auth_key_file: /nonexistent/frame.key\n"),
             "auth_key_file",
         ),

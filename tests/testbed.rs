@@ -409,3 +409,26 @@ fn the_same_cluster_on_udp_in_the_testbed() {
     bed.progress(2000, "at start");
     bed.finish_and_check();
 }
+
+#[test]
+fn the_staged_pipeline_under_load_and_an_acceptor_kill() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    let mut bed = Bed::up_with(
+        "tbstg",
+        Nodes::Layout(LayoutSpec {
+            layout: Layout::Roles,
+            stages: ethpaxos::config::Stages::Staged,
+            clients: 16,
+            ..LayoutSpec::default()
+        }),
+    );
+    bed.progress(3000, "at start");
+    bed.kill9(11);
+    bed.progress(2000, "with acceptor 11 killed");
+    bed.start(11);
+    bed.progress(2000, "after acceptor 11 restarted");
+    let stats = bed.finish_and_check();
+    assert!(counter(&stats[&12], "commits") > 0, "{}", stats[&12]);
+}

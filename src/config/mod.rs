@@ -44,13 +44,40 @@ pub enum Polling {
     Busy,
 }
 
+/// Whether a node runs its work in one loop or in stages on their own threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stages {
+    /// One loop: receive, handle, commit, send. The right choice with one or two cores.
+    #[default]
+    Single,
+    /// RX, roles, commit and TX stages on four threads joined by bounded rings.
+    Staged,
+}
+
 /// How the node's work is placed on the machine.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
+    pub stages: Stages,
+    /// Slots in each ring between stages (`staged`).
+    pub ring_size: usize,
     pub polling: Polling,
-    /// CPU cores to pin the node's loop to (the first is used); empty: let the kernel place it.
+    /// CPU cores to pin to: the loop to the first (`single`); stage k (RX, roles, commit,
+    /// TX) to `cores[k % len]` (`staged`, so fewer cores than stages share them). Empty: the
+    /// kernel places the threads.
     pub cores: Vec<usize>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            stages: Stages::Single,
+            ring_size: 4096,
+            polling: Polling::Adaptive,
+            cores: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +323,12 @@ impl NodeConfig {
         self.membership().validate()?;
         self.frame_key()
             .map_err(|why| field("auth_key_file", why))?;
+        if !(16..=1 << 20).contains(&self.pipeline.ring_size) {
+            return Err(field(
+                "pipeline.ring_size",
+                "must be between 16 and 1048576 slots",
+            ));
+        }
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         if let Some((k, c)) = self
             .pipeline

@@ -6,7 +6,7 @@
 //! files the config names, so tests can check them across crashes.
 
 use crate::app::{stream_line, AppLink, DeliveredValue, StreamServer};
-use crate::config::{NodeConfig, Polling, Role};
+use crate::config::{NodeConfig, Polling, Role, Stages};
 use crate::protocol::{
     Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
 };
@@ -65,8 +65,40 @@ pub fn client_id(node: NodeId, session: u32, k: usize) -> u64 {
     ((node as u64) << 48) | ((session as u64) << 16) | (k as u64 & 0xFFFF)
 }
 
+/// Makes `changes` durable: the proposer's round to its file, the acceptor's changes in one
+/// group commit under the fsync policy. Empties `changes`.
+pub(crate) fn make_durable(
+    round_file: &Option<RoundFile>,
+    storage: &mut Option<GroupCommit>,
+    now: Duration,
+    changes: &mut Vec<Change>,
+    stats: &mut NodeStats,
+) -> Result<(), NodeError> {
+    let mut round = None;
+    changes.retain(|c| match c {
+        Change::ProposerRound(r) => {
+            round = Some(*r);
+            false
+        }
+        _ => true,
+    });
+    if let (Some(r), Some(f)) = (round, round_file) {
+        f.store(r)
+            .map_err(io("cannot store the proposer's round"))?;
+    }
+    if let Some(stage) = storage {
+        let committed = stage.commit(now, changes)?;
+        if committed > 0 {
+            stats.commits += 1;
+            stats.committed_changes += committed as u64;
+        }
+    }
+    changes.clear();
+    Ok(())
+}
+
 /// Empty polls before an adaptive loop sleeps: a few tens of microseconds.
-const ADAPTIVE_SPINS: u32 = 50;
+pub(crate) const ADAPTIVE_SPINS: u32 = 50;
 
 /// The embedded application's client session index.
 const APP_CLIENT: usize = 0xFFFF;
@@ -93,13 +125,13 @@ struct App {
     waiting: HashMap<u64, crossbeam_channel::Sender<Result<u64, String>>>,
 }
 
-struct Node {
-    id: NodeId,
-    transport: Transport,
+pub(crate) struct Node {
+    pub(crate) id: NodeId,
+    pub(crate) transport: Transport,
     proposer: Option<Proposer>,
-    round_file: Option<RoundFile>,
+    pub(crate) round_file: Option<RoundFile>,
     acceptor: Option<Acceptor>,
-    storage: Option<GroupCommit>,
+    pub(crate) storage: Option<GroupCommit>,
     learner: Option<Learner>,
     clients: Vec<Client>,
     submitted: Vec<u64>,
@@ -110,7 +142,7 @@ struct Node {
     stream_buf: Vec<u8>,
     app: Option<App>,
     latency: hdrhistogram::Histogram<u64>,
-    stats: NodeStats,
+    pub(crate) stats: NodeStats,
 }
 
 fn open_append(path: &Path) -> Result<BufWriter<File>, NodeError> {
@@ -138,6 +170,9 @@ pub fn run_with(
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
             eprintln!("node {}: could not pin to core {core}", cfg.node_id);
         }
+    }
+    if cfg.pipeline.stages == Stages::Staged {
+        return crate::pipeline::run_staged(cfg, stop, app);
     }
     let busy = cfg.pipeline.polling == Polling::Busy;
     let mut idle_spins = 0u32;
@@ -185,7 +220,7 @@ pub fn run_with(
 }
 
 impl Node {
-    fn start(cfg: &NodeConfig, app: Option<AppLink>) -> Result<Node, NodeError> {
+    pub(crate) fn start(cfg: &NodeConfig, app: Option<AppLink>) -> Result<Node, NodeError> {
         let me = cfg.me();
         let protocol = cfg.effective_protocol();
         let members = cfg.membership();
@@ -290,7 +325,7 @@ impl Node {
 
     /// Submits what the embedded application asked for; a value the client session refuses
     /// (too large, too many outstanding) is answered at once with the reason.
-    fn take_app_requests(&mut self, now: Duration, out: &mut Actions) {
+    pub(crate) fn take_app_requests(&mut self, now: Duration, out: &mut Actions) {
         let Some(app) = &mut self.app else { return };
         while let Ok(req) = app.link.requests.try_recv() {
             match app.client.submit(now, req.value) {
@@ -307,7 +342,7 @@ impl Node {
     }
 
     /// Tops every client up to its outstanding values.
-    fn submit(&mut self, cfg: &NodeConfig, now: Duration, out: &mut Actions) {
+    pub(crate) fn submit(&mut self, cfg: &NodeConfig, now: Duration, out: &mut Actions) {
         let limit = cfg.load.values_per_client;
         for (k, c) in self.clients.iter_mut().enumerate() {
             while c.outstanding() < cfg.load.outstanding
@@ -323,7 +358,13 @@ impl Node {
         }
     }
 
-    fn dispatch(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
+    pub(crate) fn dispatch(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        msg: Message,
+        out: &mut Actions,
+    ) {
         match msg {
             Message::Prepare { .. } | Message::CatchupRequest { .. } | Message::Trim { .. } => {
                 if let Some(a) = &mut self.acceptor {
@@ -370,7 +411,7 @@ impl Node {
         }
     }
 
-    fn tick(&mut self, now: Duration, out: &mut Actions) {
+    pub(crate) fn tick(&mut self, now: Duration, out: &mut Actions) {
         if let Some(p) = &mut self.proposer {
             p.tick(now, out);
         }
@@ -408,7 +449,7 @@ impl Node {
     }
 
     /// What an operator must see: leadership changes, and a learner that cannot catch up.
-    fn report(&mut self, events: impl Iterator<Item = Event>) {
+    pub(crate) fn report(&mut self, events: impl Iterator<Item = Event>) {
         for e in events {
             match e {
                 Event::BecameLeader { ballot } => {
@@ -431,30 +472,16 @@ impl Node {
     }
 
     fn persist(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
-        let mut round = None;
-        out.persist.retain(|c| match c {
-            Change::ProposerRound(r) => {
-                round = Some(*r);
-                false
-            }
-            _ => true,
-        });
-        if let (Some(r), Some(f)) = (round, &self.round_file) {
-            f.store(r)
-                .map_err(io("cannot store the proposer's round"))?;
-        }
-        if let Some(stage) = &mut self.storage {
-            let committed = stage.commit(now, &out.persist)?;
-            if committed > 0 {
-                self.stats.commits += 1;
-                self.stats.committed_changes += committed as u64;
-            }
-        }
-        out.persist.clear();
-        Ok(())
+        make_durable(
+            &self.round_file,
+            &mut self.storage,
+            now,
+            &mut out.persist,
+            &mut self.stats,
+        )
     }
 
-    fn deliver(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
+    pub(crate) fn deliver(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
         for d in out.deliver.drain(..) {
             for v in &d.values {
                 self.stats.delivered += 1;
@@ -509,7 +536,7 @@ impl Node {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<NodeStats, NodeError> {
+    pub(crate) fn finish(mut self) -> Result<NodeStats, NodeError> {
         if let Some(s) = &mut self.storage {
             s.sync()?;
         }

@@ -7,7 +7,8 @@
 pub mod impair;
 
 use crate::config::{
-    LoadConfig, Member, NodeConfig, OutputConfig, PipelineConfig, Polling, Role, TransportKind,
+    LoadConfig, Member, NodeConfig, OutputConfig, PipelineConfig, Polling, Role, Stages,
+    TransportKind,
 };
 use crate::storage::FsyncPolicy;
 use impair::Impairment;
@@ -86,6 +87,7 @@ pub struct LayoutSpec {
     /// `afpacket` (raw frames) or `udp` (each node gets 10.45.0.<id>/24 on its interface).
     pub transport: TransportKind,
     pub polling: Polling,
+    pub stages: Stages,
 }
 
 impl Default for LayoutSpec {
@@ -98,6 +100,7 @@ impl Default for LayoutSpec {
             auth: false,
             transport: TransportKind::Afpacket,
             polling: Polling::Adaptive,
+            stages: Stages::Single,
         }
     }
 }
@@ -269,7 +272,8 @@ fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>) -> Vec<NodeConfi
                 protocol: Default::default(),
                 pipeline: PipelineConfig {
                     polling: spec.polling,
-                    cores: Vec::new(),
+                    stages: spec.stages,
+                    ..PipelineConfig::default()
                 },
                 load: LoadConfig {
                     clients: spec.clients,

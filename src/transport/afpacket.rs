@@ -303,6 +303,35 @@ impl AfPacketTransport {
         self.mac
     }
 
+    /// A second handle on the same socket with its own counters and buffers, so one thread
+    /// can receive while another sends.
+    pub fn try_clone(&self) -> Result<Self, AfPacketError> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|source| AfPacketError::Socket {
+                op: "dup",
+                iface: self.iface.clone(),
+                source,
+            })?;
+        Ok(AfPacketTransport {
+            fd,
+            iface: self.iface.clone(),
+            ifindex: self.ifindex,
+            mac: self.mac,
+            me: self.me,
+            check: self.check.clone(),
+            max_frame: self.max_frame,
+            peers: self.peers.clone(),
+            tx: Vec::with_capacity(64 * self.max_frame),
+            tx_ends: Vec::with_capacity(64),
+            scratch: Vec::with_capacity(self.max_frame),
+            rx: vec![vec![0; RX_FRAME]; RX_BATCH],
+            inbox: VecDeque::with_capacity(RX_BATCH),
+            stats: TransportStats::default(),
+        })
+    }
+
     /// Queues one message for the next `flush`. A message that does not fit a frame is an
     /// error (a bug upstream); a message to an unknown node is counted as a send error.
     pub fn send(&mut self, env: &Envelope) -> Result<(), AfPacketError> {

@@ -7,6 +7,8 @@ pub mod udp;
 /// Frame counters a transport keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransportStats {
+    /// Pipeline only: received frames dropped because the roles' ring was full.
+    pub shed_ring_full: u64,
     pub sent: u64,
     pub received: u64,
     pub dropped_bad_frame: u64,
@@ -22,6 +24,22 @@ pub struct TransportStats {
 }
 
 use crate::config::{NodeConfig, TransportKind};
+
+impl TransportStats {
+    /// Adds another handle's counters (pipeline stages each keep their own).
+    pub fn add(&mut self, o: &TransportStats) {
+        self.shed_ring_full += o.shed_ring_full;
+        self.sent += o.sent;
+        self.received += o.received;
+        self.dropped_bad_frame += o.dropped_bad_frame;
+        self.dropped_not_for_us += o.dropped_not_for_us;
+        self.dropped_foreign_cluster += o.dropped_foreign_cluster;
+        self.dropped_non_member += o.dropped_non_member;
+        self.dropped_unauthenticated += o.dropped_unauthenticated;
+        self.send_errors += o.send_errors;
+        self.link_down += o.link_down;
+    }
+}
 use crate::protocol::{Envelope, Message, NodeId};
 use crate::wire::auth::{FrameKey, TAG_LEN};
 use crate::wire::Frame;
@@ -160,6 +178,14 @@ impl Transport {
             Transport::Udp(t) => Ok(t.recv(timeout)?),
             Transport::AfPacket(t) => Ok(t.recv(timeout)?),
         }
+    }
+
+    /// Another handle on the same socket (its own counters): one per pipeline stage.
+    pub fn try_clone(&self) -> Result<Transport, TransportError> {
+        Ok(match self {
+            Transport::Udp(t) => Transport::Udp(t.try_clone()?),
+            Transport::AfPacket(t) => Transport::AfPacket(t.try_clone()?),
+        })
     }
 
     pub fn stats(&self) -> &TransportStats {

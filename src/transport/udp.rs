@@ -60,6 +60,22 @@ impl UdpTransport {
         })
     }
 
+    /// A second handle on the same socket with its own counters and buffers, so one thread
+    /// can receive while another sends.
+    pub fn try_clone(&self) -> Result<Self, UdpError> {
+        Ok(UdpTransport {
+            socket: self.socket.try_clone().map_err(UdpError::Socket)?,
+            me: self.me,
+            check: self.check.clone(),
+            max_frame: self.max_frame,
+            peers: self.peers.clone(),
+            out: Vec::with_capacity(self.max_frame),
+            inbuf: vec![0; 65536],
+            mode: None,
+            stats: TransportStats::default(),
+        })
+    }
+
     /// Sends one message. A message that does not fit a frame is an error (a bug upstream);
     /// a datagram the network refuses is counted, as a lost frame would be.
     pub fn send(&mut self, env: &Envelope) -> Result<(), UdpError> {
