@@ -179,6 +179,10 @@ fn bad_files_name_the_field() {
             "pipeline.ring_size",
         ),
         (
+            format!("{GOOD}metrics_address: \"localhost-ish\"\n"),
+            "metrics_address",
+        ),
+        (
             format!("{GOOD}auth_key_file: /nonexistent/frame.key\n"),
             "auth_key_file",
         ),

@@ -161,6 +161,10 @@ pub struct NodeConfig {
     pub protocol: ProtocolConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// Where the node will serve Prometheus metrics (ip:port); checked now, served once the
+    /// metrics issue lands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
     #[serde(default)]
     pub load: LoadConfig,
     #[serde(default)]
@@ -360,6 +364,20 @@ impl NodeConfig {
                     format!("{} is not a directory", p.display()),
                 ));
             }
+            if p.is_dir() && std::fs::read_dir(p).is_err() {
+                return Err(field(
+                    "storage.path",
+                    format!("{} cannot be read", p.display()),
+                ));
+            }
+        }
+        if let Some(a) = &self.metrics_address {
+            a.parse::<SocketAddr>().map_err(|_| {
+                field(
+                    "metrics_address",
+                    format!("{a:?} is not an ip:port address"),
+                )
+            })?;
         }
         if me.plays(Role::Acceptor) {
             self.storage.validate()?;

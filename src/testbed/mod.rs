@@ -270,6 +270,7 @@ fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>) -> Vec<NodeConfi
                 members: members.clone(),
                 storage,
                 protocol: Default::default(),
+                metrics_address: None,
                 pipeline: PipelineConfig {
                     polling: spec.polling,
                     stages: spec.stages,
