@@ -57,7 +57,7 @@ enum TestbedAction {
         /// adaptive or busy.
         #[arg(long, default_value = "adaptive", value_parser = parse_polling)]
         polling: Polling,
-        /// single (one loop per node) or staged (RX, roles, commit and TX threads).
+        /// single (one loop per node) or staged (RX, a stage per role, commit, TX threads).
         #[arg(long, default_value = "single", value_parser = parse_stages)]
         stages: Stages,
     },

@@ -432,3 +432,26 @@ fn the_staged_pipeline_under_load_and_an_acceptor_kill() {
     let stats = bed.finish_and_check();
     assert!(counter(&stats[&12], "commits") > 0, "{}", stats[&12]);
 }
+
+#[test]
+fn staged_replicas_through_a_leader_partition() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    // Every role of a replica in its own stage: proposer, acceptor and learner talk to each
+    // other through the commit stage, after their changes are durable.
+    let bed = Bed::up_with(
+        "tbstr",
+        Nodes::Layout(LayoutSpec {
+            stages: ethpaxos::config::Stages::Staged,
+            ..LayoutSpec::default()
+        }),
+    );
+    bed.progress(2000, "at start");
+    let leader = bed.leader();
+    bed.tb.link(leader, false).unwrap();
+    bed.progress(2000, &format!("with leader {leader} cut off"));
+    bed.tb.link(leader, true).unwrap();
+    bed.progress(2000, "after the heal");
+    bed.finish_and_check();
+}

@@ -51,7 +51,8 @@ pub enum Stages {
     /// One loop: receive, handle, commit, send. The right choice with one or two cores.
     #[default]
     Single,
-    /// RX, roles, commit and TX stages on four threads joined by bounded rings.
+    /// RX, one stage per role, commit and TX, each on its own thread, joined by bounded
+    /// rings (src/pipeline/).
     Staged,
 }
 
@@ -63,9 +64,9 @@ pub struct PipelineConfig {
     /// Slots in each ring between stages (`staged`).
     pub ring_size: usize,
     pub polling: Polling,
-    /// CPU cores to pin to: the loop to the first (`single`); stage k (RX, roles, commit,
-    /// TX) to `cores[k % len]` (`staged`, so fewer cores than stages share them). Empty: the
-    /// kernel places the threads.
+    /// CPU cores to pin to: the loop to the first (`single`); stage k (RX, commit, TX,
+    /// learner, acceptor, proposer) to `cores[k % len]` (`staged`, so fewer cores than stages
+    /// share them). Empty: the kernel places the threads.
     pub cores: Vec<usize>,
 }
 

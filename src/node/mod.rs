@@ -65,6 +65,21 @@ pub fn client_id(node: NodeId, session: u32, k: usize) -> u64 {
     ((node as u64) << 48) | ((session as u64) << 16) | (k as u64 & 0xFFFF)
 }
 
+/// Prints what an operator must see of an event: leadership changes, and a learner that
+/// cannot catch up.
+pub(crate) fn report_event(id: NodeId, e: &Event) {
+    match e {
+        Event::BecameLeader { ballot } => eprintln!("node {id}: leading with ballot {ballot}"),
+        Event::SteppedDown { higher } => {
+            eprintln!("node {id}: stepped down, ballot {higher} is higher")
+        }
+        Event::Trimmed { needed, trim } => eprintln!(
+            "node {id}: ERROR: this learner needs instance {needed} but acceptors trimmed everything below {trim}; restore its application state from a snapshot at or past {trim}"
+        ),
+        Event::Shed { .. } | Event::Decided { .. } => {}
+    }
+}
+
 /// Makes `changes` durable: the proposer's round to its file, the acceptor's changes in one
 /// group commit under the fsync policy. Empties `changes`.
 pub(crate) fn make_durable(
@@ -128,9 +143,9 @@ struct App {
 pub(crate) struct Node {
     pub(crate) id: NodeId,
     pub(crate) transport: Transport,
-    proposer: Option<Proposer>,
+    pub(crate) proposer: Option<Proposer>,
     pub(crate) round_file: Option<RoundFile>,
-    acceptor: Option<Acceptor>,
+    pub(crate) acceptor: Option<Acceptor>,
     pub(crate) storage: Option<GroupCommit>,
     learner: Option<Learner>,
     clients: Vec<Client>,
@@ -452,22 +467,11 @@ impl Node {
     pub(crate) fn report(&mut self, events: impl Iterator<Item = Event>) {
         for e in events {
             match e {
-                Event::BecameLeader { ballot } => {
-                    eprintln!("node {}: leading with ballot {ballot}", self.id)
-                }
-                Event::SteppedDown { higher } => {
-                    eprintln!("node {}: stepped down, ballot {higher} is higher", self.id)
-                }
-                Event::Trimmed { needed, trim } => {
-                    self.stats.trimmed_out = Some(needed);
-                    eprintln!(
-                        "node {}: ERROR: this learner needs instance {needed} but acceptors trimmed everything below {trim}; restore its application state from a snapshot at or past {trim}",
-                        self.id
-                    )
-                }
+                Event::Trimmed { needed, .. } => self.stats.trimmed_out = Some(needed),
                 Event::Shed { values } => self.stats.shed += values as u64,
-                Event::Decided { .. } => {}
+                _ => {}
             }
+            report_event(self.id, &e);
         }
     }
 

@@ -1,35 +1,55 @@
-//! The staged node (`pipeline.stages: staged`): four threads joined by bounded rings.
+//! The staged node (`pipeline.stages: staged`): one thread per stage, joined by rings.
 //!
-//! - **RX** receives and checks frames and puts them on the roles' ring; when that ring is
-//!   full the frame is shed and counted, as a lost frame (the protocol retransmits).
-//! - **Roles** runs proposer, acceptor, learner and client sessions on what arrives, ticks,
-//!   delivers, and hands every turn's changes and messages, in order, to the commit stage.
-//! - **Commit** makes the changes of all waiting turns durable in one group commit, then
-//!   releases their messages in order: to TX, or back to the roles when addressed to this
-//!   node. Nothing leaves before the changes of its own turn and of every earlier turn are
-//!   durable (the rule of `protocol::Actions`).
+//! - **RX** receives and checks frames and routes each, by message type, onto the ring of
+//!   every role that takes it (a 2a goes to the acceptor and the learner); when a ring is
+//!   full the frame is shed there and counted, as a lost frame (the protocol retransmits).
+//! - **Role stages**: the acceptor, the proposer, and the learner with this node's client
+//!   sessions and application, each on its own thread with its own ring. Each hands every
+//!   turn's changes and messages, in order, to the commit stage.
+//! - **Commit** makes the changes of all waiting turns durable in one group commit (the
+//!   acceptor's votes, the proposer's round), then releases their messages in order: to TX,
+//!   or to this node's own role stages. Nothing leaves before the changes of its own turn and
+//!   of every earlier turn are durable (the rule of `protocol::Actions`).
 //! - **TX** encodes and sends, in batches.
 //!
 //! Rings to the commit and TX stages block when full (backpressure reaches RX, which sheds);
-//! they never drop a change or a message that depends on one. Stage k is pinned to
-//! `pipeline.cores[k % len]` when cores are given.
+//! they never drop a change or a message that depends on one. Stages are pinned, in the order
+//! RX, commit, TX, learner, acceptor, proposer, to `pipeline.cores[k % len]` when cores are
+//! given, so fewer cores than stages share them.
 
 use crate::app::AppLink;
 use crate::config::{NodeConfig, Polling};
 use crate::node::{make_durable, Node, NodeError, NodeStats, ADAPTIVE_SPINS};
 use crate::protocol::{Actions, Change, Envelope, Message, NodeId};
 use crate::storage::BatchBudget;
-use crate::transport::{Transport, TransportStats};
+use crate::transport::TransportStats;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// One roles turn's output: what must be durable, and the messages that wait for it.
+/// One role turn's output: what must be durable, and the messages that wait for it.
 struct Turn {
     changes: Vec<Change>,
     sends: Vec<Envelope>,
+}
+
+/// Which roles take a message, as [acceptor, proposer, learner-and-clients] (the same table
+/// as the single loop's dispatch).
+fn takers(msg: &Message) -> [bool; 3] {
+    match msg {
+        Message::Prepare { .. } | Message::CatchupRequest { .. } | Message::Trim { .. } => {
+            [true, false, false]
+        }
+        Message::Accept { .. } => [true, false, true],
+        Message::Accepted { .. } | Message::Heartbeat { .. } => [false, true, true],
+        Message::Promise { .. }
+        | Message::Reject { .. }
+        | Message::ClientRequest { .. }
+        | Message::Progress { .. } => [false, true, false],
+        Message::CatchupReply { .. } | Message::Redirect { .. } => [false, false, true],
+    }
 }
 
 fn pin(cfg: &NodeConfig, stage: usize) {
@@ -61,24 +81,91 @@ fn next<T>(rx: &Receiver<T>, polling: Polling, wait: Duration) -> Result<Option<
     }
 }
 
+/// A role stage's two inputs: frames from RX (bounded: RX sheds when full) and messages from
+/// this node itself, released by the commit stage (unbounded, so the commit stage never
+/// waits on a role that waits on it).
+struct Inputs {
+    ring: Receiver<(NodeId, Message)>,
+    local: Receiver<(NodeId, Message)>,
+}
+
+/// The senders into every role stage this node has.
+#[derive(Clone)]
+struct Routes {
+    rings: [Option<Sender<(NodeId, Message)>>; 3],
+    locals: [Option<crossbeam_channel::Sender<(NodeId, Message)>>; 3],
+}
+
+impl Routes {
+    fn new(ring: usize, present: [bool; 3]) -> (Routes, [Option<Inputs>; 3]) {
+        let mut routes = Routes {
+            rings: [None, None, None],
+            locals: [None, None, None],
+        };
+        let mut inputs: [Option<Inputs>; 3] = [None, None, None];
+        for k in 0..3 {
+            if present[k] {
+                let (rt, rr) = crossbeam_channel::bounded(ring);
+                let (lt, lr) = crossbeam_channel::unbounded();
+                routes.rings[k] = Some(rt);
+                routes.locals[k] = Some(lt);
+                inputs[k] = Some(Inputs {
+                    ring: rr,
+                    local: lr,
+                });
+            }
+        }
+        (routes, inputs)
+    }
+
+    /// From RX: onto every ring that takes `msg`; returns how many were full (shed there).
+    fn route_received(&self, from: NodeId, msg: Message) -> u64 {
+        let mut shed = 0;
+        for (k, take) in takers(&msg).into_iter().enumerate() {
+            if let (true, Some(ring)) = (take, &self.rings[k]) {
+                if let Err(TrySendError::Full(_)) = ring.try_send((from, msg.clone())) {
+                    shed += 1;
+                }
+            }
+        }
+        shed
+    }
+
+    /// From the commit stage: a message to ourselves, never dropped.
+    fn route_own(&self, me: NodeId, msg: Message) {
+        for (k, take) in takers(&msg).into_iter().enumerate() {
+            if let (true, Some(local)) = (take, &self.locals[k]) {
+                let _ = local.send((me, msg.clone()));
+            }
+        }
+    }
+}
+
+const ACCEPTOR: usize = 0;
+const PROPOSER: usize = 1;
+const LEARNER: usize = 2;
+
 pub fn run_staged(
     cfg: &NodeConfig,
     stop: &AtomicBool,
     app: Option<AppLink>,
 ) -> Result<NodeStats, NodeError> {
     let mut node = Node::start(cfg, app)?;
-    let ring = cfg.pipeline.ring_size;
+    let me = node.id;
     let polling = cfg.pipeline.polling;
-    let (in_tx, in_rx) = crossbeam_channel::bounded::<(NodeId, Message)>(ring);
-    let (local_tx, local_rx) = crossbeam_channel::unbounded::<Message>();
-    let (turn_tx, turn_rx) = crossbeam_channel::bounded::<Turn>(ring);
-    let (out_tx, out_rx) = crossbeam_channel::bounded::<Envelope>(ring);
+    let acceptor = node.acceptor.take();
+    let proposer = node.proposer.take();
+    let (routes, mut inputs) = Routes::new(
+        cfg.pipeline.ring_size,
+        [acceptor.is_some(), proposer.is_some(), true],
+    );
+    let (turn_tx, turn_rx) = crossbeam_channel::bounded::<Turn>(cfg.pipeline.ring_size);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Envelope>(cfg.pipeline.ring_size);
     let halt = Arc::new(AtomicBool::new(false));
 
     let rx = {
         let mut transport = node.transport.try_clone()?;
-        let halt = halt.clone();
-        let cfg = cfg.clone();
+        let (halt, routes, cfg) = (halt.clone(), routes.clone(), cfg.clone());
         spawn("rx", move || -> Result<TransportStats, NodeError> {
             pin(&cfg, 0);
             let wait = if polling == Polling::Busy {
@@ -86,25 +173,25 @@ pub fn run_staged(
             } else {
                 Duration::from_millis(1)
             };
+            let mut shed = 0;
             while !halt.load(Ordering::Relaxed) {
-                if let Some(m) = transport.recv(wait)? {
-                    if let Err(TrySendError::Full(_)) = in_tx.try_send(m) {
-                        transport_shed(&mut transport);
-                    }
+                if let Some((from, msg)) = transport.recv(wait)? {
+                    shed += routes.route_received(from, msg);
                 }
             }
-            Ok(transport.stats().clone())
+            let mut stats = transport.stats().clone();
+            stats.shed_ring_full = shed;
+            Ok(stats)
         })?
     };
     let commit = {
-        let me = node.id;
         let round_file = node.round_file.take();
         let mut storage = node.storage.take();
         let budget = BatchBudget::of(&cfg.storage);
-        let cfg = cfg.clone();
+        let (routes, cfg) = (routes.clone(), cfg.clone());
         let start = Instant::now();
         spawn("commit", move || -> Result<NodeStats, NodeError> {
-            pin(&cfg, 2);
+            pin(&cfg, 1);
             let mut stats = NodeStats::default();
             let mut changes = Vec::new();
             let mut turns = Vec::new();
@@ -138,7 +225,7 @@ pub fn run_staged(
                 for t in turns.drain(..) {
                     for env in t.sends {
                         if env.to == me {
-                            let _ = local_tx.send(env.msg);
+                            routes.route_own(me, env.msg);
                         } else if out_tx.send(env).is_err() {
                             return Ok(stats);
                         }
@@ -155,7 +242,7 @@ pub fn run_staged(
         let mut transport = node.transport.try_clone()?;
         let cfg = cfg.clone();
         spawn("tx", move || -> Result<TransportStats, NodeError> {
-            pin(&cfg, 3);
+            pin(&cfg, 2);
             loop {
                 let env = match next(&out_rx, polling, Duration::from_millis(1)) {
                     Ok(Some(e)) => e,
@@ -171,16 +258,55 @@ pub fn run_staged(
             Ok(transport.stats().clone())
         })?
     };
+    let acceptor_stage = match (acceptor, inputs[ACCEPTOR].take()) {
+        (Some(mut a), Some(input)) => {
+            let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
+            Some(spawn("acceptor", move || -> Result<(), NodeError> {
+                pin(&cfg, 4);
+                role_loop(&halt, &input, polling, &turns, |input, _now, out| {
+                    if let Some((from, msg)) = input {
+                        a.handle(from, msg, out);
+                    }
+                })
+            })?)
+        }
+        _ => None,
+    };
+    let proposer_stage = match (proposer, inputs[PROPOSER].take()) {
+        (Some(mut p), Some(input)) => {
+            let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
+            Some(spawn("proposer", move || -> Result<(), NodeError> {
+                pin(&cfg, 5);
+                role_loop(&halt, &input, polling, &turns, |input, now, out| {
+                    match input {
+                        Some((from, msg)) => p.handle(now, from, msg, out),
+                        None => p.tick(now, out),
+                    }
+                    for e in out.events.drain(..) {
+                        crate::node::report_event(me, &e);
+                    }
+                })
+            })?)
+        }
+        _ => None,
+    };
 
-    // The roles stage runs on this thread.
-    pin(cfg, 1);
-    let result = roles(&mut node, cfg, stop, &in_rx, &local_rx, &turn_tx);
-    drop(turn_tx);
+    // The learner stage (with the client sessions and the application) runs on this thread.
+    pin(cfg, 3);
+    let input = inputs[LEARNER]
+        .take()
+        .expect("every node has a learner stage");
+    let result = learner_stage(&mut node, cfg, stop, &input, &turn_tx);
     halt.store(true, Ordering::Relaxed);
+    let role_results = [acceptor_stage.map(join), proposer_stage.map(join)];
+    drop(turn_tx);
     let commit_stats = join(commit)?;
     let tx_stats = join(tx)?;
     let rx_stats = join(rx)?;
     result?;
+    for r in role_results.into_iter().flatten() {
+        r?;
+    }
     let mut stats = node.finish()?;
     stats.commits += commit_stats.commits;
     stats.committed_changes += commit_stats.committed_changes;
@@ -189,11 +315,56 @@ pub fn run_staged(
     Ok(stats)
 }
 
-fn transport_shed(t: &mut Transport) {
-    match t {
-        Transport::Udp(u) => u.stats.shed_ring_full += 1,
-        Transport::AfPacket(a) => a.stats.shed_ring_full += 1,
+/// A role stage: handle what arrives (its own messages first), tick every millisecond, and
+/// pass each turn on to the commit stage in order.
+fn role_loop(
+    halt: &AtomicBool,
+    input: &Inputs,
+    polling: Polling,
+    turns: &Sender<Turn>,
+    mut step: impl FnMut(Option<(NodeId, Message)>, Duration, &mut Actions),
+) -> Result<(), NodeError> {
+    let start = Instant::now();
+    let mut next_tick = Duration::ZERO;
+    let mut out = Actions::new();
+    while !halt.load(Ordering::Relaxed) {
+        for m in input.local.try_iter() {
+            step(Some(m), start.elapsed(), &mut out);
+        }
+        let wait = next_tick
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_micros(50));
+        if let Ok(Some(m)) = next(&input.ring, polling, wait) {
+            step(Some(m), start.elapsed(), &mut out);
+            for m in input.ring.try_iter().take(1023) {
+                step(Some(m), start.elapsed(), &mut out);
+            }
+        }
+        let now = start.elapsed();
+        if now >= next_tick {
+            step(None, now, &mut out);
+            next_tick = now + Duration::from_millis(1);
+        }
+        pass_on(&mut out, turns)?;
     }
+    Ok(())
+}
+
+fn pass_on(out: &mut Actions, turns: &Sender<Turn>) -> Result<(), NodeError> {
+    if !out.persist.is_empty() || !out.send.is_empty() {
+        let turn = Turn {
+            changes: std::mem::take(&mut out.persist),
+            sends: std::mem::take(&mut out.send),
+        };
+        if turns.send(turn).is_err() {
+            return Err(NodeError::Io {
+                what: "the commit stage".into(),
+                source: std::io::Error::other("stopped"),
+            });
+        }
+    }
+    out.clear();
+    Ok(())
 }
 
 fn spawn<T: Send + 'static>(
@@ -216,61 +387,39 @@ fn join<T>(h: JoinHandle<Result<T, NodeError>>) -> Result<T, NodeError> {
     })?
 }
 
-/// The roles stage: handle what arrives, tick, deliver, and pass each turn on in order.
-fn roles(
+/// The learner stage: the learner, this node's client sessions and application, its outputs.
+fn learner_stage(
     node: &mut Node,
     cfg: &NodeConfig,
     stop: &AtomicBool,
-    inbound: &Receiver<(NodeId, Message)>,
-    local: &Receiver<Message>,
+    input: &Inputs,
     turns: &Sender<Turn>,
 ) -> Result<(), NodeError> {
     let start = Instant::now();
-    let tick = Duration::from_millis(1);
     let mut next_tick = Duration::ZERO;
     let mut out = Actions::new();
-    let budget = BatchBudget::of(&cfg.storage);
-    let id = node.id;
     while !stop.load(Ordering::Relaxed) {
         let now = start.elapsed();
         node.submit(cfg, now, &mut out);
         node.take_app_requests(now, &mut out);
-        for msg in local.try_iter() {
-            node.dispatch(now, id, msg, &mut out);
+        for (from, msg) in input.local.try_iter() {
+            node.dispatch(now, from, msg, &mut out);
         }
         let wait = next_tick.saturating_sub(now).max(Duration::from_micros(50));
-        let mut burst = budget.fresh();
-        if let Ok(Some((from, msg))) = next(inbound, cfg.pipeline.polling, wait) {
+        if let Ok(Some((from, msg))) = next(&input.ring, cfg.pipeline.polling, wait) {
             node.dispatch(start.elapsed(), from, msg, &mut out);
-            burst.add(&out.persist);
-            while let Ok((from, msg)) = inbound.try_recv() {
-                let before = out.persist.len();
+            for (from, msg) in input.ring.try_iter().take(1023) {
                 node.dispatch(start.elapsed(), from, msg, &mut out);
-                if !burst.add(&out.persist[before..]) {
-                    break;
-                }
             }
         }
         let now = start.elapsed();
         if now >= next_tick {
             node.tick(now, &mut out);
-            next_tick = now + tick;
+            next_tick = now + Duration::from_millis(1);
         }
         node.deliver(now, &mut out)?;
         node.report(out.events.drain(..));
-        if !out.persist.is_empty() || !out.send.is_empty() {
-            let turn = Turn {
-                changes: std::mem::take(&mut out.persist),
-                sends: std::mem::take(&mut out.send),
-            };
-            if turns.send(turn).is_err() {
-                return Err(NodeError::Io {
-                    what: "the commit stage".into(),
-                    source: std::io::Error::other("stopped"),
-                });
-            }
-        }
-        out.clear();
+        pass_on(&mut out, turns)?;
     }
     Ok(())
 }
