@@ -65,8 +65,8 @@ pub struct PipelineConfig {
     pub ring_size: usize,
     pub polling: Polling,
     /// CPU cores to pin to: the loop to the first (`single`); stage k (RX, commit, TX,
-    /// learner, acceptor, proposer) to `cores[k % len]` (`staged`, so fewer cores than stages
-    /// share them). Empty: the kernel places the threads.
+    /// learner, acceptor, proposer) to `cores[k]` (`staged`; with fewer cores than stages the
+    /// stages run as one loop on the first). Empty: the kernel places the threads.
     pub cores: Vec<usize>,
 }
 

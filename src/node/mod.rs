@@ -187,7 +187,17 @@ pub fn run_with(
         }
     }
     if cfg.pipeline.stages == Stages::Staged {
-        return crate::pipeline::run_staged(cfg, stop, app);
+        let stages = crate::pipeline::stage_count(cfg);
+        let cores = cfg.pipeline.cores.len();
+        if cores == 0 || cores >= stages {
+            return crate::pipeline::run_staged(cfg, stop, app);
+        }
+        // Fewer cores than stages: the stages share them as one loop rather than as threads
+        // taking turns on a core.
+        eprintln!(
+            "node {}: {stages} stages on {cores} core(s): running them as one loop on core {}",
+            cfg.node_id, cfg.pipeline.cores[0]
+        );
     }
     let busy = cfg.pipeline.polling == Polling::Busy;
     let mut idle_spins = 0u32;

@@ -14,11 +14,11 @@
 //!
 //! Rings to the commit and TX stages block when full (backpressure reaches RX, which sheds);
 //! they never drop a change or a message that depends on one. Stages are pinned, in the order
-//! RX, commit, TX, learner, acceptor, proposer, to `pipeline.cores[k % len]` when cores are
-//! given, so fewer cores than stages share them.
+//! RX, commit, TX, learner, acceptor, proposer, to `pipeline.cores[k]`; a config that gives
+//! fewer cores than stages runs them as one loop instead (node::run_with).
 
 use crate::app::AppLink;
-use crate::config::{NodeConfig, Polling};
+use crate::config::{NodeConfig, Polling, Role};
 use crate::node::{make_durable, Node, NodeError, NodeStats, ADAPTIVE_SPINS};
 use crate::protocol::{Actions, Change, Envelope, Message, NodeId};
 use crate::storage::BatchBudget;
@@ -139,6 +139,13 @@ impl Routes {
             }
         }
     }
+}
+
+/// How many stages (threads) a staged node of this config runs: RX, commit, TX, the learner
+/// stage, and one each for an acceptor and a proposer.
+pub fn stage_count(cfg: &NodeConfig) -> usize {
+    let me = cfg.me();
+    4 + usize::from(me.plays(Role::Acceptor)) + usize::from(me.plays(Role::Proposer))
 }
 
 const ACCEPTOR: usize = 0;
@@ -272,11 +279,13 @@ pub fn run_staged(
         }
         _ => None,
     };
+    // Stage numbers for pinning: RX 0, commit 1, TX 2, learner 3, then the roles present.
+    let proposer_core = 4 + usize::from(acceptor_stage.is_some());
     let proposer_stage = match (proposer, inputs[PROPOSER].take()) {
         (Some(mut p), Some(input)) => {
             let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
             Some(spawn("proposer", move || -> Result<(), NodeError> {
-                pin(&cfg, 5);
+                pin(&cfg, proposer_core);
                 role_loop(&halt, &input, polling, &turns, |input, now, out| {
                     match input {
                         Some((from, msg)) => p.handle(now, from, msg, out),
