@@ -2,6 +2,8 @@
 //! counts what is not for this cluster.
 
 pub mod afpacket;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod udp;
 
 /// Frame counters a transport keeps.
