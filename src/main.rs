@@ -238,6 +238,11 @@ fn main() -> Result<()> {
                     cfg.interface.as_deref().unwrap_or_default(),
                     me.mac.as_deref().unwrap_or_default()
                 ),
+                TransportKind::Dpdk => format!(
+                    "dpdk port {} ({})",
+                    cfg.dpdk.as_ref().map_or(0, |d| d.port),
+                    me.mac.as_deref().unwrap_or_default()
+                ),
             };
             println!(
                 "{}: ok. node {} plays {:?} on {}; cluster {}: {} proposer(s), {} acceptors (quorum {}), {} learner(s)",
@@ -437,6 +442,7 @@ fn testbed(action: TestbedAction) -> Result<()> {
                     transport,
                     polling,
                     stages,
+                    dpdk_nodes: Vec::new(),
                 }),
             };
             let spec = testbed::Spec { name, dir, nodes };

@@ -455,3 +455,33 @@ fn staged_replicas_through_a_leader_partition() {
     bed.progress(2000, "after the heal");
     bed.finish_and_check();
 }
+
+/// A DPDK acceptor (net_af_packet virtual device on its veth) in a cluster of AF_PACKET
+/// nodes: the same frames on both data planes. Needs a build with `--features dpdk`.
+#[cfg(feature = "dpdk")]
+#[test]
+fn a_dpdk_acceptor_among_af_packet_nodes() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    let mut bed = Bed::up_with(
+        "tbdpdk",
+        Nodes::Layout(LayoutSpec {
+            layout: Layout::Roles,
+            dpdk_nodes: vec![12],
+            ..LayoutSpec::default()
+        }),
+    );
+    bed.progress(2000, "at start");
+    // With acceptor 11 down, every quorum needs the DPDK acceptor.
+    bed.kill9(11);
+    bed.progress(2000, "with acceptor 11 killed (quorum through DPDK)");
+    bed.start(11);
+    bed.progress(1000, "after acceptor 11 restarted");
+    let stats = bed.finish_and_check();
+    let s = &stats[&12];
+    assert!(
+        counter(s, "commits") > 0 && counter(s, "received") > 0,
+        "{s}"
+    );
+}

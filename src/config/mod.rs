@@ -30,6 +30,27 @@ pub enum TransportKind {
     /// Raw Ethernet frames (EtherType 0x88B5) on `interface`, to each member's `mac`.
     /// Needs CAP_NET_RAW.
     Afpacket,
+    /// Raw Ethernet frames through a DPDK port (`dpdk` section); needs a build with the
+    /// `dpdk` feature.
+    Dpdk,
+}
+
+/// The DPDK port a `transport: dpdk` node uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkConfig {
+    /// EAL arguments as on a DPDK command line, e.g. `[--no-huge, -m, "256", --no-pci,
+    /// "--vdev=net_af_packet0,iface=eth0,framecnt=16384"]` or a PCI address with `-a`.
+    pub eal_args: Vec<String>,
+    #[serde(default)]
+    pub port: u16,
+    /// RX and TX descriptors (ring entries) of the port's queue.
+    #[serde(default = "default_descriptors")]
+    pub descriptors: u16,
+}
+
+fn default_descriptors() -> u16 {
+    1024
 }
 
 /// How a node's loop waits for frames.
@@ -151,6 +172,9 @@ pub struct NodeConfig {
     /// The network interface raw Ethernet frames go out of (transport `afpacket`).
     #[serde(default)]
     pub interface: Option<String>,
+    /// The DPDK port (transport `dpdk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpdk: Option<DpdkConfig>,
     /// A file holding the cluster's shared frame key (64 hex digits). With it every frame is
     /// tagged and every frame without a valid tag is dropped and counted (docs/wire-format.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,10 +307,10 @@ impl NodeConfig {
                 _ => {}
             }
             match (self.transport, &m.mac) {
-                (TransportKind::Afpacket, None) => {
+                (TransportKind::Afpacket | TransportKind::Dpdk, None) => {
                     return Err(field(
                         format!("members[{k}].mac"),
-                        "required with transport afpacket (aa:bb:cc:dd:ee:ff)",
+                        "required with raw Ethernet transports (aa:bb:cc:dd:ee:ff)",
                     ))
                 }
                 (_, Some(text)) => {
@@ -348,6 +372,14 @@ impl NodeConfig {
                     "core {c} does not exist: this machine has cores 0..{}",
                     cpus - 1
                 ),
+            ));
+        }
+        if self.transport == TransportKind::Dpdk
+            && self.dpdk.as_ref().map_or(true, |d| d.eal_args.is_empty())
+        {
+            return Err(field(
+                "dpdk.eal_args",
+                "required with transport dpdk (the EAL arguments: memory, lcores, --vdev or -a)",
             ));
         }
         if self.transport == TransportKind::Afpacket

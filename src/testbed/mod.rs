@@ -88,6 +88,9 @@ pub struct LayoutSpec {
     pub transport: TransportKind,
     pub polling: Polling,
     pub stages: Stages,
+    /// Nodes that run on DPDK instead (net_af_packet virtual device on their eth0): a
+    /// mixed cluster, the same frames on both.
+    pub dpdk_nodes: Vec<u16>,
 }
 
 impl Default for LayoutSpec {
@@ -101,6 +104,7 @@ impl Default for LayoutSpec {
             transport: TransportKind::Afpacket,
             polling: Polling::Adaptive,
             stages: Stages::Single,
+            dpdk_nodes: Vec::new(),
         }
     }
 }
@@ -262,10 +266,32 @@ fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>) -> Vec<NodeConfi
             if me.plays(Role::Acceptor) {
                 storage.fsync_policy = spec.policy;
             }
+            let on_dpdk = spec.dpdk_nodes.contains(&me.id);
             NodeConfig {
                 node_id: me.id,
-                transport: spec.transport,
+                transport: if on_dpdk {
+                    TransportKind::Dpdk
+                } else {
+                    spec.transport
+                },
                 interface: Some("eth0".into()),
+                dpdk: on_dpdk.then(|| crate::config::DpdkConfig {
+                    eal_args: [
+                        "--no-huge",
+                        "-m",
+                        "256",
+                        "--no-shconf",
+                        "--no-pci",
+                        "--no-telemetry",
+                        "--log-level=error",
+                        "--vdev=net_af_packet0,iface=eth0,framecnt=16384",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                    port: 0,
+                    descriptors: 1024,
+                }),
                 auth_key_file: key_file.clone(),
                 members: members.clone(),
                 storage,

@@ -109,12 +109,16 @@ pub enum TransportError {
     AfPacket(#[from] AfPacketError),
     #[error("auth_key_file: {0}")]
     Key(String),
+    #[error("transport dpdk: {0}")]
+    Dpdk(String),
 }
 
 /// The transport a node's config names.
 pub enum Transport {
     Udp(UdpTransport),
     AfPacket(AfPacketTransport),
+    #[cfg(feature = "dpdk")]
+    Dpdk(Box<dpdk::DpdkTransport>),
 }
 
 impl Transport {
@@ -155,6 +159,36 @@ impl Transport {
                 }
                 Transport::AfPacket(t)
             }
+            #[cfg(feature = "dpdk")]
+            TransportKind::Dpdk => {
+                let peers = cfg
+                    .members
+                    .iter()
+                    .filter_map(|m| Some((m.id, m.mac_addr()?)))
+                    .collect();
+                let dcfg = cfg
+                    .dpdk
+                    .as_ref()
+                    .ok_or_else(|| TransportError::Dpdk("the config has no dpdk section".into()))?;
+                let t = dpdk::DpdkTransport::open(me, dcfg, peers, check, max_frame)
+                    .map_err(|e| TransportError::Dpdk(e.to_string()))?;
+                if cfg.me().mac_addr() != Some(t.mac()) {
+                    return Err(TransportError::Dpdk(format!(
+                        "port {} has MAC {}, but this node's members[].mac says {}",
+                        dcfg.port,
+                        crate::wire::format_mac(&t.mac()),
+                        cfg.me().mac.clone().unwrap_or_default()
+                    )));
+                }
+                Transport::Dpdk(Box::new(t))
+            }
+            #[cfg(not(feature = "dpdk"))]
+            TransportKind::Dpdk => {
+                return Err(TransportError::Dpdk(
+                    "this build has no DPDK: build with `cargo build --release --features dpdk`"
+                        .into(),
+                ))
+            }
         })
     }
 
@@ -163,6 +197,10 @@ impl Transport {
         match self {
             Transport::Udp(t) => Ok(t.send(env)?),
             Transport::AfPacket(t) => Ok(t.send(env)?),
+            #[cfg(feature = "dpdk")]
+            Transport::Dpdk(t) => t
+                .send(env)
+                .map_err(|e| TransportError::Dpdk(format!("message to node {}: {e}", env.to))),
         }
     }
 
@@ -171,6 +209,11 @@ impl Transport {
         match self {
             Transport::Udp(_) => Ok(()),
             Transport::AfPacket(t) => Ok(t.flush()?),
+            #[cfg(feature = "dpdk")]
+            Transport::Dpdk(t) => {
+                t.flush();
+                Ok(())
+            }
         }
     }
 
@@ -179,6 +222,8 @@ impl Transport {
         match self {
             Transport::Udp(t) => Ok(t.recv(timeout)?),
             Transport::AfPacket(t) => Ok(t.recv(timeout)?),
+            #[cfg(feature = "dpdk")]
+            Transport::Dpdk(t) => Ok(t.recv(timeout)),
         }
     }
 
@@ -187,6 +232,11 @@ impl Transport {
         Ok(match self {
             Transport::Udp(t) => Transport::Udp(t.try_clone()?),
             Transport::AfPacket(t) => Transport::AfPacket(t.try_clone()?),
+            #[cfg(feature = "dpdk")]
+            Transport::Dpdk(_) => return Err(TransportError::Dpdk(
+                "the staged pipeline does not run on DPDK yet (one port queue); use stages: single"
+                    .into(),
+            )),
         })
     }
 
@@ -194,6 +244,8 @@ impl Transport {
         match self {
             Transport::Udp(t) => &t.stats,
             Transport::AfPacket(t) => &t.stats,
+            #[cfg(feature = "dpdk")]
+            Transport::Dpdk(t) => &t.stats,
         }
     }
 }
