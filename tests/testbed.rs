@@ -485,3 +485,27 @@ fn a_dpdk_acceptor_among_af_packet_nodes() {
         "{s}"
     );
 }
+
+/// Every node on DPDK (net_af_packet virtual devices on their veths), through a leader
+/// partition. Needs a build with `--features dpdk`.
+#[cfg(feature = "dpdk")]
+#[test]
+fn a_full_dpdk_cluster_through_a_leader_partition() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    let bed = Bed::up_with(
+        "tbdpa",
+        Nodes::Layout(LayoutSpec {
+            dpdk_nodes: vec![1, 2, 3, testbed::CLIENT],
+            ..LayoutSpec::default()
+        }),
+    );
+    bed.progress(2000, "at start");
+    let leader = bed.leader();
+    bed.tb.link(leader, false).unwrap();
+    bed.progress(2000, &format!("with leader {leader} cut off"));
+    bed.tb.link(leader, true).unwrap();
+    bed.progress(2000, "after the heal");
+    bed.finish_and_check();
+}
