@@ -135,6 +135,30 @@ impl Bed {
         }
     }
 
+    /// `kill -9` node `id`, wait for `during` more acknowledgements (the cluster must go on
+    /// without it), restart it, wait for `after` more.
+    fn bounce(&mut self, id: u16, during: usize, after: usize) {
+        self.kill9(id);
+        self.progress(during, &format!("with node {id} killed"));
+        self.start(id);
+        self.progress(after, &format!("after node {id} restarted"));
+    }
+
+    /// Cuts the leader's link: another proposer must take over for the client to go on. Then
+    /// heals it and waits for more progress.
+    fn partition_leader_then_heal(&self) {
+        let leader = self.leader();
+        self.tb.link(leader, false).unwrap();
+        self.progress(2000, &format!("with leader {leader} cut off"));
+        assert_ne!(
+            self.leader(),
+            leader,
+            "nobody took over from the cut-off leader"
+        );
+        self.tb.link(leader, true).unwrap();
+        self.progress(2000, "after the heal");
+    }
+
     fn acked(&self) -> PathBuf {
         self.tb.dir.join("acknowledged.txt")
     }
@@ -253,10 +277,7 @@ fn kill_an_acceptor_and_restart_it() {
     };
     let mut bed = Bed::up("tbacc", Layout::Roles);
     bed.progress(2000, "at start");
-    bed.kill9(12);
-    bed.progress(2000, "with acceptor 12 killed");
-    bed.start(12);
-    bed.progress(2000, "after acceptor 12 restarted");
+    bed.bounce(12, 2000, 2000);
     bed.finish_and_check();
 }
 
@@ -284,16 +305,7 @@ fn partition_the_leader_then_heal() {
     };
     let bed = Bed::up("tbpart", Layout::Replicas);
     bed.progress(2000, "at start");
-    let leader = bed.leader();
-    bed.tb.link(leader, false).unwrap();
-    bed.progress(2000, &format!("with leader {leader} cut off"));
-    assert_ne!(
-        bed.leader(),
-        leader,
-        "nobody took over from the cut-off leader"
-    );
-    bed.tb.link(leader, true).unwrap();
-    bed.progress(2000, "after the heal");
+    bed.partition_leader_then_heal();
     bed.finish_and_check();
 }
 
@@ -425,10 +437,7 @@ fn the_staged_pipeline_under_load_and_an_acceptor_kill() {
         }),
     );
     bed.progress(3000, "at start");
-    bed.kill9(11);
-    bed.progress(2000, "with acceptor 11 killed");
-    bed.start(11);
-    bed.progress(2000, "after acceptor 11 restarted");
+    bed.bounce(11, 2000, 2000);
     let stats = bed.finish_and_check();
     assert!(counter(&stats[&12], "commits") > 0, "{}", stats[&12]);
 }
@@ -448,11 +457,7 @@ fn staged_replicas_through_a_leader_partition() {
         }),
     );
     bed.progress(2000, "at start");
-    let leader = bed.leader();
-    bed.tb.link(leader, false).unwrap();
-    bed.progress(2000, &format!("with leader {leader} cut off"));
-    bed.tb.link(leader, true).unwrap();
-    bed.progress(2000, "after the heal");
+    bed.partition_leader_then_heal();
     bed.finish_and_check();
 }
 
@@ -474,10 +479,7 @@ fn a_dpdk_acceptor_among_af_packet_nodes() {
     );
     bed.progress(2000, "at start");
     // With acceptor 11 down, every quorum needs the DPDK acceptor.
-    bed.kill9(11);
-    bed.progress(2000, "with acceptor 11 killed (quorum through DPDK)");
-    bed.start(11);
-    bed.progress(1000, "after acceptor 11 restarted");
+    bed.bounce(11, 2000, 1000);
     let stats = bed.finish_and_check();
     let s = &stats[&12];
     assert!(
@@ -502,10 +504,6 @@ fn a_full_dpdk_cluster_through_a_leader_partition() {
         }),
     );
     bed.progress(2000, "at start");
-    let leader = bed.leader();
-    bed.tb.link(leader, false).unwrap();
-    bed.progress(2000, &format!("with leader {leader} cut off"));
-    bed.tb.link(leader, true).unwrap();
-    bed.progress(2000, "after the heal");
+    bed.partition_leader_then_heal();
     bed.finish_and_check();
 }

@@ -199,6 +199,13 @@ fn run(args: &[&str]) -> Result<String, TestbedError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `ip -n <ns> <args>`: iproute2 inside a namespace.
+fn ip(ns: &str, args: &[&str]) -> Result<String, TestbedError> {
+    let mut full = vec!["ip", "-n", ns];
+    full.extend_from_slice(args);
+    run(&full)
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TestbedError {
     let what = what.into();
     move |source| TestbedError::Io { what, source }
@@ -370,19 +377,11 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         )));
     }
     run(&["ip", "netns", "add", hub])?;
-    run(&[
-        "ip",
-        "-n",
+    ip(
         hub,
-        "link",
-        "add",
-        "br0",
-        "type",
-        "bridge",
-        "stp_state",
-        "0",
-    ])?;
-    run(&["ip", "-n", hub, "link", "set", "br0", "up"])?;
+        &["link", "add", "br0", "type", "bridge", "stp_state", "0"],
+    )?;
+    ip(hub, &["link", "set", "br0", "up"])?;
     let mut nodes = Vec::new();
     for cfg in configs {
         let cfg = localize(cfg, &spec.dir);
@@ -393,27 +392,22 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         let iface = cfg.interface.clone().unwrap_or_else(|| "eth0".into());
         let mac = me.mac.clone().unwrap_or_default();
         run(&["ip", "netns", "add", &ns])?;
-        run(&[
-            "ip", "-n", &ns, "link", "add", &iface, "address", &mac, "type", "veth", "peer",
-            "name", &hub_link, "netns", hub,
-        ])?;
-        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-        run(&["ip", "-n", &ns, "link", "set", &iface, "up"])?;
+        ip(
+            &ns,
+            &[
+                "link", "add", &iface, "address", &mac, "type", "veth", "peer", "name", &hub_link,
+                "netns", hub,
+            ],
+        )?;
+        ip(&ns, &["link", "set", "lo", "up"])?;
+        ip(&ns, &["link", "set", &iface, "up"])?;
         if let (TransportKind::Udp, Some(addr)) = (cfg.transport, me.udp) {
-            run(&[
-                "ip",
-                "-n",
+            ip(
                 &ns,
-                "addr",
-                "add",
-                &format!("{}/24", addr.ip()),
-                "dev",
-                &iface,
-            ])?;
+                &["addr", "add", &format!("{}/24", addr.ip()), "dev", &iface],
+            )?;
         }
-        run(&[
-            "ip", "-n", hub, "link", "set", &hub_link, "master", "br0", "up",
-        ])?;
+        ip(hub, &["link", "set", &hub_link, "master", "br0", "up"])?;
         // The interface must report the MAC the config names (the node checks it too).
         let actual = run(&[
             "ip",
@@ -490,16 +484,8 @@ impl Testbed {
     /// Sets node `id`'s link on the hub side down or up (a partition of that node).
     pub fn link(&self, id: u16, up: bool) -> Result<(), TestbedError> {
         let node = self.node(id).expect("a testbed node");
-        run(&[
-            "ip",
-            "-n",
-            &self.hub,
-            "link",
-            "set",
-            &node.hub_link,
-            if up { "up" } else { "down" },
-        ])
-        .map(drop)
+        let state = if up { "up" } else { "down" };
+        ip(&self.hub, &["link", "set", &node.hub_link, state]).map(drop)
     }
 
     /// Splices a relay (`ethpaxos impair`) into node `id`'s link that drops, duplicates and
@@ -509,32 +495,22 @@ impl Testbed {
         let (relay_end, bridge_end) =
             (format!("{}r{id}", self.name), format!("{}b{id}", self.name));
         let hub = self.hub.as_str();
-        run(&["ip", "-n", hub, "link", "set", &node.hub_link, "nomaster"])?;
-        run(&[
-            "ip",
-            "-n",
+        ip(hub, &["link", "set", &node.hub_link, "nomaster"])?;
+        ip(
             hub,
-            "link",
-            "add",
-            &relay_end,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &bridge_end,
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            hub,
-            "link",
-            "set",
-            &bridge_end,
-            "master",
-            "br0",
-            "up",
-        ])?;
-        run(&["ip", "-n", hub, "link", "set", &relay_end, "up"])?;
+            &[
+                "link",
+                "add",
+                &relay_end,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &bridge_end,
+            ],
+        )?;
+        ip(hub, &["link", "set", &bridge_end, "master", "br0", "up"])?;
+        ip(hub, &["link", "set", &relay_end, "up"])?;
         let log_path = self.dir.join(format!("impair-{id}.log"));
         let log = std::fs::File::create(&log_path)
             .map_err(io(format!("cannot open {}", log_path.display())))?;
@@ -566,25 +542,8 @@ impl Testbed {
         let _ = relay.kill();
         let _ = relay.wait();
         let node = self.node(id).expect("a testbed node");
-        run(&[
-            "ip",
-            "-n",
-            &self.hub,
-            "link",
-            "del",
-            &format!("{}r{id}", self.name),
-        ])?;
-        run(&[
-            "ip",
-            "-n",
-            &self.hub,
-            "link",
-            "set",
-            &node.hub_link,
-            "master",
-            "br0",
-        ])
-        .map(drop)
+        ip(&self.hub, &["link", "del", &format!("{}r{id}", self.name)])?;
+        ip(&self.hub, &["link", "set", &node.hub_link, "master", "br0"]).map(drop)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::{FrameCheck, TransportStats};
 use crate::protocol::{Envelope, Message, NodeId};
-use crate::wire::{self, parse_mac, EncodeError, FrameHeader, MacAddr, ETHERTYPE};
+use crate::wire::{parse_mac, EncodeError, MacAddr, ETHERTYPE};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -256,7 +256,6 @@ fn headers(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
 pub struct AfPacketTransport {
     fd: OwnedFd,
     iface: String,
-    ifindex: i32,
     mac: MacAddr,
     me: NodeId,
     check: FrameCheck,
@@ -280,11 +279,23 @@ impl AfPacketTransport {
         check: FrameCheck,
         max_frame: usize,
     ) -> Result<Self, AfPacketError> {
-        let (fd, ifindex, mac) = open_socket(iface)?;
-        Ok(AfPacketTransport {
+        let (fd, _, mac) = open_socket(iface)?;
+        Ok(Self::on_socket(fd, iface, mac, me, check, max_frame, peers))
+    }
+
+    /// A transport on `fd` with fresh buffers and counters.
+    fn on_socket(
+        fd: OwnedFd,
+        iface: &str,
+        mac: MacAddr,
+        me: NodeId,
+        check: FrameCheck,
+        max_frame: usize,
+        peers: HashMap<NodeId, MacAddr>,
+    ) -> Self {
+        AfPacketTransport {
             fd,
             iface: iface.to_string(),
-            ifindex,
             mac,
             me,
             check,
@@ -296,7 +307,7 @@ impl AfPacketTransport {
             rx: vec![vec![0; RX_FRAME]; RX_BATCH],
             inbox: VecDeque::with_capacity(RX_BATCH),
             stats: TransportStats::default(),
-        })
+        }
     }
 
     pub fn mac(&self) -> MacAddr {
@@ -314,22 +325,15 @@ impl AfPacketTransport {
                 iface: self.iface.clone(),
                 source,
             })?;
-        Ok(AfPacketTransport {
+        Ok(Self::on_socket(
             fd,
-            iface: self.iface.clone(),
-            ifindex: self.ifindex,
-            mac: self.mac,
-            me: self.me,
-            check: self.check.clone(),
-            max_frame: self.max_frame,
-            peers: self.peers.clone(),
-            tx: Vec::with_capacity(64 * self.max_frame),
-            tx_ends: Vec::with_capacity(64),
-            scratch: Vec::with_capacity(self.max_frame),
-            rx: vec![vec![0; RX_FRAME]; RX_BATCH],
-            inbox: VecDeque::with_capacity(RX_BATCH),
-            stats: TransportStats::default(),
-        })
+            &self.iface,
+            self.mac,
+            self.me,
+            self.check.clone(),
+            self.max_frame,
+            self.peers.clone(),
+        ))
     }
 
     /// Queues one message for the next `flush`. A message that does not fit a frame is an
@@ -339,16 +343,16 @@ impl AfPacketTransport {
             self.stats.send_errors += 1;
             return Ok(());
         };
-        let header = FrameHeader {
-            dst,
-            src: self.mac,
-            cluster: self.check.cluster,
-            sender: self.me,
-        };
-        let limit = self.check.encode_limit(self.max_frame);
-        wire::encode(&header, &env.msg, limit, &mut self.scratch)
+        self.check
+            .encode(
+                dst,
+                self.mac,
+                self.me,
+                &env.msg,
+                self.max_frame,
+                &mut self.scratch,
+            )
             .map_err(|source| AfPacketError::Encode { to: env.to, source })?;
-        self.check.seal(&mut self.scratch);
         self.tx.extend_from_slice(&self.scratch);
         self.tx_ends.push(self.tx.len());
         if self.tx_ends.len() >= RX_BATCH {
@@ -493,25 +497,13 @@ impl AfPacketTransport {
                 self.stats.dropped_bad_frame += 1;
                 continue;
             }
-            let Some(decoded) = self.check.accept(frame, &mut self.stats) else {
-                continue;
-            };
-            let h = &decoded.header;
-            if h.dst != self.mac {
-                self.stats.dropped_not_for_us += 1;
-                continue;
+            if let Some(m) =
+                self.check
+                    .accept_ethernet(frame, self.mac, &self.peers, &mut self.stats)
+            {
+                self.inbox.push_back(m);
             }
-            // A member must send from its own MAC.
-            if self.peers.get(&h.sender) != Some(&h.src) {
-                self.stats.dropped_non_member += 1;
-                continue;
-            }
-            self.inbox.push_back((h.sender, decoded.msg));
         }
         Ok(())
-    }
-
-    pub fn ifindex(&self) -> i32 {
-        self.ifindex
     }
 }

@@ -6,6 +6,15 @@ pub mod afpacket;
 pub mod dpdk;
 pub mod udp;
 
+use crate::config::{NodeConfig, TransportKind};
+use crate::protocol::{Envelope, Message, NodeId};
+use crate::wire::auth::{FrameKey, TAG_LEN};
+use crate::wire::{EncodeError, Frame, FrameHeader, MacAddr};
+use afpacket::{AfPacketError, AfPacketTransport};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use udp::{UdpError, UdpTransport};
+
 /// Frame counters a transport keeps.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransportStats {
@@ -25,8 +34,6 @@ pub struct TransportStats {
     pub link_down: u64,
 }
 
-use crate::config::{NodeConfig, TransportKind};
-
 impl TransportStats {
     /// Adds another handle's counters (pipeline stages each keep their own).
     pub fn add(&mut self, o: &TransportStats) {
@@ -42,13 +49,6 @@ impl TransportStats {
         self.link_down += o.link_down;
     }
 }
-use crate::protocol::{Envelope, Message, NodeId};
-use crate::wire::auth::{FrameKey, TAG_LEN};
-use crate::wire::Frame;
-use afpacket::{AfPacketError, AfPacketTransport};
-use std::collections::HashSet;
-use std::time::Duration;
-use udp::{UdpError, UdpTransport};
 
 /// What every transport checks of a received frame, and adds to a sent one.
 #[derive(Clone, Debug)]
@@ -88,17 +88,73 @@ impl FrameCheck {
         Some(frame)
     }
 
-    /// Tags an encoded frame when the cluster has a key.
-    pub fn seal(&self, frame: &mut Vec<u8>) {
+    /// Encodes `msg` from `sender` into `out` (cleared first) as a frame of this cluster that,
+    /// tag included, fits `max_frame`, and tags it when the cluster has a key.
+    pub fn encode(
+        &self,
+        dst: MacAddr,
+        src: MacAddr,
+        sender: NodeId,
+        msg: &Message,
+        max_frame: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let header = FrameHeader {
+            dst,
+            src,
+            cluster: self.cluster,
+            sender,
+        };
+        let limit = max_frame - if self.key.is_some() { TAG_LEN } else { 0 };
+        crate::wire::encode(&header, msg, limit, out)?;
         if let Some(key) = &self.key {
-            key.seal(frame);
+            key.seal(out);
         }
+        Ok(())
     }
 
-    /// The most an encoded frame may hold so that, tag included, it fits `max_frame`.
-    pub fn encode_limit(&self, max_frame: usize) -> usize {
-        max_frame - if self.key.is_some() { TAG_LEN } else { 0 }
+    /// `accept` for raw Ethernet: the frame must also be addressed to `own` and come from the
+    /// MAC its sender has in `peers`. Returns the sender and the message.
+    pub fn accept_ethernet(
+        &self,
+        raw: &[u8],
+        own: MacAddr,
+        peers: &HashMap<NodeId, MacAddr>,
+        stats: &mut TransportStats,
+    ) -> Option<(NodeId, Message)> {
+        let frame = self.accept(raw, stats)?;
+        let h = &frame.header;
+        if h.dst != own {
+            stats.dropped_not_for_us += 1;
+            return None;
+        }
+        // A member must send from its own MAC.
+        if peers.get(&h.sender) != Some(&h.src) {
+            stats.dropped_non_member += 1;
+            return None;
+        }
+        Some((h.sender, frame.msg))
     }
+}
+
+/// Each member's MAC, for the raw Ethernet transports.
+fn mac_peers(cfg: &NodeConfig) -> HashMap<NodeId, MacAddr> {
+    cfg.members
+        .iter()
+        .filter_map(|m| Some((m.id, m.mac_addr()?)))
+        .collect()
+}
+
+/// A raw Ethernet port must have the MAC the config gives this node: peers address it there.
+fn check_own_mac(cfg: &NodeConfig, port: String, actual: MacAddr) -> Result<(), TransportError> {
+    if cfg.me().mac_addr() == Some(actual) {
+        return Ok(());
+    }
+    Err(TransportError::MacMismatch {
+        port,
+        actual: crate::wire::format_mac(&actual),
+        configured: cfg.me().mac.clone().unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +167,12 @@ pub enum TransportError {
     Key(String),
     #[error("transport dpdk: {0}")]
     Dpdk(String),
+    #[error("{port} has MAC {actual}, but this node's members[].mac says {configured}")]
+    MacMismatch {
+        port: String,
+        actual: String,
+        configured: String,
+    },
 }
 
 /// The transport a node's config names.
@@ -141,45 +203,20 @@ impl Transport {
                 Transport::Udp(UdpTransport::bind(me, addr, peers, check, max_frame)?)
             }
             TransportKind::Afpacket => {
-                let peers = cfg
-                    .members
-                    .iter()
-                    .filter_map(|m| Some((m.id, m.mac_addr()?)))
-                    .collect();
                 let iface = cfg.interface.as_deref().unwrap_or_default();
-                let t = AfPacketTransport::open(me, iface, peers, check, max_frame)?;
-                let want = cfg.me().mac_addr();
-                if want != Some(t.mac()) {
-                    return Err(AfPacketError::MacMismatch {
-                        iface: iface.to_string(),
-                        actual: crate::wire::format_mac(&t.mac()),
-                        configured: cfg.me().mac.clone().unwrap_or_default(),
-                    }
-                    .into());
-                }
+                let t = AfPacketTransport::open(me, iface, mac_peers(cfg), check, max_frame)?;
+                check_own_mac(cfg, format!("interface {iface:?}"), t.mac())?;
                 Transport::AfPacket(t)
             }
             #[cfg(feature = "dpdk")]
             TransportKind::Dpdk => {
-                let peers = cfg
-                    .members
-                    .iter()
-                    .filter_map(|m| Some((m.id, m.mac_addr()?)))
-                    .collect();
                 let dcfg = cfg
                     .dpdk
                     .as_ref()
                     .ok_or_else(|| TransportError::Dpdk("the config has no dpdk section".into()))?;
-                let t = dpdk::DpdkTransport::open(me, dcfg, peers, check, max_frame)
+                let t = dpdk::DpdkTransport::open(me, dcfg, mac_peers(cfg), check, max_frame)
                     .map_err(|e| TransportError::Dpdk(e.to_string()))?;
-                if cfg.me().mac_addr() != Some(t.mac()) {
-                    return Err(TransportError::Dpdk(format!(
-                        "port {} has MAC {}, but this node's members[].mac says {}",
-                        dcfg.port,
-                        crate::wire::format_mac(&t.mac()),
-                        cfg.me().mac.clone().unwrap_or_default()
-                    )));
-                }
+                check_own_mac(cfg, format!("DPDK port {}", dcfg.port), t.mac())?;
                 Transport::Dpdk(Box::new(t))
             }
             #[cfg(not(feature = "dpdk"))]

@@ -3,7 +3,7 @@
 
 use super::{FrameCheck, TransportStats};
 use crate::protocol::{Envelope, Message, NodeId};
-use crate::wire::{self, EncodeError, FrameHeader};
+use crate::wire::EncodeError;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -47,7 +47,18 @@ impl UdpTransport {
         max_frame: usize,
     ) -> Result<Self, UdpError> {
         let socket = UdpSocket::bind(addr).map_err(|source| UdpError::Bind { addr, source })?;
-        Ok(UdpTransport {
+        Ok(Self::on_socket(socket, me, check, max_frame, peers))
+    }
+
+    /// A transport on `socket` with fresh buffers and counters.
+    fn on_socket(
+        socket: UdpSocket,
+        me: NodeId,
+        check: FrameCheck,
+        max_frame: usize,
+        peers: HashMap<NodeId, SocketAddr>,
+    ) -> Self {
+        UdpTransport {
             socket,
             me,
             check,
@@ -57,23 +68,20 @@ impl UdpTransport {
             inbuf: vec![0; 65536],
             mode: None,
             stats: TransportStats::default(),
-        })
+        }
     }
 
     /// A second handle on the same socket with its own counters and buffers, so one thread
     /// can receive while another sends.
     pub fn try_clone(&self) -> Result<Self, UdpError> {
-        Ok(UdpTransport {
-            socket: self.socket.try_clone().map_err(UdpError::Socket)?,
-            me: self.me,
-            check: self.check.clone(),
-            max_frame: self.max_frame,
-            peers: self.peers.clone(),
-            out: Vec::with_capacity(self.max_frame),
-            inbuf: vec![0; 65536],
-            mode: None,
-            stats: TransportStats::default(),
-        })
+        let socket = self.socket.try_clone().map_err(UdpError::Socket)?;
+        Ok(Self::on_socket(
+            socket,
+            self.me,
+            self.check.clone(),
+            self.max_frame,
+            self.peers.clone(),
+        ))
     }
 
     /// Sends one message. A message that does not fit a frame is an error (a bug upstream);
@@ -83,16 +91,17 @@ impl UdpTransport {
             self.stats.send_errors += 1;
             return Ok(());
         };
-        let header = FrameHeader {
-            dst: [0; 6],
-            src: [0; 6],
-            cluster: self.check.cluster,
-            sender: self.me,
-        };
-        let limit = self.check.encode_limit(self.max_frame);
-        wire::encode(&header, &env.msg, limit, &mut self.out)
+        // UDP does the addressing: the Ethernet addresses stay zero.
+        self.check
+            .encode(
+                [0; 6],
+                [0; 6],
+                self.me,
+                &env.msg,
+                self.max_frame,
+                &mut self.out,
+            )
             .map_err(|source| UdpError::Encode { to: env.to, source })?;
-        self.check.seal(&mut self.out);
         match self.socket.send_to(&self.out, addr) {
             Ok(_) => self.stats.sent += 1,
             Err(_) => self.stats.send_errors += 1,

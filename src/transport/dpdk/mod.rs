@@ -241,6 +241,7 @@ pub struct DpdkTransport {
     max_frame: usize,
     peers: std::collections::HashMap<crate::protocol::NodeId, [u8; 6]>,
     tx: Vec<Vec<u8>>,
+    queued: usize,
     inbox: std::collections::VecDeque<(crate::protocol::NodeId, crate::protocol::Message)>,
     pub stats: super::TransportStats,
 }
@@ -261,6 +262,7 @@ impl DpdkTransport {
             max_frame,
             peers,
             tx: Vec::new(),
+            queued: 0,
             inbox: std::collections::VecDeque::new(),
             stats: super::TransportStats::default(),
         })
@@ -279,22 +281,15 @@ impl DpdkTransport {
             self.stats.send_errors += 1;
             return Ok(());
         };
-        let header = crate::wire::FrameHeader {
-            dst,
-            src: self.dpdk.mac(),
-            cluster: self.check.cluster,
-            sender: self.me,
-        };
-        let mut frame = Vec::with_capacity(self.max_frame);
-        crate::wire::encode(
-            &header,
-            &env.msg,
-            self.check.encode_limit(self.max_frame),
-            &mut frame,
-        )?;
-        self.check.seal(&mut frame);
-        self.tx.push(frame);
-        if self.tx.len() >= BURST {
+        // Frame buffers are kept across flushes: tx[..queued] wait, the rest are spare.
+        if self.queued == self.tx.len() {
+            self.tx.push(Vec::with_capacity(self.max_frame));
+        }
+        let buf = &mut self.tx[self.queued];
+        self.check
+            .encode(dst, self.dpdk.mac(), self.me, &env.msg, self.max_frame, buf)?;
+        self.queued += 1;
+        if self.queued >= BURST {
             self.flush();
         }
         Ok(())
@@ -302,13 +297,13 @@ impl DpdkTransport {
 
     /// Bursts every queued frame out; a frame the port does not take is counted as lost.
     pub fn flush(&mut self) {
-        for chunk in self.tx.chunks(BURST) {
+        for chunk in self.tx[..self.queued].chunks(BURST) {
             let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
             let sent = self.dpdk.send(&refs);
             self.stats.sent += sent as u64;
             self.stats.send_errors += (chunk.len() - sent) as u64;
         }
-        self.tx.clear();
+        self.queued = 0;
     }
 
     /// Polls the port up to `timeout` (zero: one poll) for a frame from a member. Between
@@ -339,17 +334,7 @@ impl DpdkTransport {
                     return;
                 }
                 stats.received += 1;
-                let Some(frame) = check.accept(raw, stats) else {
-                    return;
-                };
-                let h = &frame.header;
-                if h.dst != mac {
-                    stats.dropped_not_for_us += 1;
-                } else if peers.get(&h.sender) != Some(&h.src) {
-                    stats.dropped_non_member += 1;
-                } else {
-                    inbox.push_back((h.sender, frame.msg));
-                }
+                inbox.extend(check.accept_ethernet(raw, mac, peers, stats));
             });
             if !self.inbox.is_empty() {
                 continue;
