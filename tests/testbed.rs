@@ -462,7 +462,9 @@ fn staged_replicas_through_a_leader_partition() {
 }
 
 /// A DPDK acceptor (net_af_packet virtual device on its veth) in a cluster of AF_PACKET
-/// nodes: the same frames on both data planes. Needs a build with `--features dpdk`.
+/// nodes: the same frames on both data planes. Every node runs the staged pipeline, so the
+/// DPDK acceptor's RX and TX stages use the port's two queues from their own threads. Needs a
+/// build with `--features dpdk`.
 #[cfg(feature = "dpdk")]
 #[test]
 fn a_dpdk_acceptor_among_af_packet_nodes() {
@@ -474,6 +476,7 @@ fn a_dpdk_acceptor_among_af_packet_nodes() {
         Nodes::Layout(LayoutSpec {
             layout: Layout::Roles,
             dpdk_nodes: vec![12],
+            stages: ethpaxos::config::Stages::Staged,
             ..LayoutSpec::default()
         }),
     );

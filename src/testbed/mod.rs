@@ -283,21 +283,8 @@ fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>) -> Vec<NodeConfi
                 },
                 interface: Some("eth0".into()),
                 dpdk: on_dpdk.then(|| crate::config::DpdkConfig {
-                    eal_args: [
-                        "--no-huge",
-                        "-m",
-                        "256",
-                        "--no-shconf",
-                        "--no-pci",
-                        "--no-telemetry",
-                        "--log-level=error",
-                        "--vdev=net_af_packet0,iface=eth0,framecnt=16384",
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                    port: 0,
-                    descriptors: 1024,
+                    vdevs: vec!["net_af_packet0,iface=eth0,framecnt=16384".into()],
+                    ..Default::default()
                 }),
                 auth_key_file: key_file.clone(),
                 members: members.clone(),

@@ -270,10 +270,7 @@ impl Transport {
             Transport::Udp(t) => Transport::Udp(t.try_clone()?),
             Transport::AfPacket(t) => Transport::AfPacket(t.try_clone()?),
             #[cfg(feature = "dpdk")]
-            Transport::Dpdk(_) => return Err(TransportError::Dpdk(
-                "the staged pipeline does not run on DPDK yet (one port queue); use stages: single"
-                    .into(),
-            )),
+            Transport::Dpdk(t) => Transport::Dpdk(Box::new(t.try_clone())),
         })
     }
 

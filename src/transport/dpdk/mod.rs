@@ -1,241 +1,14 @@
-//! DPDK (cargo feature `dpdk`): the Environment Abstraction Layer, one port, and burst I/O of
-//! our frames through the C shim in shim.c. This is the binding and its lifecycle; the
-//! node's transport on top of it is the DPDK issue's next step.
+//! DPDK (cargo feature `dpdk`): the node transport over a DPDK port (eal.rs is the binding).
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::sync::atomic::{AtomicBool, Ordering};
+mod eal;
 
-extern "C" {
-    fn epx_eal_init(argc: c_int, argv: *mut *mut c_char) -> c_int;
-    fn epx_eal_cleanup() -> c_int;
-    fn epx_errno() -> c_int;
-    fn epx_runtime_dir() -> *const c_char;
-    fn epx_strerror(e: c_int) -> *const c_char;
-    fn epx_port_count() -> u16;
-    fn epx_pool_create(name: *const c_char, n: u32, data_room: u16) -> *mut c_void;
-    fn epx_pool_free(pool: *mut c_void);
-    fn epx_port_setup(
-        port: u16,
-        pool: *mut c_void,
-        rxd: u16,
-        txd: u16,
-        step: *mut *const c_char,
-    ) -> c_int;
-    fn epx_port_close(port: u16);
-    fn epx_port_mac(port: u16, out: *mut u8) -> c_int;
-    fn epx_tx(
-        port: u16,
-        pool: *mut c_void,
-        frames: *const *const u8,
-        lens: *const u16,
-        n: u16,
-    ) -> u16;
-    fn epx_rx(
-        port: u16,
-        bufs: *mut *mut c_void,
-        ptrs: *mut *const u8,
-        lens: *mut u16,
-        n: u16,
-    ) -> u16;
-    fn epx_free_bulk(bufs: *mut *mut c_void, n: u16);
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DpdkError {
-    #[error("DPDK's EAL is already initialised in this process (it can be, once)")]
-    AlreadyInitialised,
-    #[error("EAL init failed with arguments {args:?}: {why} (root? hugepages, or --no-huge?)")]
-    Eal { args: Vec<String>, why: String },
-    #[error("EAL found no port: a --vdev failed or no PCI device is bound (EAL arguments {0:?})")]
-    NoPort(Vec<String>),
-    #[error("port {port} does not exist (EAL found {count})")]
-    BadPort { port: u16, count: u16 },
-    #[error("cannot create the mbuf pool: {0}")]
-    Pool(String),
-    #[error("port {port}: {step} failed: {why}")]
-    Port {
-        port: u16,
-        step: String,
-        why: String,
-    },
-    #[error("an EAL argument holds a NUL byte: {0:?}")]
-    Argument(String),
-}
-
-fn strerror(e: c_int) -> String {
-    // SAFETY: rte_strerror returns a pointer to a static or thread-local NUL-terminated string.
-    unsafe { CStr::from_ptr(epx_strerror(e.abs())) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-static EAL_UP: AtomicBool = AtomicBool::new(false);
-
-/// DPDK initialised with one port started; dropping it stops the port, frees the pool and
-/// cleans EAL up (its hugepages and runtime files).
-pub struct Dpdk {
-    port: u16,
-    pool: *mut c_void,
-    mac: [u8; 6],
-    /// EAL's runtime directory (/var/run/dpdk/<prefix>), removed at the end if EAL left it
-    /// empty.
-    runtime_dir: std::path::PathBuf,
-}
-
-// SAFETY: the pool and port are used only through &mut self (one thread at a time); DPDK's
-// mempool and a single queue pair are safe to use from whichever thread holds them.
-unsafe impl Send for Dpdk {}
-
-/// Frames per burst (the shim's limit).
-pub const BURST: usize = 64;
-
-impl Dpdk {
-    /// Initialises EAL with `args` (as on a DPDK command line, without the program name) and
-    /// starts `port` with one RX and one TX queue of `descriptors` entries.
-    pub fn init(args: &[String], port: u16, descriptors: u16) -> Result<Dpdk, DpdkError> {
-        if EAL_UP.swap(true, Ordering::SeqCst) {
-            return Err(DpdkError::AlreadyInitialised);
-        }
-        let mut owned = vec![CString::new("ethpaxos").expect("no NUL")];
-        for a in args {
-            owned.push(CString::new(a.as_str()).map_err(|_| DpdkError::Argument(a.clone()))?);
-        }
-        let mut argv: Vec<*mut c_char> = owned.iter().map(|c| c.as_ptr() as *mut c_char).collect();
-        // SAFETY: argv holds argc valid NUL-terminated strings that outlive the call (EAL may
-        // permute the pointers, not the strings).
-        let rc = unsafe { epx_eal_init(argv.len() as c_int, argv.as_mut_ptr()) };
-        if rc < 0 {
-            // SAFETY: reads DPDK's per-thread errno.
-            let why = strerror(unsafe { epx_errno() });
-            return Err(DpdkError::Eal {
-                args: args.to_vec(),
-                why,
-            });
-        }
-        let fail = |e: DpdkError| {
-            // SAFETY: EAL was initialised above and nothing else uses it yet.
-            unsafe { epx_eal_cleanup() };
-            Err(e)
-        };
-        // SAFETY: EAL is initialised.
-        let count = unsafe { epx_port_count() };
-        if count == 0 {
-            return fail(DpdkError::NoPort(args.to_vec()));
-        }
-        if port >= count {
-            return fail(DpdkError::BadPort { port, count });
-        }
-        let name = CString::new(format!("epx_pool_{port}")).expect("no NUL");
-        // SAFETY: EAL is initialised; the name is a valid C string. 10240-byte buffers hold
-        // jumbo frames in one segment.
-        let pool = unsafe { epx_pool_create(name.as_ptr(), 8191, 10240 + 128) };
-        if pool.is_null() {
-            // SAFETY: reads DPDK's per-thread errno.
-            return fail(DpdkError::Pool(strerror(unsafe { epx_errno() })));
-        }
-        let mut step: *const c_char = std::ptr::null();
-        // SAFETY: port < count, pool is a live mempool, step is a valid out pointer.
-        let rc = unsafe { epx_port_setup(port, pool, descriptors, descriptors, &mut step) };
-        if rc < 0 {
-            let step = if step.is_null() {
-                "setup".to_string()
-            } else {
-                // SAFETY: the shim points step at a string literal.
-                unsafe { CStr::from_ptr(step) }
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            // SAFETY: the pool was created above and no port uses it.
-            unsafe { epx_pool_free(pool) };
-            return fail(DpdkError::Port {
-                port,
-                step,
-                why: strerror(rc),
-            });
-        }
-        let mut mac = [0u8; 6];
-        // SAFETY: mac has room for the 6 bytes the shim writes.
-        unsafe { epx_port_mac(port, mac.as_mut_ptr()) };
-        // SAFETY: EAL is initialised; it returns a NUL-terminated path it owns.
-        let runtime_dir = unsafe { CStr::from_ptr(epx_runtime_dir()) }
-            .to_string_lossy()
-            .into_owned()
-            .into();
-        Ok(Dpdk {
-            port,
-            pool,
-            mac,
-            runtime_dir,
-        })
-    }
-
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
-    }
-
-    /// Sends up to `BURST` frames; returns how many the port took (the rest are not sent).
-    pub fn send(&mut self, frames: &[&[u8]]) -> usize {
-        let n = frames.len().min(BURST);
-        let ptrs: Vec<*const u8> = frames[..n].iter().map(|f| f.as_ptr()).collect();
-        let lens: Vec<u16> = frames[..n]
-            .iter()
-            .map(|f| f.len().min(u16::MAX as usize) as u16)
-            .collect();
-        // SAFETY: ptrs/lens describe n live buffers; the shim copies them into mbufs before
-        // returning and frees every mbuf the port did not take.
-        unsafe { epx_tx(self.port, self.pool, ptrs.as_ptr(), lens.as_ptr(), n as u16) as usize }
-    }
-
-    /// Receives up to `BURST` frames, hands each to `f`, then frees their mbufs.
-    pub fn recv(&mut self, mut f: impl FnMut(&[u8])) -> usize {
-        let mut bufs = [std::ptr::null_mut::<c_void>(); BURST];
-        let mut ptrs = [std::ptr::null::<u8>(); BURST];
-        let mut lens = [0u16; BURST];
-        // SAFETY: the three arrays have room for BURST entries.
-        let got = unsafe {
-            epx_rx(
-                self.port,
-                bufs.as_mut_ptr(),
-                ptrs.as_mut_ptr(),
-                lens.as_mut_ptr(),
-                BURST as u16,
-            )
-        } as usize;
-        for k in 0..got {
-            // SAFETY: each (ptr, len) is the data of a received mbuf that stays alive until
-            // the free below.
-            f(unsafe { std::slice::from_raw_parts(ptrs[k], lens[k] as usize) });
-        }
-        if got > 0 {
-            // SAFETY: bufs holds `got` mbufs from this burst, each freed exactly once.
-            unsafe { epx_free_bulk(bufs.as_mut_ptr(), got as u16) };
-        }
-        got
-    }
-}
-
-impl Drop for Dpdk {
-    fn drop(&mut self) {
-        // SAFETY: the port was started by init and the pool is no longer used after it stops;
-        // EAL cleanup releases hugepages and runtime files.
-        unsafe {
-            epx_port_close(self.port);
-            epx_pool_free(self.pool);
-            epx_eal_cleanup();
-        }
-        // EAL removes its files but leaves the directories; remove_dir only takes empty ones
-        // (the telemetry socket goes only at exit: run EAL with --no-telemetry).
-        let _ = std::fs::remove_dir(&self.runtime_dir);
-        if let Some(parent) = self.runtime_dir.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-        EAL_UP.store(false, Ordering::SeqCst);
-    }
-}
+pub use eal::{first_allowed_core, open_port, DpdkError, Eal, Pool, Port, BURST};
+use std::sync::Arc;
 
 /// The node transport over a DPDK port: the same frames, checks and counters as AF_PACKET.
 pub struct DpdkTransport {
-    dpdk: Dpdk,
+    port: Arc<Port>,
+    burst: usize,
     me: crate::protocol::NodeId,
     check: super::FrameCheck,
     max_frame: usize,
@@ -254,9 +27,9 @@ impl DpdkTransport {
         check: super::FrameCheck,
         max_frame: usize,
     ) -> Result<Self, DpdkError> {
-        let dpdk = Dpdk::init(&cfg.eal_args, cfg.port, cfg.descriptors)?;
         Ok(DpdkTransport {
-            dpdk,
+            port: open_port(cfg)?,
+            burst: cfg.burst as usize,
             me,
             check,
             max_frame,
@@ -269,7 +42,24 @@ impl DpdkTransport {
     }
 
     pub fn mac(&self) -> [u8; 6] {
-        self.dpdk.mac()
+        self.port.mac()
+    }
+
+    /// Another handle on the same port, with its own counters and buffers: the pipeline's RX
+    /// stage receives on one while its TX stage sends on another.
+    pub fn try_clone(&self) -> DpdkTransport {
+        DpdkTransport {
+            port: self.port.clone(),
+            burst: self.burst,
+            me: self.me,
+            check: self.check.clone(),
+            max_frame: self.max_frame,
+            peers: self.peers.clone(),
+            tx: Vec::new(),
+            queued: 0,
+            inbox: std::collections::VecDeque::new(),
+            stats: super::TransportStats::default(),
+        }
     }
 
     /// Queues one message for the next `flush`.
@@ -287,9 +77,9 @@ impl DpdkTransport {
         }
         let buf = &mut self.tx[self.queued];
         self.check
-            .encode(dst, self.dpdk.mac(), self.me, &env.msg, self.max_frame, buf)?;
+            .encode(dst, self.port.mac(), self.me, &env.msg, self.max_frame, buf)?;
         self.queued += 1;
-        if self.queued >= BURST {
+        if self.queued >= self.burst {
             self.flush();
         }
         Ok(())
@@ -297,9 +87,12 @@ impl DpdkTransport {
 
     /// Bursts every queued frame out; a frame the port does not take is counted as lost.
     pub fn flush(&mut self) {
-        for chunk in self.tx[..self.queued].chunks(BURST) {
-            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-            let sent = self.dpdk.send(&refs);
+        for chunk in self.tx[..self.queued].chunks(self.burst) {
+            let mut refs: [&[u8]; BURST] = [&[]; BURST];
+            for (r, f) in refs.iter_mut().zip(chunk) {
+                *r = f.as_slice();
+            }
+            let sent = self.port.send(&refs[..chunk.len()]);
             self.stats.sent += sent as u64;
             self.stats.send_errors += (chunk.len() - sent) as u64;
         }
@@ -318,14 +111,15 @@ impl DpdkTransport {
             if let Some(m) = self.inbox.pop_front() {
                 return Some(m);
             }
-            let (mac, check, peers, stats, inbox) = (
-                self.dpdk.mac(),
+            let (mac, burst, check, peers, stats, inbox) = (
+                self.port.mac(),
+                self.burst,
                 &self.check,
                 &self.peers,
                 &mut self.stats,
                 &mut self.inbox,
             );
-            self.dpdk.recv(|raw| {
+            self.port.recv(burst, |raw| {
                 // Our own frames, and other EtherTypes (a port sees all of the link's
                 // traffic, IPv6 neighbour discovery included), are not ours to count.
                 if raw.len() >= 14

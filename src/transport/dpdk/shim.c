@@ -16,6 +16,23 @@ const char *epx_runtime_dir(void) { return rte_eal_get_runtime_dir(); }
 const char *epx_strerror(int e) { return rte_strerror(e); }
 uint16_t epx_port_count(void) { return rte_eth_dev_count_avail(); }
 
+/* Gives the calling thread an lcore id (and so a mempool cache) if it has none; returns 1 if
+ * it registered the thread, 0 if the thread had one, -1 on failure (rte_errno). */
+int epx_thread_register(void) {
+    if (rte_lcore_id() != LCORE_ID_ANY) return 0;
+    return rte_thread_register() == 0 ? 1 : -1;
+}
+void epx_thread_unregister(void) { rte_thread_unregister(); }
+
+/* 1: link up, 0: down, negative: errno. */
+int epx_link_up(uint16_t port) {
+    struct rte_eth_link link;
+    memset(&link, 0, sizeof link);
+    int rc = rte_eth_link_get_nowait(port, &link);
+    if (rc < 0) return rc;
+    return link.link_status == RTE_ETH_LINK_UP;
+}
+
 struct rte_mempool *epx_pool_create(const char *name, unsigned n, uint16_t data_room) {
     return rte_pktmbuf_pool_create(name, n, 256, 0, data_room, (int)rte_socket_id());
 }
