@@ -15,4 +15,6 @@ pub mod sim;
 pub mod storage;
 pub mod testbed;
 pub mod transport;
+#[cfg(feature = "dpdk")]
+pub mod vswitch;
 pub mod wire;

@@ -51,9 +51,18 @@ enum TestbedAction {
         /// Authenticate every frame with a fresh random key (written to --dir/frame.key).
         #[arg(long)]
         auth: bool,
-        /// afpacket (raw Ethernet) or udp (addresses 10.45.0.<id>).
+        /// afpacket (raw Ethernet), udp (addresses 10.45.0.<id>) or dpdk (raw Ethernet
+        /// through DPDK: net_af_packet on each veth, or with --virtio virtio_user ports of a
+        /// software switch; a build with --features dpdk).
         #[arg(long, default_value = "afpacket", value_parser = parse_transport)]
         transport: TransportKind,
+        /// These nodes run on DPDK, the others on --transport: a mixed cluster (e.g. 11,12).
+        #[arg(long, value_delimiter = ',')]
+        dpdk_nodes: Vec<u16>,
+        /// With --transport dpdk or --dpdk-nodes: attach DPDK nodes through virtio_user to vhost-user ports of
+        /// `ethpaxos vswitch`, as VMs would.
+        #[arg(long)]
+        virtio: bool,
         /// adaptive or busy.
         #[arg(long, default_value = "adaptive", value_parser = parse_polling)]
         polling: Polling,
@@ -114,6 +123,20 @@ enum Command {
         reorder: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// A software switch of DPDK vhost-user ports (the virtio path of a VM testbed): nodes
+    /// attach with a virtio_user device (`dpdk.vdevs: ["virtio_user0,path=SOCKET"]`). Learns
+    /// MACs, floods the unknown. Runs until SIGTERM; needs root and `--features dpdk`.
+    Vswitch {
+        /// A vhost-user socket to create, one per port (repeat the option).
+        #[arg(long = "socket", required = true)]
+        sockets: Vec<PathBuf>,
+        /// A kernel interface to bridge too (net_af_packet), e.g. a veth into a Linux bridge.
+        #[arg(long)]
+        uplink: Option<String>,
+        /// Poll without napping when idle (one core at 100%).
+        #[arg(long)]
+        busy: bool,
     },
     /// Submits values to a cluster and waits for each to be delivered: the values given, or
     /// one per line of standard input. The config must give this node the client and learner
@@ -224,6 +247,11 @@ fn main() -> Result<()> {
             timeout,
             values,
         } => submit(&config, timeout, values),
+        Command::Vswitch {
+            sockets,
+            uplink,
+            busy,
+        } => vswitch(sockets, uplink, busy),
         Command::Tail { socket, count } => tail(&socket, count),
         Command::CheckConfig { file } => {
             let cfg = NodeConfig::load(&file)?;
@@ -238,11 +266,15 @@ fn main() -> Result<()> {
                     cfg.interface.as_deref().unwrap_or_default(),
                     me.mac.as_deref().unwrap_or_default()
                 ),
-                TransportKind::Dpdk => format!(
-                    "dpdk port {} ({})",
-                    cfg.dpdk.as_ref().map_or(0, |d| d.port),
-                    me.mac.as_deref().unwrap_or_default()
-                ),
+                TransportKind::Dpdk => {
+                    let d = cfg.dpdk.clone().unwrap_or_default();
+                    format!(
+                        "dpdk port {} ({}), EAL arguments: {}",
+                        d.port,
+                        me.mac.as_deref().unwrap_or_default(),
+                        d.eal_command_line(0).join(" ")
+                    )
+                }
             };
             println!(
                 "{}: ok. node {} plays {:?} on {}; cluster {}: {} proposer(s), {} acceptors (quorum {}), {} learner(s)",
@@ -316,6 +348,26 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
             .context("cannot install the signal handler")?;
     }
     Ok(stop)
+}
+
+#[cfg(feature = "dpdk")]
+fn vswitch(sockets: Vec<PathBuf>, uplink: Option<String>, busy: bool) -> Result<()> {
+    let cfg = ethpaxos::vswitch::VswitchConfig {
+        sockets,
+        uplink,
+        busy,
+    };
+    let stop = stop_on_signals()?;
+    let stats = ethpaxos::vswitch::run(&cfg, &stop, || {
+        println!("vswitch ready: {} vhost-user port(s)", cfg.sockets.len());
+    })?;
+    println!("vswitch stopped: {stats:?}");
+    Ok(())
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn vswitch(_: Vec<PathBuf>, _: Option<String>, _: bool) -> Result<()> {
+    bail!("this build has no DPDK: build with `cargo build --release --features dpdk`")
 }
 
 fn run_node(path: &Path) -> Result<()> {
@@ -428,7 +480,12 @@ fn testbed(action: TestbedAction) -> Result<()> {
             transport,
             polling,
             stages,
+            dpdk_nodes,
+            virtio,
         } => {
+            if virtio && transport != TransportKind::Dpdk && dpdk_nodes.is_empty() {
+                bail!("--virtio attaches DPDK nodes: give --transport dpdk or --dpdk-nodes too");
+            }
             let nodes = match from {
                 Some(d) => testbed::Nodes::Configs(testbed::load_configs(&d)?),
                 None => testbed::Nodes::Layout(testbed::LayoutSpec {
@@ -442,7 +499,9 @@ fn testbed(action: TestbedAction) -> Result<()> {
                     transport,
                     polling,
                     stages,
-                    dpdk_nodes: Vec::new(),
+                    dpdk_nodes,
+                    virtio,
+                    dpdk_hugepages: false,
                 }),
             };
             let spec = testbed::Spec { name, dir, nodes };
@@ -459,6 +518,8 @@ fn testbed(action: TestbedAction) -> Result<()> {
             }
             if start {
                 let exe = std::env::current_exe().context("cannot find this executable")?;
+                // Left running: `testbed down` stops it with the nodes (it is in the hub).
+                let _vswitch = tb.start_vswitch(&exe)?;
                 for n in &tb.nodes {
                     tb.start(n.id, &exe)?;
                 }
@@ -632,7 +693,10 @@ fn parse_transport(s: &str) -> Result<TransportKind, String> {
     match s {
         "afpacket" => Ok(TransportKind::Afpacket),
         "udp" => Ok(TransportKind::Udp),
-        _ => Err(format!("unknown transport `{s}`; one of: afpacket, udp")),
+        "dpdk" => Ok(TransportKind::Dpdk),
+        _ => Err(format!(
+            "unknown transport `{s}`; one of: afpacket, udp, dpdk"
+        )),
     }
 }
 

@@ -52,6 +52,7 @@ fn the_example_configs_pass() {
         "config/loopback",
         "config/afpacket",
         "config/afpacket-replicas",
+        "config/dpdk",
     ];
     for path in dirs
         .iter()
@@ -200,6 +201,81 @@ fn bad_files_name_the_field() {
         (
             GOOD.replace("DATA", env!("CARGO_BIN_EXE_ethpaxos")),
             "not a directory",
+        ),
+    ] {
+        let (ok, text) = check(&bad);
+        assert!(!ok, "accepted a bad config:\n{bad}");
+        assert!(
+            text.contains(expect),
+            "error for {expect:?} does not name it:\n{text}"
+        );
+    }
+}
+
+const DPDK: &str = r#"
+node_id: 11
+transport: dpdk
+dpdk:
+  vdevs: ["net_af_packet0,iface=eth0,framecnt=16384"]
+  lcores: "1"
+members:
+  - {id: 1, roles: [proposer], mac: "02:00:00:00:00:01"}
+  - {id: 11, roles: [acceptor], mac: "02:00:00:00:00:0b"}
+  - {id: 12, roles: [acceptor], mac: "02:00:00:00:00:0c"}
+  - {id: 13, roles: [acceptor], mac: "02:00:00:00:00:0d"}
+  - {id: 21, roles: [learner], mac: "02:00:00:00:00:15"}
+storage: {fsync_policy: sync, path: "DATA"}
+"#;
+
+#[test]
+fn a_dpdk_file_passes_with_its_eal_arguments_and_bad_fields_are_named() {
+    let (ok, text) = check(DPDK);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "-l 1 -m 256 --no-huge --no-shconf --no-telemetry --log-level=error --no-pci \
+             --vdev=net_af_packet0,iface=eth0,framecnt=16384"
+        ),
+        "{text}"
+    );
+    let real_nic = DPDK.replace(
+        "vdevs: [\"net_af_packet0,iface=eth0,framecnt=16384\"]",
+        "pci: [\"0000:03:00.0\"]\n  hugepages: true",
+    );
+    let (ok, text) = check(&real_nic);
+    assert!(
+        ok && text.contains("--in-memory") && text.contains("-a 0000:03:00.0"),
+        "{text}"
+    );
+    for (bad, expect) in [
+        (
+            DPDK.replace(
+                "  vdevs: [\"net_af_packet0,iface=eth0,framecnt=16384\"]\n",
+                "",
+            ),
+            "dpdk.vdevs",
+        ),
+        (DPDK.replace("  lcores: \"1\"", "  port: 1"), "dpdk.port"),
+        (DPDK.replace("  lcores: \"1\"", "  burst: 65"), "dpdk.burst"),
+        (
+            DPDK.replace("  lcores: \"1\"", "  memory_mb: 64"),
+            "dpdk.memory_mb",
+        ),
+        (
+            DPDK.replace("  lcores: \"1\"", "  rx_descriptors: 0"),
+            "dpdk.rx_descriptors",
+        ),
+        (
+            DPDK.replace("  lcores: \"1\"", "  eal_args: [--no-huge]"),
+            "dpdk.eal_args",
+        ),
+        (DPDK.replace("  lcores: \"1\"", "  colour: blue"), "colour"),
+        (
+            DPDK.replace(
+                "dpdk:\n  vdevs: [\"net_af_packet0,iface=eth0,framecnt=16384\"]\n  lcores: \"1\"\n",
+                "",
+            ),
+            "dpdk",
         ),
     ] {
         let (ok, text) = check(&bad);

@@ -65,6 +65,8 @@ fn can_run() -> bool {
 struct Bed {
     tb: Testbed,
     children: HashMap<u16, Child>,
+    /// The software switch of virtio_user nodes (stopped with the hub by `testbed::down`).
+    vswitch: Option<Child>,
 }
 
 impl Drop for Bed {
@@ -74,6 +76,10 @@ impl Drop for Bed {
             let _ = c.wait();
         }
         let _ = testbed::down(&self.tb.name);
+        // down() stopped it with the hub; reap it.
+        if let Some(v) = &mut self.vswitch {
+            let _ = v.wait();
+        }
         if std::env::var_os("ETHPAXOS_KEEP_TEST_DIRS").is_none() {
             let _ = std::fs::remove_dir_all(&self.tb.dir);
         }
@@ -101,9 +107,13 @@ impl Bed {
             nodes,
         };
         let tb = testbed::up(&spec).expect("testbed up");
+        let vswitch = tb
+            .start_vswitch(env!("CARGO_BIN_EXE_ethpaxos").as_ref())
+            .expect("the software switch starts");
         let mut bed = Bed {
             tb,
             children: HashMap::new(),
+            vswitch,
         };
         let ids: Vec<u16> = bed.tb.nodes.iter().map(|n| n.id).collect();
         for id in ids {
@@ -491,22 +501,127 @@ fn a_dpdk_acceptor_among_af_packet_nodes() {
     );
 }
 
-/// Every node on DPDK (net_af_packet virtual devices on their veths), through a leader
-/// partition. Needs a build with `--features dpdk`.
+/// Huge pages reserved for a test, given back (to the count before) when dropped.
+#[cfg(feature = "dpdk")]
+struct Hugepages {
+    before: String,
+}
+
+#[cfg(feature = "dpdk")]
+const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+#[cfg(feature = "dpdk")]
+impl Hugepages {
+    fn reserve(more: u64) -> Hugepages {
+        let before = std::fs::read_to_string(NR_HUGEPAGES).unwrap();
+        let want = before.trim().parse::<u64>().unwrap() + more;
+        std::fs::write(NR_HUGEPAGES, want.to_string()).unwrap();
+        assert!(Self::free() >= more, "could not reserve {more} huge pages");
+        Hugepages { before }
+    }
+
+    fn free() -> u64 {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let line = meminfo
+            .lines()
+            .find(|l| l.starts_with("HugePages_Free:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+#[cfg(feature = "dpdk")]
+impl Drop for Hugepages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(NR_HUGEPAGES, self.before.trim());
+    }
+}
+
+/// Every node on DPDK (net_af_packet virtual devices on their veths), EAL's memory in huge
+/// pages, through a leader partition; once the nodes are gone every huge page is free again
+/// (--in-memory leaves no page files behind).
+/// Needs a build with `--features dpdk`.
 #[cfg(feature = "dpdk")]
 #[test]
-fn a_full_dpdk_cluster_through_a_leader_partition() {
+fn a_full_dpdk_cluster_on_huge_pages_through_a_leader_partition() {
     let Some(_slot) = testbed_slot() else {
         return;
     };
+    // 4 nodes x 128 MiB in 2 MiB pages, and some room.
+    let pages = Hugepages::reserve(300);
+    let free = Hugepages::free();
     let bed = Bed::up_with(
         "tbdpa",
         Nodes::Layout(LayoutSpec {
             dpdk_nodes: vec![1, 2, 3, testbed::CLIENT],
+            dpdk_hugepages: true,
             ..LayoutSpec::default()
         }),
     );
     bed.progress(2000, "at start");
+    assert!(Hugepages::free() < free, "the nodes took no huge pages");
     bed.partition_leader_then_heal();
+    bed.finish_and_check();
+    assert_eq!(
+        Hugepages::free(),
+        free,
+        "huge pages stayed taken after the nodes stopped"
+    );
+    drop(pages);
+}
+
+/// The six example configs of config/dpdk (every node on DPDK, net_af_packet on eth0) run in
+/// the testbed as an operator wrote them. Needs a build with `--features dpdk`.
+#[cfg(feature = "dpdk")]
+#[test]
+fn the_dpdk_example_configs_run_in_the_testbed() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dpdk");
+    let configs = testbed::load_configs(&dir).expect("the example configs load");
+    assert_eq!(configs.len(), 6, "1 proposer, 3 acceptors, 2 learners");
+    assert!(configs
+        .iter()
+        .all(|c| c.transport == ethpaxos::config::TransportKind::Dpdk));
+    let bed = Bed::up_with("tbdex", Nodes::Configs(configs));
+    bed.progress(3000, "at start");
+    bed.finish_and_check();
+}
+
+/// The virtio path a VM testbed uses: the acceptors and a learner on DPDK attach through
+/// virtio_user devices to vhost-user ports of `ethpaxos vswitch`, whose uplink joins the bridge
+/// the proposers and the client node (AF_PACKET) are on. Acceptor 12 is killed and restarted
+/// (its virtio_user device attaches again) while acceptor 11 is down, so every quorum needs
+/// it. Needs a build with `--features dpdk`.
+#[cfg(feature = "dpdk")]
+#[test]
+fn acceptors_on_virtio_user_through_a_vhost_user_switch() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    let mut bed = Bed::up_with(
+        "tbvio",
+        Nodes::Layout(LayoutSpec {
+            layout: Layout::Roles,
+            dpdk_nodes: vec![11, 12, 13, 21],
+            virtio: true,
+            ..LayoutSpec::default()
+        }),
+    );
+    bed.progress(2000, "at start");
+    bed.bounce(12, 1000, 1000);
+    bed.kill9(11);
+    bed.progress(1000, "with acceptor 11 down");
+    bed.start(11);
+    let vswitch = bed.vswitch.as_mut().expect("a switch started");
+    assert!(
+        vswitch.try_wait().unwrap().is_none(),
+        "the switch stopped: {}",
+        std::fs::read_to_string(bed.tb.dir.join("vswitch.log")).unwrap_or_default()
+    );
+    // The acceptors are reachable only through the switch: every value learner 21 and the
+    // client node deliver went through it.
     bed.finish_and_check();
 }

@@ -89,8 +89,14 @@ pub struct LayoutSpec {
     pub polling: Polling,
     pub stages: Stages,
     /// Nodes that run on DPDK instead (net_af_packet virtual device on their eth0): a
-    /// mixed cluster, the same frames on both.
+    /// mixed cluster, the same frames on both. `transport: dpdk` puts every node on DPDK.
     pub dpdk_nodes: Vec<u16>,
+    /// DPDK nodes attach through a virtio_user device to a vhost-user port of the testbed's
+    /// software switch (`ethpaxos vswitch`, bridged to the others), as a VM would, instead
+    /// of net_af_packet on their veth.
+    pub virtio: bool,
+    /// DPDK nodes take EAL's memory (128 MiB each) from huge pages, which must be reserved.
+    pub dpdk_hugepages: bool,
 }
 
 impl Default for LayoutSpec {
@@ -105,6 +111,8 @@ impl Default for LayoutSpec {
             polling: Polling::Adaptive,
             stages: Stages::Single,
             dpdk_nodes: Vec::new(),
+            virtio: false,
+            dpdk_hugepages: false,
         }
     }
 }
@@ -178,6 +186,72 @@ pub struct Testbed {
     pub dir: PathBuf,
     pub hub: String,
     pub nodes: Vec<TestbedNode>,
+    /// The vhost-user sockets of the software switch the virtio_user nodes attach to (none:
+    /// no switch). `start_vswitch` runs it; it must be up before those nodes start.
+    pub vswitch_sockets: Vec<PathBuf>,
+}
+
+/// Node `cfg`'s veth: `iface` in its namespace with its MAC (and UDP address), `hub_link` on
+/// the hub's bridge.
+fn veth(
+    ns: &str,
+    hub: &str,
+    iface: &str,
+    hub_link: &str,
+    cfg: &NodeConfig,
+) -> Result<(), TestbedError> {
+    let me = cfg.me();
+    let (id, mac) = (me.id, me.mac.clone().unwrap_or_default());
+    ip(
+        ns,
+        &[
+            "link", "add", iface, "address", &mac, "type", "veth", "peer", "name", hub_link,
+            "netns", hub,
+        ],
+    )?;
+    ip(ns, &["link", "set", iface, "up"])?;
+    if let (TransportKind::Udp, Some(addr)) = (cfg.transport, me.udp) {
+        ip(
+            ns,
+            &["addr", "add", &format!("{}/24", addr.ip()), "dev", iface],
+        )?;
+    }
+    ip(hub, &["link", "set", hub_link, "master", "br0", "up"])?;
+    // The interface must report the MAC the config names (the node checks it too).
+    let actual = run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "cat",
+        &format!("/sys/class/net/{iface}/address"),
+    ])?;
+    if crate::wire::parse_mac(actual.trim()) != me.mac_addr() {
+        return Err(TestbedError::Configs(format!(
+            "node {id}: {iface} has MAC {} instead of {mac}",
+            actual.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The switch's end of its uplink into the hub's bridge.
+const VSWITCH_UPLINK: &str = "vsw0";
+
+/// The vhost-user socket a node's virtio_user device attaches to, if it has one.
+fn virtio_socket(cfg: &NodeConfig) -> Option<PathBuf> {
+    if cfg.transport != TransportKind::Dpdk {
+        return None;
+    }
+    let vdev = cfg
+        .dpdk
+        .as_ref()?
+        .vdevs
+        .iter()
+        .find(|v| v.starts_with("virtio_user"))?;
+    vdev.split(',')
+        .find_map(|kv| kv.strip_prefix("path="))
+        .map(PathBuf::from)
 }
 
 fn run(args: &[&str]) -> Result<String, TestbedError> {
@@ -253,7 +327,7 @@ pub fn up(spec: &Spec) -> Result<Testbed, TestbedError> {
 
 /// The configs of a generated layout: on `eth0`, MACs 02:45:50:00:<id>, and for UDP the
 /// address 10.45.0.<id>, port 7400.
-fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>) -> Vec<NodeConfig> {
+fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) -> Vec<NodeConfig> {
     let udp = spec.transport == TransportKind::Udp;
     let members: Vec<Member> = spec
         .layout
@@ -273,17 +347,32 @@ fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>) -> Vec<NodeConfi
             if me.plays(Role::Acceptor) {
                 storage.fsync_policy = spec.policy;
             }
-            let on_dpdk = spec.dpdk_nodes.contains(&me.id);
+            let on_dpdk = spec.transport == TransportKind::Dpdk || spec.dpdk_nodes.contains(&me.id);
             NodeConfig {
                 node_id: me.id,
                 transport: if on_dpdk {
                     TransportKind::Dpdk
+                } else if spec.transport == TransportKind::Dpdk {
+                    TransportKind::Afpacket
                 } else {
                     spec.transport
                 },
                 interface: Some("eth0".into()),
                 dpdk: on_dpdk.then(|| crate::config::DpdkConfig {
-                    vdevs: vec!["net_af_packet0,iface=eth0,framecnt=16384".into()],
+                    vdevs: vec![if spec.virtio {
+                        format!(
+                            "virtio_user0,path={},queues=1,mac={}",
+                            dir.join("vswitch")
+                                .join(format!("{}.sock", me.id))
+                                .display(),
+                            me.mac.as_deref().unwrap_or_default()
+                        )
+                    } else {
+                        "net_af_packet0,iface=eth0,framecnt=16384".into()
+                    }],
+                    hugepages: spec.dpdk_hugepages,
+                    memory_mb: if spec.dpdk_hugepages { 128 } else { 256 },
+                    mempool_size: if spec.dpdk_hugepages { 4095 } else { 8191 },
                     ..Default::default()
                 }),
                 auth_key_file: key_file.clone(),
@@ -344,7 +433,7 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
             } else {
                 None
             };
-            layout_configs(layout, key_file)
+            layout_configs(layout, key_file, &spec.dir)
         }
         Nodes::Configs(c) => c.clone(),
     };
@@ -369,6 +458,30 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         &["link", "add", "br0", "type", "bridge", "stp_state", "0"],
     )?;
     ip(hub, &["link", "set", "br0", "up"])?;
+    let vswitch_sockets: Vec<PathBuf> = configs.iter().filter_map(virtio_socket).collect();
+    if !vswitch_sockets.is_empty() {
+        for s in &vswitch_sockets {
+            if let Some(d) = s.parent() {
+                std::fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
+            }
+        }
+        // The switch's uplink: a veth pair inside the hub, one end on the bridge.
+        ip(
+            hub,
+            &[
+                "link",
+                "add",
+                VSWITCH_UPLINK,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vsw1",
+            ],
+        )?;
+        ip(hub, &["link", "set", "vsw1", "master", "br0", "up"])?;
+        ip(hub, &["link", "set", VSWITCH_UPLINK, "up"])?;
+    }
     let mut nodes = Vec::new();
     for cfg in configs {
         let cfg = localize(cfg, &spec.dir);
@@ -379,37 +492,15 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         let iface = cfg.interface.clone().unwrap_or_else(|| "eth0".into());
         let mac = me.mac.clone().unwrap_or_default();
         run(&["ip", "netns", "add", &ns])?;
-        ip(
-            &ns,
-            &[
-                "link", "add", &iface, "address", &mac, "type", "veth", "peer", "name", &hub_link,
-                "netns", hub,
-            ],
-        )?;
         ip(&ns, &["link", "set", "lo", "up"])?;
-        ip(&ns, &["link", "set", &iface, "up"])?;
-        if let (TransportKind::Udp, Some(addr)) = (cfg.transport, me.udp) {
-            ip(
-                &ns,
-                &["addr", "add", &format!("{}/24", addr.ip()), "dev", &iface],
-            )?;
-        }
-        ip(hub, &["link", "set", &hub_link, "master", "br0", "up"])?;
-        // The interface must report the MAC the config names (the node checks it too).
-        let actual = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "cat",
-            &format!("/sys/class/net/{iface}/address"),
-        ])?;
-        if crate::wire::parse_mac(actual.trim()) != me.mac_addr() {
-            return Err(TestbedError::Configs(format!(
-                "node {id}: {iface} has MAC {} instead of {mac}",
-                actual.trim()
-            )));
-        }
+        // A node on virtio_user reaches the others through the switch: a veth with its MAC
+        // on the bridge as well would draw its frames away (the kernel sends from it).
+        let hub_link = if virtio_socket(&cfg).is_some() {
+            String::new()
+        } else {
+            veth(&ns, hub, &iface, &hub_link, &cfg)?;
+            hub_link
+        };
         let path = spec.dir.join(format!("node-{id}.yaml"));
         let yaml = serde_yaml_ng::to_string(&cfg)
             .map_err(|e| TestbedError::Configs(format!("node {id}: {e}")))?;
@@ -429,6 +520,7 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         dir: spec.dir.clone(),
         hub: hub.to_string(),
         nodes,
+        vswitch_sockets,
     })
 }
 
@@ -468,9 +560,59 @@ impl Testbed {
             })
     }
 
+    /// Starts the software switch in the hub namespace (log in `vswitch.log`) and waits, up
+    /// to 20 s, for its vhost-user sockets. Nothing to do without virtio_user nodes.
+    pub fn start_vswitch(&self, exe: &Path) -> Result<Option<Child>, TestbedError> {
+        if self.vswitch_sockets.is_empty() {
+            return Ok(None);
+        }
+        let log_path = self.dir.join("vswitch.log");
+        let log = std::fs::File::create(&log_path)
+            .map_err(io(format!("cannot open {}", log_path.display())))?;
+        let err = log
+            .try_clone()
+            .map_err(io(format!("cannot open {}", log_path.display())))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hub])
+            .arg(exe)
+            .arg("vswitch")
+            .args(["--uplink", VSWITCH_UPLINK]);
+        for s in &self.vswitch_sockets {
+            let _ = std::fs::remove_file(s);
+            cmd.arg("--socket").arg(s);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| TestbedError::Spawn {
+                cmd: format!("ip netns exec {} {} vswitch", self.hub, exe.display()),
+                source,
+            })?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.vswitch_sockets.iter().all(|s| s.exists()) {
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(TestbedError::Command {
+                    cmd: "ethpaxos vswitch".into(),
+                    stderr: std::fs::read_to_string(&log_path).unwrap_or_default(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Some(child))
+    }
+
     /// Sets node `id`'s link on the hub side down or up (a partition of that node).
     pub fn link(&self, id: u16, up: bool) -> Result<(), TestbedError> {
         let node = self.node(id).expect("a testbed node");
+        if node.hub_link.is_empty() {
+            return Err(TestbedError::Configs(format!(
+                "node {id} attaches through the software switch: it has no link to cut"
+            )));
+        }
         let state = if up { "up" } else { "down" };
         ip(&self.hub, &["link", "set", &node.hub_link, state]).map(drop)
     }
