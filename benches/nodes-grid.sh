@@ -6,12 +6,16 @@
 # at the client node), and the client node's p50/p99 submit-to-delivery latency.
 # Usage: benches/nodes-grid.sh [OUTSTANDING] [RUN_SECONDS]     (defaults: 1, 5)
 # Environment: TRANSPORTS, POLLINGS, POLICIES, CLIENTS, STAGES narrow or widen the grid.
+# Transports: afpacket, udp, dpdk (net_af_packet on each veth), dpdk-virtio (virtio_user
+# ports of `ethpaxos vswitch`); the dpdk ones build with --features dpdk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-1}
 run=${2:-5}
 warm=2
-cargo build --release --quiet
+features=()
+case " ${TRANSPORTS:-} " in *" dpdk"*) features=(--features dpdk) ;; esac
+cargo build --release --quiet "${features[@]}"
 bin=$PWD/target/release/ethpaxos
 dir=$(mktemp -d /tmp/ethpaxos-nodes-grid.XXXXXX)
 trap '"$bin" testbed down --name bench >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
@@ -21,7 +25,11 @@ for transport in ${TRANSPORTS:-afpacket udp}; do for stages in ${STAGES:-single}
 for polling in ${POLLINGS:-adaptive busy}; do for policy in ${POLICIES:-none async sync}; do
   for clients in ${CLIENTS:-1 4 16 64 256}; do
     rm -rf "$dir"/*
-    "$bin" testbed up --name bench --dir "$dir" --transport "$transport" --polling "$polling" \
+    case $transport in
+      dpdk-virtio) how=(--transport dpdk --virtio) ;;
+      *) how=(--transport "$transport") ;;
+    esac
+    "$bin" testbed up --name bench --dir "$dir" "${how[@]}" --polling "$polling" \
       --policy "$policy" --clients "$clients" --outstanding "$out" --stages "$stages" \
       --start >/dev/null
     sleep "$warm"
