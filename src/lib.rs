@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod pipeline;
 pub mod protocol;

@@ -277,7 +277,10 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             // The group commit: everything the burst changed, in one batch, before any of
             // the burst's replies leave.
             let flush = |now: Duration, out: &mut Actions| {
-                let committed = stage.commit(now, &out.persist).map_err(|e| e.to_string())?;
+                let committed = stage
+                    .commit(now, &out.persist)
+                    .map_err(|e| e.to_string())?
+                    .changes;
                 if committed > 0 {
                     shared.commits.fetch_add(1, Ordering::Relaxed);
                     shared

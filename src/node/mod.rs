@@ -7,6 +7,7 @@
 
 use crate::app::{stream_line, AppLink, DeliveredValue, StreamServer};
 use crate::config::{NodeConfig, Polling, Role, Stages};
+use crate::metrics::{Metrics, Recorder};
 use crate::protocol::{
     Acceptor, Actions, Change, Client, Envelope, Event, Learner, Message, NodeId, Proposer,
 };
@@ -18,6 +19,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,8 @@ pub enum NodeError {
     Transport(#[from] TransportError),
     #[error("acceptor storage: {0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -80,6 +84,32 @@ pub(crate) fn report_event(id: NodeId, e: &Event) {
     }
 }
 
+/// A proposer's counts and gauges into a recorder (not yet published).
+pub(crate) fn proposer_metrics(p: &mut Proposer, m: &mut Recorder) {
+    for d in p.take_phase2() {
+        m.phase2(d);
+    }
+    let pc = p.counters();
+    let c = &mut m.counters;
+    c.instances_opened = pc.instances_opened;
+    c.instances_decided = pc.instances_decided;
+    c.retransmissions = pc.retransmissions;
+    c.leader_changes = pc.leader_changes;
+    let g = &mut c.gauges;
+    g.proposer_ballot = Some(p.highest_ballot().round as u64);
+    g.leader = Some(p.known_leader().map_or(0, u64::from));
+    g.is_leader = Some(p.is_leader());
+    g.proposer_decided = Some(p.decided_below());
+    g.in_flight = Some(p.open_instances() as u64);
+}
+
+/// An acceptor's gauges into a recorder (not yet published).
+pub(crate) fn acceptor_metrics(a: &Acceptor, m: &mut Recorder) {
+    let g = &mut m.counters.gauges;
+    g.acceptor_ballot = Some(a.promised().round as u64);
+    g.trim = Some(a.state().trim);
+}
+
 /// Makes `changes` durable: the proposer's round to its file, the acceptor's changes in one
 /// group commit under the fsync policy. Empties `changes`.
 pub(crate) fn make_durable(
@@ -88,6 +118,7 @@ pub(crate) fn make_durable(
     now: Duration,
     changes: &mut Vec<Change>,
     stats: &mut NodeStats,
+    metrics: Option<&mut Recorder>,
 ) -> Result<(), NodeError> {
     let mut round = None;
     changes.retain(|c| match c {
@@ -102,10 +133,13 @@ pub(crate) fn make_durable(
             .map_err(io("cannot store the proposer's round"))?;
     }
     if let Some(stage) = storage {
-        let committed = stage.commit(now, changes)?;
-        if committed > 0 {
+        let report = stage.commit(now, changes)?;
+        if report.changes > 0 {
             stats.commits += 1;
-            stats.committed_changes += committed as u64;
+            stats.committed_changes += report.changes as u64;
+        }
+        if let Some(m) = metrics {
+            m.commit(&report);
         }
     }
     changes.clear();
@@ -158,6 +192,8 @@ pub(crate) struct Node {
     app: Option<App>,
     latency: hdrhistogram::Histogram<u64>,
     pub(crate) stats: NodeStats,
+    /// This loop's (or stage's) metrics, when the node serves them.
+    pub(crate) metrics: Option<Recorder>,
 }
 
 fn open_append(path: &Path) -> Result<BufWriter<File>, NodeError> {
@@ -180,6 +216,15 @@ pub fn run_with(
     stop: &AtomicBool,
     app: Option<AppLink>,
 ) -> Result<NodeStats, NodeError> {
+    // Served until this function returns (the server stops when dropped).
+    let (metrics, _server) = match &cfg.metrics_address {
+        Some(addr) => {
+            let m = Metrics::new(cfg)?;
+            let server = crate::metrics::http::MetricsServer::start(addr, m.clone())?;
+            (Some(m), Some(server))
+        }
+        None => (None, None),
+    };
     if let Some(&core) = cfg.pipeline.cores.first() {
         // Best effort: a failure to pin leaves the loop where the kernel put it.
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
@@ -190,7 +235,7 @@ pub fn run_with(
         let stages = crate::pipeline::stage_count(cfg);
         let cores = cfg.pipeline.cores.len();
         if cores == 0 || cores >= stages {
-            return crate::pipeline::run_staged(cfg, stop, app);
+            return crate::pipeline::run_staged(cfg, stop, app, metrics.as_ref());
         }
         // Fewer cores than stages: the stages share them as one loop rather than as threads
         // taking turns on a core.
@@ -201,7 +246,7 @@ pub fn run_with(
     }
     let busy = cfg.pipeline.polling == Polling::Busy;
     let mut idle_spins = 0u32;
-    let mut node = Node::start(cfg, app)?;
+    let mut node = Node::start(cfg, app, metrics.as_ref())?;
     let start = Instant::now();
     let tick = Duration::from_millis(1);
     let mut next_tick = Duration::ZERO;
@@ -227,6 +272,9 @@ pub fn run_with(
         };
         let mut burst = budget.fresh();
         while let Some((from, msg)) = got {
+            if let Some(m) = &mut node.metrics {
+                m.message_in(msg.kind());
+            }
             let before = out.persist.len();
             node.dispatch(start.elapsed(), from, msg, &mut out);
             if !burst.add(&out.persist[before..]) {
@@ -238,6 +286,7 @@ pub fn run_with(
         if now >= next_tick {
             node.tick(now, &mut out);
             next_tick = now + tick;
+            node.publish_metrics(false);
         }
         node.flush(now, &mut out)?;
     }
@@ -245,7 +294,11 @@ pub fn run_with(
 }
 
 impl Node {
-    pub(crate) fn start(cfg: &NodeConfig, app: Option<AppLink>) -> Result<Node, NodeError> {
+    pub(crate) fn start(
+        cfg: &NodeConfig,
+        app: Option<AppLink>,
+        metrics: Option<&Arc<Metrics>>,
+    ) -> Result<Node, NodeError> {
         let me = cfg.me();
         let protocol = cfg.effective_protocol();
         let members = cfg.membership();
@@ -268,6 +321,11 @@ impl Node {
                 Duration::ZERO,
                 round,
             ));
+            if metrics.is_some() {
+                if let Some(p) = &mut proposer {
+                    p.record_phase2();
+                }
+            }
             round_file = Some(file);
         }
         let (mut acceptor, mut storage) = (None, None);
@@ -345,6 +403,7 @@ impl Node {
                 },
             )?,
             stats: NodeStats::default(),
+            metrics: metrics.map(|m| m.recorder()),
         })
     }
 
@@ -464,6 +523,9 @@ impl Node {
                 if env.to == self.id {
                     self.dispatch(now, self.id, env.msg, out);
                 } else {
+                    if let Some(m) = &mut self.metrics {
+                        m.message_out(env.msg.kind());
+                    }
                     self.transport.send(&env)?;
                 }
             }
@@ -476,9 +538,14 @@ impl Node {
     /// What an operator must see: leadership changes, and a learner that cannot catch up.
     pub(crate) fn report(&mut self, events: impl Iterator<Item = Event>) {
         for e in events {
-            match e {
-                Event::Trimmed { needed, .. } => self.stats.trimmed_out = Some(needed),
-                Event::Shed { values } => self.stats.shed += values as u64,
+            match &e {
+                Event::Trimmed { needed, .. } => self.stats.trimmed_out = Some(*needed),
+                Event::Shed { values } => self.stats.shed += *values as u64,
+                Event::Decided { value, .. } => {
+                    if let Some(m) = &mut self.metrics {
+                        m.counters.decided_values += value.len() as u64;
+                    }
+                }
                 _ => {}
             }
             report_event(self.id, &e);
@@ -492,6 +559,7 @@ impl Node {
             now,
             &mut out.persist,
             &mut self.stats,
+            self.metrics.as_mut(),
         )
     }
 
@@ -527,6 +595,9 @@ impl Node {
                 };
                 if let Some(latency) = c.on_delivered(now, v.seq) {
                     self.stats.acknowledged += 1;
+                    if let Some(m) = &mut self.metrics {
+                        m.client_latency(latency);
+                    }
                     self.latency.saturating_record(latency.as_micros() as u64);
                     if let Some(w) = &mut self.acked_out {
                         writeln!(w, "{} {}", v.client, v.seq)
@@ -550,7 +621,36 @@ impl Node {
         Ok(())
     }
 
+    /// Publishes this loop's counts and gauges to its metrics shard, when one is due (or
+    /// `now`).
+    pub(crate) fn publish_metrics(&mut self, now: bool) {
+        let Some(m) = &mut self.metrics else { return };
+        if !now && !m.due() {
+            return;
+        }
+        let c = &mut m.counters;
+        c.transport = self.transport.stats().clone();
+        c.submitted = self.stats.submitted;
+        c.acknowledged = self.stats.acknowledged;
+        c.delivered = self.stats.delivered;
+        c.shed = self.stats.shed;
+        c.commits = self.stats.commits;
+        c.committed_changes = self.stats.committed_changes;
+        if let Some(p) = &mut self.proposer {
+            proposer_metrics(p, m);
+        }
+        if let Some(a) = &self.acceptor {
+            acceptor_metrics(a, m);
+        }
+        if let Some(l) = &self.learner {
+            m.counters.gauges.learner_decided = Some(l.known_decided());
+            m.counters.gauges.delivered = Some(l.next_instance());
+        }
+        m.publish();
+    }
+
     pub(crate) fn finish(mut self) -> Result<NodeStats, NodeError> {
+        self.publish_metrics(true);
         if let Some(s) = &mut self.storage {
             s.sync()?;
         }

@@ -19,7 +19,10 @@
 
 use crate::app::AppLink;
 use crate::config::{NodeConfig, Polling, Role};
-use crate::node::{make_durable, Node, NodeError, NodeStats, ADAPTIVE_SPINS};
+use crate::metrics::{Metrics, Recorder};
+use crate::node::{
+    acceptor_metrics, make_durable, proposer_metrics, Node, NodeError, NodeStats, ADAPTIVE_SPINS,
+};
 use crate::protocol::{Actions, Change, Envelope, Message, NodeId};
 use crate::storage::BatchBudget;
 use crate::transport::TransportStats;
@@ -156,8 +159,10 @@ pub fn run_staged(
     cfg: &NodeConfig,
     stop: &AtomicBool,
     app: Option<AppLink>,
+    metrics: Option<&Arc<Metrics>>,
 ) -> Result<NodeStats, NodeError> {
-    let mut node = Node::start(cfg, app)?;
+    let mut node = Node::start(cfg, app, metrics)?;
+    let recorder = || metrics.map(|m| m.recorder());
     let me = node.id;
     let polling = cfg.pipeline.polling;
     let acceptor = node.acceptor.take();
@@ -168,11 +173,23 @@ pub fn run_staged(
     );
     let (turn_tx, turn_rx) = crossbeam_channel::bounded::<Turn>(cfg.pipeline.ring_size);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Envelope>(cfg.pipeline.ring_size);
+    if let Some(m) = metrics {
+        for (name, input) in ["acceptor", "proposer", "learner"].into_iter().zip(&inputs) {
+            if let Some(input) = input {
+                let ring = input.ring.clone();
+                m.watch_ring(name, move || ring.len());
+            }
+        }
+        let (turns, outs) = (turn_rx.clone(), out_rx.clone());
+        m.watch_ring("commit", move || turns.len());
+        m.watch_ring("tx", move || outs.len());
+    }
     let halt = Arc::new(AtomicBool::new(false));
 
     let rx = {
         let mut transport = node.transport.try_clone()?;
         let (halt, routes, cfg) = (halt.clone(), routes.clone(), cfg.clone());
+        let mut rec = recorder();
         spawn("rx", move || -> Result<TransportStats, NodeError> {
             pin(&cfg, 0);
             let wait = if polling == Polling::Busy {
@@ -183,9 +200,14 @@ pub fn run_staged(
             let mut shed = 0;
             while !halt.load(Ordering::Relaxed) {
                 if let Some((from, msg)) = transport.recv(wait)? {
+                    if let Some(m) = &mut rec {
+                        m.message_in(msg.kind());
+                    }
                     shed += routes.route_received(from, msg);
                 }
+                publish_transport(&mut rec, transport.stats(), shed, false);
             }
+            publish_transport(&mut rec, transport.stats(), shed, true);
             let mut stats = transport.stats().clone();
             stats.shed_ring_full = shed;
             Ok(stats)
@@ -197,6 +219,7 @@ pub fn run_staged(
         let budget = BatchBudget::of(&cfg.storage);
         let (routes, cfg) = (routes.clone(), cfg.clone());
         let start = Instant::now();
+        let mut rec = recorder();
         spawn("commit", move || -> Result<NodeStats, NodeError> {
             pin(&cfg, 1);
             let mut stats = NodeStats::default();
@@ -228,7 +251,13 @@ pub fn run_staged(
                     start.elapsed(),
                     &mut changes,
                     &mut stats,
+                    rec.as_mut(),
                 )?;
+                if let Some(m) = rec.as_mut().filter(|m| m.due()) {
+                    m.counters.commits = stats.commits;
+                    m.counters.committed_changes = stats.committed_changes;
+                    m.publish();
+                }
                 for t in turns.drain(..) {
                     for env in t.sends {
                         if env.to == me {
@@ -242,39 +271,54 @@ pub fn run_staged(
             if let Some(s) = &mut storage {
                 s.sync()?;
             }
+            if let Some(m) = &mut rec {
+                m.counters.commits = stats.commits;
+                m.counters.committed_changes = stats.committed_changes;
+            }
             Ok(stats)
         })?
     };
     let tx = {
         let mut transport = node.transport.try_clone()?;
         let cfg = cfg.clone();
+        let mut rec = recorder();
         spawn("tx", move || -> Result<TransportStats, NodeError> {
             pin(&cfg, 2);
             loop {
+                publish_transport(&mut rec, transport.stats(), 0, false);
                 let env = match next(&out_rx, polling, Duration::from_millis(1)) {
                     Ok(Some(e)) => e,
                     Ok(None) => continue,
                     Err(()) => break,
                 };
-                transport.send(&env)?;
-                for env in out_rx.try_iter().take(63) {
+                for env in std::iter::once(env).chain(out_rx.try_iter().take(63)) {
+                    if let Some(m) = &mut rec {
+                        m.message_out(env.msg.kind());
+                    }
                     transport.send(&env)?;
                 }
                 transport.flush()?;
             }
+            publish_transport(&mut rec, transport.stats(), 0, true);
             Ok(transport.stats().clone())
         })?
     };
     let acceptor_stage = match (acceptor, inputs[ACCEPTOR].take()) {
         (Some(mut a), Some(input)) => {
             let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
+            let mut rec = recorder();
             Some(spawn("acceptor", move || -> Result<(), NodeError> {
                 pin(&cfg, 4);
-                role_loop(&halt, &input, polling, &turns, |input, _now, out| {
-                    if let Some((from, msg)) = input {
-                        a.handle(from, msg, out);
-                    }
-                })
+                role_loop(
+                    &halt,
+                    &input,
+                    polling,
+                    &turns,
+                    |input, _now, out| match input {
+                        Some((from, msg)) => a.handle(from, msg, out),
+                        None => publish_role(&mut rec, |m| acceptor_metrics(&a, m)),
+                    },
+                )
             })?)
         }
         _ => None,
@@ -284,14 +328,21 @@ pub fn run_staged(
     let proposer_stage = match (proposer, inputs[PROPOSER].take()) {
         (Some(mut p), Some(input)) => {
             let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
+            let mut rec = recorder();
             Some(spawn("proposer", move || -> Result<(), NodeError> {
                 pin(&cfg, proposer_core);
                 role_loop(&halt, &input, polling, &turns, |input, now, out| {
                     match input {
                         Some((from, msg)) => p.handle(now, from, msg, out),
-                        None => p.tick(now, out),
+                        None => {
+                            p.tick(now, out);
+                            publish_role(&mut rec, |m| proposer_metrics(&mut p, m));
+                        }
                     }
                     for e in out.events.drain(..) {
+                        if let (crate::protocol::Event::Shed { values }, Some(m)) = (&e, &mut rec) {
+                            m.counters.shed += *values as u64;
+                        }
                         crate::node::report_event(me, &e);
                     }
                 })
@@ -357,6 +408,23 @@ fn role_loop(
         pass_on(&mut out, turns)?;
     }
     Ok(())
+}
+
+/// A transport stage's counters into its metrics shard, when due (or `now`).
+fn publish_transport(rec: &mut Option<Recorder>, stats: &TransportStats, shed: u64, now: bool) {
+    if let Some(m) = rec.as_mut().filter(|m| now || m.due()) {
+        m.counters.transport = stats.clone();
+        m.counters.transport.shed_ring_full = shed;
+        m.publish();
+    }
+}
+
+/// A role stage's counts and gauges into its metrics shard, when due.
+fn publish_role(rec: &mut Option<Recorder>, fill: impl FnOnce(&mut Recorder)) {
+    if let Some(m) = rec.as_mut().filter(|m| m.due()) {
+        fill(m);
+        m.publish();
+    }
 }
 
 fn pass_on(out: &mut Actions, turns: &Sender<Turn>) -> Result<(), NodeError> {
@@ -425,6 +493,7 @@ fn learner_stage(
         if now >= next_tick {
             node.tick(now, &mut out);
             next_tick = now + Duration::from_millis(1);
+            node.publish_metrics(false);
         }
         node.deliver(now, &mut out)?;
         node.report(out.events.drain(..));

@@ -98,6 +98,11 @@ impl Learner {
         self.snapshot.next
     }
 
+    /// Every instance below this one is known decided (delivered or not yet).
+    pub fn known_decided(&self) -> InstanceId {
+        self.known_decided
+    }
+
     pub fn snapshot(&self) -> &LearnerSnapshot {
         &self.snapshot
     }

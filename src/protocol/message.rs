@@ -115,6 +115,29 @@ impl MessageKind {
         MessageKind::Trim,
     ];
 
+    /// Its name in metrics (`type` label).
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageKind::Prepare => "prepare",
+            MessageKind::Promise => "promise",
+            MessageKind::Accept => "accept",
+            MessageKind::Accepted => "accepted",
+            MessageKind::Reject => "reject",
+            MessageKind::Heartbeat => "heartbeat",
+            MessageKind::ClientRequest => "client_request",
+            MessageKind::Redirect => "redirect",
+            MessageKind::CatchupRequest => "catchup_request",
+            MessageKind::CatchupReply => "catchup_reply",
+            MessageKind::Progress => "progress",
+            MessageKind::Trim => "trim",
+        }
+    }
+
+    /// Its position in `ALL` (counters indexed by type).
+    pub fn index(self) -> usize {
+        self as usize - 1
+    }
+
     pub fn from_code(code: u8) -> Option<MessageKind> {
         MessageKind::ALL.iter().copied().find(|k| *k as u8 == code)
     }

@@ -17,5 +17,5 @@ pub use client::{Client, SubmitError};
 pub use config::{ConfigError, Membership, ProtocolConfig};
 pub use learner::{ClientDedup, Learner, LearnerSnapshot};
 pub use message::{Envelope, Message, MessageKind};
-pub use proposer::Proposer;
+pub use proposer::{Proposer, ProposerCounters};
 pub use types::{AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId};

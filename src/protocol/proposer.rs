@@ -60,6 +60,24 @@ struct Open {
     value: Batch,
     votes: u64,
     sent_at: Duration,
+    proposed_at: Duration,
+}
+
+/// What a proposer has done, for metrics: counts since it started, and phase-2 latencies
+/// when asked to keep them (`record_phase2`), until the driver takes them.
+#[derive(Clone, Debug, Default)]
+pub struct ProposerCounters {
+    /// Instances this proposer proposed a value in (phase 2 started), re-proposals included.
+    pub instances_opened: u64,
+    /// Instances that reached a quorum of votes for this proposer.
+    pub instances_decided: u64,
+    /// Accept and Prepare messages sent again after the retransmit timeout.
+    pub retransmissions: u64,
+    /// Times the leader this proposer knows of changed (itself included).
+    pub leader_changes: u64,
+    /// Phase-2 latencies: from an instance's first Accept to its quorum.
+    pub phase2: Vec<Duration>,
+    pub record_phase2: bool,
 }
 
 pub struct Proposer {
@@ -85,6 +103,7 @@ pub struct Proposer {
     last_trim: Duration,
     batch_bytes: usize,
     max_value: usize,
+    counters: ProposerCounters,
 }
 
 impl Proposer {
@@ -128,6 +147,47 @@ impl Proposer {
             last_trim: now,
             batch_bytes: cfg.effective_batch_bytes(),
             max_value: cfg.max_value_bytes(),
+            counters: ProposerCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> &ProposerCounters {
+        &self.counters
+    }
+
+    /// Keep phase-2 latencies from now on (the driver must take them: `take_phase2`).
+    pub fn record_phase2(&mut self) {
+        self.counters.record_phase2 = true;
+    }
+
+    /// The phase-2 latencies recorded since the last call.
+    pub fn take_phase2(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.counters.phase2)
+    }
+
+    /// The leader this proposer knows of: itself when leading, the sender of the heartbeats
+    /// it follows, or none.
+    pub fn known_leader(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Follower { leader, .. } => *leader,
+            Role::Preparing(_) => None,
+            Role::Leading { .. } => Some(self.id),
+        }
+    }
+
+    /// The highest ballot this proposer has seen or used.
+    pub fn highest_ballot(&self) -> Ballot {
+        self.highest_seen
+            .max(self.current_ballot().unwrap_or(Ballot::ZERO))
+    }
+
+    /// Sets the role, counting a change of the known leader.
+    fn set_role(&mut self, role: Role) {
+        let before = self.known_leader();
+        self.role = role;
+        let after = self.known_leader();
+        if after.is_some() && after != before {
+            self.counters.leader_changes += 1;
         }
     }
 
@@ -219,6 +279,7 @@ impl Proposer {
                         .copied()
                         .filter(|a| !p.answers.get(a).is_some_and(|x| x.complete))
                         .collect();
+                    self.counters.retransmissions += missing.len() as u64;
                     out.send_all(&missing, &msg);
                 }
             }
@@ -304,7 +365,7 @@ impl Proposer {
             .min()
             .unwrap_or(0)
             .min(self.decided_below);
-        self.role = Role::Preparing(Box::new(Preparing {
+        self.set_role(Role::Preparing(Box::new(Preparing {
             ballot,
             from,
             sent_at: now,
@@ -312,7 +373,7 @@ impl Proposer {
             votes: BTreeMap::new(),
             end: from,
             trim: 0,
-        }));
+        })));
         out.send_all(&self.members.acceptors, &Message::Prepare { ballot, from });
     }
 
@@ -387,7 +448,7 @@ impl Proposer {
         }
         self.next_instance = p.end.max(start);
         self.highest_seen = self.highest_seen.max(ballot);
-        self.role = Role::Leading { ballot };
+        self.set_role(Role::Leading { ballot });
         self.pending_since = now;
         out.events.push(Event::BecameLeader { ballot });
         self.send_heartbeat(now, ballot, out);
@@ -399,10 +460,10 @@ impl Proposer {
             out.events.push(Event::SteppedDown { higher });
         }
         self.highest_seen = self.highest_seen.max(higher);
-        self.role = Role::Follower {
+        self.set_role(Role::Follower {
             leader: Some(higher.proposer),
             last_heard: now,
-        };
+        });
         self.open.clear();
         self.recovered.clear();
         self.pending.clear();
@@ -431,10 +492,10 @@ impl Proposer {
             self.step_down(now, ballot, out);
         }
         self.highest_seen = ballot;
-        self.role = Role::Follower {
+        self.set_role(Role::Follower {
             leader: Some(from),
             last_heard: now,
-        };
+        });
         self.mark_decided_below(decided_below);
     }
 
@@ -462,6 +523,12 @@ impl Proposer {
             };
             open.votes |= 1 << idx;
             if open.votes.count_ones() >= quorum {
+                self.counters.instances_decided += 1;
+                if self.counters.record_phase2 {
+                    self.counters
+                        .phase2
+                        .push(now.saturating_sub(open.proposed_at));
+                }
                 self.open.remove(i);
                 if *i >= self.decided_below {
                     self.decided_above.insert(*i);
@@ -547,12 +614,14 @@ impl Proposer {
         };
         out.send_all(&self.members.acceptors, &msg);
         out.send_all(&self.members.learners, &msg);
+        self.counters.instances_opened += 1;
         self.open.insert(
             instance,
             Open {
                 value,
                 votes: 0,
                 sent_at: now,
+                proposed_at: now,
             },
         );
     }
@@ -571,6 +640,7 @@ impl Proposer {
             };
             for (idx, a) in self.members.acceptors.iter().enumerate() {
                 if open.votes & (1 << idx) == 0 {
+                    self.counters.retransmissions += 1;
                     out.send(*a, msg.clone());
                 }
             }

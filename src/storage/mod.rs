@@ -149,18 +149,26 @@ impl StorageConfig {
         Ok(())
     }
 
-    /// Opens this acceptor's storage: RocksDB under `path/acceptor-<id>`, or memory for `none`.
+    /// Opens this acceptor's storage: RocksDB under `acceptor_dir`, or memory for `none`.
     pub fn open(
         &self,
         id: crate::protocol::NodeId,
     ) -> Result<Box<dyn AcceptorStorage>, StorageError> {
-        match (&self.fsync_policy, &self.path) {
+        match (&self.fsync_policy, self.acceptor_dir(id)) {
             (FsyncPolicy::None, _) => Ok(Box::new(MemoryStorage::default())),
             (policy, None) => Err(StorageError::NoPath(*policy)),
             (_, Some(dir)) => Ok(Box::new(RocksStorage::open_with(
-                &dir.join(format!("acceptor-{id}")),
+                &dir,
                 self.memtable_mb << 20,
             )?)),
+        }
+    }
+
+    /// Where acceptor `id` keeps RocksDB (`path/acceptor-<id>`); none under policy `none`.
+    pub fn acceptor_dir(&self, id: crate::protocol::NodeId) -> Option<std::path::PathBuf> {
+        match (&self.fsync_policy, &self.path) {
+            (FsyncPolicy::None, _) | (_, None) => None,
+            (_, Some(dir)) => Some(dir.join(format!("acceptor-{id}"))),
         }
     }
 }
@@ -210,6 +218,18 @@ impl BatchBudget {
     }
 }
 
+/// What one `GroupCommit::commit` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Changes written in one batch (0: none).
+    pub changes: usize,
+    /// How long writing them took (a synced write under `sync`).
+    pub duration: std::time::Duration,
+    /// How long a sync took, when one was made: the synced write under `sync`, the log's
+    /// periodic sync under `async`.
+    pub fsync: Option<std::time::Duration>,
+}
+
 /// The acceptor's storage stage: commits each burst's changes as one batch under the fsync
 /// policy and, under `async`, syncs the log every `fsync_interval_ms`. Both node loops (the
 /// demo's threads and `ethpaxos run`) drive their acceptor through it.
@@ -231,23 +251,35 @@ impl GroupCommit {
     }
 
     /// Makes `changes` as durable as the policy promises; the replies that depend on them may
-    /// leave once this returns. Returns how many changes it committed (0: no batch written).
+    /// leave once this returns. Says how many changes it committed (0: no batch written) and
+    /// how long it took.
     pub fn commit(
         &mut self,
         now: std::time::Duration,
         changes: &[Change],
-    ) -> Result<usize, StorageError> {
+    ) -> Result<CommitReport, StorageError> {
+        let start = std::time::Instant::now();
+        let mut report = CommitReport {
+            changes: changes.len(),
+            ..CommitReport::default()
+        };
         if !changes.is_empty() {
-            self.storage
-                .commit(changes, self.policy == FsyncPolicy::Sync)?;
+            let sync = self.policy == FsyncPolicy::Sync;
+            self.storage.commit(changes, sync)?;
+            report.duration = start.elapsed();
+            if sync {
+                report.fsync = Some(report.duration);
+            }
         }
         if self.policy == FsyncPolicy::Async
             && now.saturating_sub(self.last_sync) >= self.fsync_interval
         {
+            let at = std::time::Instant::now();
             self.storage.sync()?;
+            report.fsync = Some(at.elapsed());
             self.last_sync = now;
         }
-        Ok(changes.len())
+        Ok(report)
     }
 
     /// Makes everything committed so far durable (at shutdown).
