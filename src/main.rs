@@ -288,6 +288,9 @@ fn main() -> Result<()> {
                 m.quorum(),
                 m.learners.len()
             );
+            if let Some(a) = &cfg.metrics_address {
+                println!("metrics: http://{a}/metrics");
+            }
             Ok(())
         }
         Command::Simulate {
