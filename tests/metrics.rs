@@ -284,23 +284,33 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "no data from Prometheus for {} dashboard expression(s): {missing:#?}",
         missing.len()
     );
-    // And the cluster's throughput as Prometheus sees it is real.
-    let (_, body) = get(
-        prom_port,
-        &format!(
-            "/api/v1/query?query={}",
-            urlencode("sum(ethpaxos_values_acknowledged_total)")
-        ),
-    )
-    .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let acked: f64 = v["data"]["result"][0]["value"][1]
-        .as_str()
-        .unwrap()
-        .parse()
+    // And what Prometheus sees is the cluster's real state.
+    let value = |expr: &str| -> f64 {
+        let (_, body) = get(
+            prom_port,
+            &format!("/api/v1/query?query={}", urlencode(expr)),
+        )
         .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or_else(|| panic!("{expr}: {body}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("sum(ethpaxos_values_acknowledged_total)") >= 2000.0);
+    assert_eq!(value("sum(ethpaxos_is_leader)"), 1.0, "one leader");
+    let leader = value("max(ethpaxos_leader_node)");
+    assert_eq!(
+        value("count(ethpaxos_leader_node == scalar(max(ethpaxos_leader_node)))"),
+        3.0,
+        "the three proposers agree on leader {leader}"
+    );
+    assert!(value("min(ethpaxos_leader_changes_total)") >= 1.0);
+    assert!(value("sum(ethpaxos_phase2_latency_seconds_count)") > 0.0);
     assert!(
-        acked >= 2000.0,
-        "Prometheus saw {acked} acknowledged values"
+        value("sum(ethpaxos_values_delivered_total{node=\"9\"})")
+            >= value("sum(ethpaxos_values_acknowledged_total)"),
+        "the client node delivered what it acknowledged"
     );
 }
