@@ -200,8 +200,18 @@ impl StreamServer {
         }) {
             std::fs::remove_file(path)?;
         }
-        let listener = UnixListener::bind(path)?;
+        // Bound (and listening) under a temporary name, then renamed into place: a reader
+        // that sees the path can connect (between bind and listen it would be refused).
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!(".{}.tmp", std::process::id()));
+        let staging = PathBuf::from(staging);
+        let _ = std::fs::remove_file(&staging);
+        let listener = UnixListener::bind(&staging)?;
         listener.set_nonblocking(true)?;
+        if let Err(e) = std::fs::rename(&staging, path) {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
         Ok(StreamServer {
             listener,
             path: path.to_path_buf(),
