@@ -25,6 +25,7 @@ fn cluster(c: &mut Criterion) {
                 ..StorageConfig::default()
             },
             interrupt: None,
+            warmup: std::time::Duration::ZERO,
             protocol: ProtocolConfig {
                 leader_timeout_ms: 50,
                 ..ProtocolConfig::default()

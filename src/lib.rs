@@ -6,6 +6,7 @@
 //! - [`cluster`]: an in-process cluster on threads (the demo).
 
 pub mod app;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod metrics;

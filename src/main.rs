@@ -33,8 +33,9 @@ enum TestbedAction {
         /// Prefix of every namespace and hub-side link (1-6 letters or digits).
         #[arg(long, default_value = "epx")]
         name: String,
-        /// replicas (3 replicas + a client node) or roles (2 proposers, 3 acceptors,
-        /// 2 learners + a client node).
+        /// replicas (3 replicas + a client node), roles (2 proposers, 3 acceptors,
+        /// 2 learners + a client node) or thesis (1 proposer, 3 acceptors, 1 learner + the
+        /// client node, also a learner).
         #[arg(long, default_value = "replicas")]
         layout: String,
         /// Run the node configs in this directory (e.g. config/afpacket) instead of a layout.
@@ -137,6 +138,46 @@ enum Command {
         /// Poll without napping when idle (one core at 100%).
         #[arg(long)]
         busy: bool,
+    },
+    /// The thesis' experiment: 1 proposer, 3 acceptors, 2 learners (one also the client) for
+    /// each storage mode and client count; writes results.csv, results.json and three PNG
+    /// plots into --out. Testbed transports need root.
+    Bench {
+        /// inproc (threads of this process), udp, afpacket or dpdk (node processes in the
+        /// namespace testbed).
+        #[arg(long, default_value = "inproc")]
+        transport: String,
+        /// Client counts, e.g. 1,2,4,8,16,32,64,128,256.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,2,4,8,16,32,64,128,256"
+        )]
+        clients: Vec<usize>,
+        /// Storage modes: none (memory), async, sync.
+        #[arg(long, value_delimiter = ',', default_value = "none,async,sync", value_parser = parse_policy)]
+        policies: Vec<FsyncPolicy>,
+        /// Values each client keeps outstanding (the thesis: 1).
+        #[arg(long, default_value_t = 1)]
+        outstanding: usize,
+        #[arg(long, default_value_t = 64)]
+        value_size: usize,
+        /// Per point: warm-up, then the measured window.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Group commit: at most this many messages' changes per batch.
+        #[arg(long)]
+        batch_max_messages: Option<usize>,
+        /// Group commit: at most about this many bytes per batch.
+        #[arg(long)]
+        batch_max_bytes: Option<usize>,
+        /// Testbed transports: adaptive or busy.
+        #[arg(long, default_value = "adaptive", value_parser = parse_polling)]
+        polling: Polling,
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
     },
     /// Submits values to a cluster and waits for each to be delivered: the values given, or
     /// one per line of standard input. The config must give this node the client and learner
@@ -252,6 +293,45 @@ fn main() -> Result<()> {
             uplink,
             busy,
         } => vswitch(sockets, uplink, busy),
+        Command::Bench {
+            transport,
+            clients,
+            policies,
+            outstanding,
+            value_size,
+            warmup,
+            duration,
+            batch_max_messages,
+            batch_max_bytes,
+            polling,
+            out,
+        } => {
+            let transport =
+                ethpaxos::bench::BenchTransport::from_name(&transport).with_context(|| {
+                    format!("unknown transport `{transport}`; one of: inproc, udp, afpacket, dpdk")
+                })?;
+            if clients.is_empty() || clients.contains(&0) {
+                bail!("--clients: give counts of at least 1, e.g. 1,2,4");
+            }
+            if outstanding == 0 {
+                bail!("--outstanding must be at least 1");
+            }
+            let spec = ethpaxos::bench::BenchSpec {
+                transport,
+                clients,
+                policies,
+                outstanding,
+                value_size,
+                warmup,
+                duration,
+                batch_max_messages,
+                batch_max_bytes,
+                polling,
+                out,
+                exe: std::env::current_exe().context("cannot find this executable")?,
+            };
+            bench(&spec)
+        }
         Command::Tail { socket, count } => tail(&socket, count),
         Command::CheckConfig { file } => {
             let cfg = NodeConfig::load(&file)?;
@@ -329,6 +409,7 @@ fn main() -> Result<()> {
                     ..StorageConfig::default()
                 },
                 interrupt: Some(stop_on_signals()?),
+                warmup: Duration::ZERO,
             };
             let summary = cluster::run_demo(&opts, |line| println!("{line}"))?;
             println!("{summary}");
@@ -351,6 +432,65 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
             .context("cannot install the signal handler")?;
     }
     Ok(stop)
+}
+
+fn bench(spec: &ethpaxos::bench::BenchSpec) -> Result<()> {
+    let stop = stop_on_signals()?;
+    let total = (spec.policies.len() * spec.clients.len()) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} points, about {eta} left  {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let per_point = spec.warmup + spec.duration;
+    bar.set_message(format!(
+        "{} points of {:?} each on {}",
+        total,
+        per_point,
+        spec.transport.name()
+    ));
+    bar.enable_steady_tick(Duration::from_millis(500));
+    println!("| transport | mode | clients | values/s | mean | p50 | p99 | p99.9 | CPU % (proposer/acceptors/learner/client) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let points = ethpaxos::bench::run(spec, &stop, |p, _k, _n| {
+        let cpu = |r: &str| p.cpu_percent.get(r).copied().unwrap_or(0.0);
+        let row = format!(
+            "| {} | {} | {} | {:.0} | {:.0} us | {:.0} us | {:.0} us | {:.0} us | {:.0}/{:.0}/{:.0}/{:.0} |",
+            p.transport,
+            p.mode(),
+            p.clients,
+            p.values_per_sec,
+            p.latency_mean_us,
+            p.latency_p50_us,
+            p.latency_p99_us,
+            p.latency_p999_us,
+            cpu("proposer"),
+            cpu("acceptor"),
+            cpu("learner"),
+            cpu("client")
+        );
+        bar.suspend(|| println!("{row}"));
+        bar.inc(1);
+        bar.set_message(format!(
+            "last: {} {} clients {:.0} values/s",
+            p.mode(),
+            p.clients,
+            p.values_per_sec
+        ));
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "\n{} points; results.csv, results.json and latency-vs-clients.png, throughput-vs-clients.png, latency-vs-throughput.png in {}",
+        points.len(),
+        spec.out.display()
+    );
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        bail!("interrupted after {} of {total} points", points.len());
+    }
+    Ok(())
 }
 
 #[cfg(feature = "dpdk")]
@@ -378,6 +518,11 @@ fn run_node(path: &Path) -> Result<()> {
     let stop = stop_on_signals()?;
     let stats = node::run(&cfg, &stop).with_context(|| format!("node {}", cfg.node_id))?;
     eprintln!("node {} stopped: {stats:?}", cfg.node_id);
+    if let Some(path) = &cfg.output.summary {
+        let json = serde_json::to_string_pretty(&stats).context("node summary")?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write output.summary {}", path.display()))?;
+    }
     Ok(())
 }
 
@@ -493,7 +638,7 @@ fn testbed(action: TestbedAction) -> Result<()> {
                 Some(d) => testbed::Nodes::Configs(testbed::load_configs(&d)?),
                 None => testbed::Nodes::Layout(testbed::LayoutSpec {
                     layout: testbed::Layout::from_name(&layout).with_context(|| {
-                        format!("unknown layout `{layout}`; one of: replicas, roles")
+                        format!("unknown layout `{layout}`; one of: replicas, roles, thesis")
                     })?,
                     clients,
                     outstanding,

@@ -38,6 +38,9 @@ pub struct DemoOptions {
     /// Set (by SIGINT/SIGTERM in `ethpaxos demo`) to end the run early; it still drains,
     /// summarises and removes its temporary directory.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The first part of `duration` that the measured window (`DemoSummary::window`)
+    /// leaves out: latencies, acknowledgements and CPU count from here on.
+    pub warmup: Duration,
 }
 
 pub struct DemoSummary {
@@ -45,6 +48,9 @@ pub struct DemoSummary {
     pub acknowledged: u64,
     pub latency_p50: Duration,
     pub latency_p99: Duration,
+    /// The measured window (after the warm-up): its length, acknowledgements, latency
+    /// (mean, p50, p99, p99.9) and CPU seconds per role.
+    pub window: Window,
     pub leader_changes: u64,
     /// Per learner: values delivered and the digest of the delivered sequence.
     pub learners: Vec<(u64, String)>,
@@ -55,6 +61,59 @@ pub struct DemoSummary {
     pub committed_changes: u64,
     /// Nodes that stopped on an error (a storage failure, say).
     pub failures: Vec<String>,
+}
+
+/// What a run measured after its warm-up.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    pub length: Duration,
+    pub acknowledged: u64,
+    pub latency_mean: Duration,
+    pub latency_p50: Duration,
+    pub latency_p99: Duration,
+    pub latency_p999: Duration,
+    /// CPU seconds used in the window by each role's threads (`proposer`, `acceptor`,
+    /// `learner`, `client`).
+    pub cpu: Vec<(String, f64)>,
+}
+
+impl Window {
+    pub fn values_per_sec(&self) -> f64 {
+        self.acknowledged as f64 / self.length.as_secs_f64().max(1e-9)
+    }
+}
+
+/// CPU seconds (user + system) so far of this process's threads, summed by role: the thread
+/// name's part before the first '-'.
+pub fn cpu_by_role() -> HashMap<String, f64> {
+    let mut by = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by;
+    };
+    for t in tasks.filter_map(Result::ok) {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let Some(role) = comm.trim().strip_prefix("epx-") else {
+            continue;
+        };
+        let role = role.split('-').next().unwrap_or(role).to_string();
+        // Fields after the ")" that ends the name: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let ticks = f.iter().sum::<u64>() as f64;
+        *by.entry(role).or_insert(0.0) += ticks / clock_ticks();
+    }
+    by
+}
+
+fn clock_ticks() -> f64 {
+    // Linux reports CPU time in USER_HZ ticks, 100 per second on every architecture it runs.
+    100.0
 }
 
 impl DemoSummary {
@@ -225,7 +284,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let shared = shared.clone();
         let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
         let id = *id;
-        handles.push(thread::spawn(move || {
+        handles.push(spawn_named(format!("epx-proposer-{id}"), move || {
             let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
                 match input {
                     Some((from, m)) => node.handle(now, from, m, out),
@@ -268,7 +327,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let id = *id;
         let max_payload = opts.protocol.max_payload();
         let burst = BatchBudget::of(&storage_cfg);
-        handles.push(thread::spawn(move || {
+        handles.push(spawn_named(format!("epx-acceptor-{id}"), move || {
             let step = |input: Option<(NodeId, Message)>, _now, out: &mut Actions| {
                 if let Some((from, m)) = input {
                     node.handle(from, m, out);
@@ -301,7 +360,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
         let acks = (k == 0).then(|| ack_tx.clone());
         let id = *id;
-        handles.push(thread::spawn(move || {
+        handles.push(spawn_named(format!("epx-learner-{id}"), move || {
             let mut digest = SequenceDigest::default();
             let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
                 match input {
@@ -345,7 +404,9 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let tx = transport.clone();
         let opts = opts.clone();
         let proposers = members.proposers.clone();
-        thread::spawn(move || client_loop(&opts, proposers, rx, ack_rx, tx, &shared, start))
+        spawn_named("epx-client".into(), move || {
+            client_loop(&opts, proposers, rx, ack_rx, tx, &shared, start)
+        })
     };
 
     let mut last = Instant::now();
@@ -356,8 +417,16 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
     };
+    let mut at_warmup: Option<(Instant, u64, HashMap<String, f64>)> = None;
     while start.elapsed() < opts.duration && !interrupted() {
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(Duration::from_millis(10));
+        if at_warmup.is_none() && start.elapsed() >= opts.warmup {
+            at_warmup = Some((
+                Instant::now(),
+                shared.acked.load(Ordering::Relaxed),
+                cpu_by_role(),
+            ));
+        }
         if let (Some(after), false) = (opts.kill_leader_after, killed) {
             if start.elapsed() >= after {
                 let leader = shared.leader.load(Ordering::Relaxed) as NodeId;
@@ -398,6 +467,15 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         ));
     }
     let acked_at_end = shared.acked.load(Ordering::Relaxed);
+    let cpu_at_end = cpu_by_role();
+    let (window_start, acked_at_warmup, cpu_at_warmup) =
+        at_warmup.unwrap_or_else(|| (Instant::now(), acked_at_end, cpu_at_end.clone()));
+    let window_length = window_start.elapsed();
+    let mut cpu: Vec<(String, f64)> = cpu_at_end
+        .iter()
+        .map(|(role, t)| (role.clone(), t - cpu_at_warmup.get(role).unwrap_or(&0.0)))
+        .collect();
+    cpu.sort_by(|a, b| a.0.cmp(&b.0));
     // Stop submitting, then let both learners drain what was proposed before comparing them.
     shared.stop_clients.store(true, Ordering::Relaxed);
     let (hist, client_acked) = client_handle
@@ -431,6 +509,15 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         acknowledged: acked_at_end,
         latency_p50: Duration::from_nanos(hist.value_at_quantile(0.5)),
         latency_p99: Duration::from_nanos(hist.value_at_quantile(0.99)),
+        window: Window {
+            length: window_length,
+            acknowledged: acked_at_end - acked_at_warmup,
+            latency_mean: Duration::from_nanos(hist.mean() as u64),
+            latency_p50: Duration::from_nanos(hist.value_at_quantile(0.5)),
+            latency_p99: Duration::from_nanos(hist.value_at_quantile(0.99)),
+            latency_p999: Duration::from_nanos(hist.value_at_quantile(0.999)),
+            cpu,
+        },
         leader_changes: shared.elections.load(Ordering::Relaxed),
         learners,
         policy: storage_cfg.fsync_policy,
@@ -439,6 +526,16 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         committed_changes: shared.committed_changes.load(Ordering::Relaxed),
         failures,
     })
+}
+
+fn spawn_named<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .expect("the demo can start its threads")
 }
 
 /// Roles without storage take bursts of up to 256 messages.
@@ -564,7 +661,9 @@ fn client_loop(
                             continue;
                         };
                         if let Some(lat) = c.on_delivered(now, seq) {
-                            let _ = hist.record(lat.as_nanos() as u64);
+                            if now >= opts.warmup {
+                                let _ = hist.record(lat.as_nanos() as u64);
+                            }
                             acked += 1;
                         }
                     }

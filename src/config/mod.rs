@@ -270,6 +270,9 @@ pub struct LoadConfig {
     pub value_size: usize,
     /// Stop submitting after this many values per client (0: until stopped).
     pub values_per_client: u64,
+    /// Latencies count from this long after the start on (the stop summary's percentiles
+    /// leave the warm-up out).
+    pub warmup_ms: u64,
 }
 
 impl Default for LoadConfig {
@@ -279,6 +282,7 @@ impl Default for LoadConfig {
             outstanding: 8,
             value_size: 64,
             values_per_client: 0,
+            warmup_ms: 0,
         }
     }
 }
@@ -293,6 +297,9 @@ pub struct OutputConfig {
     /// Learner: serves the delivered stream on this Unix-domain socket, a line per value
     /// (`client seq payload-hex`); `ethpaxos tail --socket PATH` prints it.
     pub socket: Option<PathBuf>,
+    /// At a clean stop, the node's summary (its counters and client latency) as JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

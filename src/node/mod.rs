@@ -42,8 +42,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
     move |source| NodeError::Io { what, source }
 }
 
-/// What a node did, printed when it stops.
-#[derive(Clone, Debug, Default)]
+/// What a node did, printed when it stops (and written as JSON to `output.summary`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct NodeStats {
     pub transport: TransportStats,
     pub commits: u64,
@@ -57,9 +57,12 @@ pub struct NodeStats {
     pub trimmed_out: Option<u64>,
     /// Stream readers (output.socket) disconnected for falling too far behind.
     pub dropped_readers: u64,
-    /// Client sessions: submit-to-delivery latency of acknowledged values, microseconds.
+    /// Client sessions: submit-to-delivery latency of acknowledged values after
+    /// `load.warmup_ms`, microseconds.
     pub latency_p50_us: u64,
     pub latency_p99_us: u64,
+    pub latency_mean_us: u64,
+    pub latency_p999_us: u64,
 }
 
 /// A client's id: node id (16 bits), this process's session (32 random bits), client index
@@ -191,6 +194,8 @@ pub(crate) struct Node {
     stream_buf: Vec<u8>,
     app: Option<App>,
     latency: hdrhistogram::Histogram<u64>,
+    /// Latencies before this (since the start) are left out of `latency`.
+    warmup: Duration,
     pub(crate) stats: NodeStats,
     /// This loop's (or stage's) metrics, when the node serves them.
     pub(crate) metrics: Option<Recorder>,
@@ -402,6 +407,7 @@ impl Node {
                     source: std::io::Error::other(e.to_string()),
                 },
             )?,
+            warmup: Duration::from_millis(cfg.load.warmup_ms),
             stats: NodeStats::default(),
             metrics: metrics.map(|m| m.recorder()),
         })
@@ -598,7 +604,9 @@ impl Node {
                     if let Some(m) = &mut self.metrics {
                         m.client_latency(latency);
                     }
-                    self.latency.saturating_record(latency.as_micros() as u64);
+                    if now >= self.warmup {
+                        self.latency.saturating_record(latency.as_micros() as u64);
+                    }
                     if let Some(w) = &mut self.acked_out {
                         writeln!(w, "{} {}", v.client, v.seq)
                             .map_err(io("cannot write acknowledgements"))?;
@@ -663,6 +671,8 @@ impl Node {
         self.stats.transport = self.transport.stats().clone();
         self.stats.latency_p50_us = self.latency.value_at_quantile(0.5);
         self.stats.latency_p99_us = self.latency.value_at_quantile(0.99);
+        self.stats.latency_mean_us = self.latency.mean() as u64;
+        self.stats.latency_p999_us = self.latency.value_at_quantile(0.999);
         Ok(self.stats)
     }
 }

@@ -45,6 +45,9 @@ pub enum Layout {
     Replicas,
     /// Proposers 1 and 2, acceptors 11-13, learners 21 and 22.
     Roles,
+    /// The thesis' experiment: proposer 1, acceptors 11-13, learner 21 (and the client
+    /// node, the second learner, which is also the client).
+    Thesis,
 }
 
 impl Layout {
@@ -52,6 +55,7 @@ impl Layout {
         match name {
             "replicas" => Some(Layout::Replicas),
             "roles" => Some(Layout::Roles),
+            "thesis" => Some(Layout::Thesis),
             _ => None,
         }
     }
@@ -65,6 +69,11 @@ impl Layout {
                 .into_iter()
                 .chain([11, 12, 13].map(|id| (id, vec![Role::Acceptor])))
                 .chain([21, 22].map(|id| (id, vec![Role::Learner])))
+                .collect(),
+            Layout::Thesis => [(1, vec![Role::Proposer])]
+                .into_iter()
+                .chain([11, 12, 13].map(|id| (id, vec![Role::Acceptor])))
+                .chain([(21, vec![Role::Learner])])
                 .collect(),
         };
         nodes.push((CLIENT, vec![Role::Learner, Role::Client]));
@@ -327,7 +336,7 @@ pub fn up(spec: &Spec) -> Result<Testbed, TestbedError> {
 
 /// The configs of a generated layout: on `eth0`, MACs 02:45:50:00:<id>, and for UDP the
 /// address 10.45.0.<id>, port 7400.
-fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) -> Vec<NodeConfig> {
+pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) -> Vec<NodeConfig> {
     let udp = spec.transport == TransportKind::Udp;
     let members: Vec<Member> = spec
         .layout
@@ -413,6 +422,7 @@ fn localize(mut cfg: NodeConfig, dir: &Path) -> NodeConfig {
             .socket
             .as_ref()
             .map(|_| dir.join(format!("stream-{}.sock", me.id))),
+        summary: Some(dir.join(format!("summary-{}.json", me.id))),
     };
     cfg
 }

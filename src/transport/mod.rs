@@ -16,7 +16,7 @@ use std::time::Duration;
 use udp::{UdpError, UdpTransport};
 
 /// Frame counters a transport keeps.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TransportStats {
     /// Pipeline only: received frames dropped because the roles' ring was full.
     pub shed_ring_full: u64,

@@ -1,0 +1,431 @@
+//! `ethpaxos bench`: the thesis' experiment. One proposer, three acceptors and two learners,
+//! one learner also the client (latency runs from submission to learning), for each storage
+//! policy and client count, on a chosen transport: in-process threads, or node processes in
+//! the namespace testbed over UDP, AF_PACKET or DPDK. Each point runs a warm-up, then a
+//! measured window; the grid goes to CSV and JSON and three plots (plot.rs).
+
+pub mod plot;
+
+use crate::cluster::{run_demo, DemoOptions};
+use crate::config::{Polling, TransportKind};
+use crate::protocol::ProtocolConfig;
+use crate::storage::{FsyncPolicy, StorageConfig};
+use crate::testbed::{self, Layout, LayoutSpec, Nodes, Spec, TestbedError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Testbed(#[from] TestbedError),
+    #[error("in-process run: {0}")]
+    Inproc(String),
+    #[error("{0}")]
+    Run(String),
+    #[error("plot {path}: {why}")]
+    Plot { path: PathBuf, why: String },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+/// Where the nodes run and how their frames travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTransport {
+    /// Threads of this process, messages through in-memory channels (`ethpaxos demo`).
+    Inproc,
+    /// Node processes in the namespace testbed (root), over UDP.
+    Udp,
+    /// ... raw Ethernet through AF_PACKET on veths.
+    Afpacket,
+    /// ... raw Ethernet through DPDK (net_af_packet on each veth; `--features dpdk`).
+    Dpdk,
+}
+
+impl BenchTransport {
+    pub fn from_name(s: &str) -> Option<BenchTransport> {
+        match s {
+            "inproc" => Some(BenchTransport::Inproc),
+            "udp" => Some(BenchTransport::Udp),
+            "afpacket" => Some(BenchTransport::Afpacket),
+            "dpdk" => Some(BenchTransport::Dpdk),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchTransport::Inproc => "inproc",
+            BenchTransport::Udp => "udp",
+            BenchTransport::Afpacket => "afpacket",
+            BenchTransport::Dpdk => "dpdk",
+        }
+    }
+}
+
+/// The grid and how each point runs.
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    pub transport: BenchTransport,
+    pub clients: Vec<usize>,
+    pub policies: Vec<FsyncPolicy>,
+    /// Values each client keeps outstanding (the thesis: 1).
+    pub outstanding: usize,
+    pub value_size: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Group-commit batch limits (messages, bytes); None: the defaults.
+    pub batch_max_messages: Option<usize>,
+    pub batch_max_bytes: Option<usize>,
+    /// Testbed transports: how the nodes wait for frames.
+    pub polling: Polling,
+    /// Results, plots, and (while a point runs) the testbed's files go here.
+    pub out: PathBuf,
+    /// This program, for the testbed's node processes.
+    pub exe: PathBuf,
+}
+
+/// One point of the grid.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub transport: String,
+    pub policy: String,
+    pub clients: usize,
+    pub outstanding: usize,
+    pub value_size: usize,
+    /// The measured window, seconds, and the values acknowledged in it.
+    pub window_s: f64,
+    pub values: u64,
+    pub values_per_sec: f64,
+    /// Submission to learning at the client's learner, microseconds.
+    pub latency_mean_us: f64,
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    pub latency_p999_us: f64,
+    /// CPU used in the window by each role, in percent of one core.
+    pub cpu_percent: BTreeMap<String, f64>,
+}
+
+impl Point {
+    pub const CSV_HEADER: &'static str = "transport,policy,clients,outstanding,value_size,window_s,values,values_per_sec,latency_mean_us,latency_p50_us,latency_p99_us,latency_p999_us,cpu_proposer_pct,cpu_acceptor_pct,cpu_learner_pct,cpu_client_pct";
+
+    pub fn csv_row(&self) -> String {
+        let cpu = |r: &str| self.cpu_percent.get(r).copied().unwrap_or(0.0);
+        format!(
+            "{},{},{},{},{},{:.3},{},{:.0},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            self.transport,
+            self.policy,
+            self.clients,
+            self.outstanding,
+            self.value_size,
+            self.window_s,
+            self.values,
+            self.values_per_sec,
+            self.latency_mean_us,
+            self.latency_p50_us,
+            self.latency_p99_us,
+            self.latency_p999_us,
+            cpu("proposer"),
+            cpu("acceptor"),
+            cpu("learner"),
+            cpu("client"),
+        )
+    }
+
+    /// The thesis' name for a storage policy.
+    pub fn mode(&self) -> &'static str {
+        match self.policy.as_str() {
+            "none" => "memory",
+            "async" => "async disk",
+            _ => "sync disk",
+        }
+    }
+}
+
+/// Runs every point of the grid (policies outer, clients inner), calling `done` after each,
+/// then writes results.csv, results.json and the plots into `spec.out`. `stop` ends the
+/// grid early (what ran is still written).
+pub fn run(
+    spec: &BenchSpec,
+    stop: &AtomicBool,
+    mut done: impl FnMut(&Point, usize, usize),
+) -> Result<Vec<Point>, BenchError> {
+    std::fs::create_dir_all(&spec.out)
+        .map_err(io(format!("cannot create {}", spec.out.display())))?;
+    let total = spec.policies.len() * spec.clients.len();
+    let mut points = Vec::new();
+    'grid: for &policy in &spec.policies {
+        for &clients in &spec.clients {
+            if stop.load(Ordering::Relaxed) {
+                break 'grid;
+            }
+            let p = match spec.transport {
+                BenchTransport::Inproc => inproc_point(spec, policy, clients, stop)?,
+                _ => testbed_point(spec, policy, clients, stop)?,
+            };
+            points.push(p);
+            done(points.last().expect("just pushed"), points.len(), total);
+            write_results(&spec.out, &points)?;
+        }
+    }
+    plot::draw_all(&spec.out, &points)?;
+    Ok(points)
+}
+
+fn storage(spec: &BenchSpec, policy: FsyncPolicy) -> StorageConfig {
+    let mut s = StorageConfig {
+        fsync_policy: policy,
+        ..StorageConfig::default()
+    };
+    if let Some(m) = spec.batch_max_messages {
+        s.batch_max_messages = m;
+    }
+    if let Some(b) = spec.batch_max_bytes {
+        s.batch_max_bytes = b;
+    }
+    s
+}
+
+fn inproc_point(
+    spec: &BenchSpec,
+    policy: FsyncPolicy,
+    clients: usize,
+    stop: &AtomicBool,
+) -> Result<Point, BenchError> {
+    let interrupt = Arc::new(AtomicBool::new(stop.load(Ordering::Relaxed)));
+    let opts = DemoOptions {
+        duration: spec.warmup + spec.duration,
+        clients,
+        outstanding: spec.outstanding,
+        value_size: spec.value_size,
+        kill_leader_after: None,
+        protocol: ProtocolConfig::default(),
+        storage: storage(spec, policy),
+        interrupt: Some(interrupt),
+        warmup: spec.warmup,
+    };
+    let summary = run_demo(&opts, |_| {}).map_err(|e| BenchError::Inproc(format!("{e:#}")))?;
+    if !summary.failures.is_empty() || !summary.learners_agree() {
+        return Err(BenchError::Inproc(format!(
+            "{policy} with {clients} clients: {summary}"
+        )));
+    }
+    let w = &summary.window;
+    let secs = w.length.as_secs_f64();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Ok(Point {
+        transport: spec.transport.name().into(),
+        policy: policy.to_string(),
+        clients,
+        outstanding: spec.outstanding,
+        value_size: spec.value_size,
+        window_s: secs,
+        values: w.acknowledged,
+        values_per_sec: w.values_per_sec(),
+        latency_mean_us: us(w.latency_mean),
+        latency_p50_us: us(w.latency_p50),
+        latency_p99_us: us(w.latency_p99),
+        latency_p999_us: us(w.latency_p999),
+        cpu_percent: w
+            .cpu
+            .iter()
+            .map(|(role, s)| (role.clone(), 100.0 * s / secs.max(1e-9)))
+            .collect(),
+    })
+}
+
+/// CPU seconds (user + system) a process has used.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+fn lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+/// Node processes, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Processes(Vec<(u16, Child)>);
+
+impl Processes {
+    fn terminate(&mut self, within: Duration) {
+        for (_, c) in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + within;
+        for (_, c) in &mut self.0 {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.terminate(Duration::from_secs(3));
+    }
+}
+
+fn role_of(id: u16) -> &'static str {
+    match id {
+        1 => "proposer",
+        11..=13 => "acceptor",
+        testbed::CLIENT => "client",
+        _ => "learner",
+    }
+}
+
+fn testbed_point(
+    spec: &BenchSpec,
+    policy: FsyncPolicy,
+    clients: usize,
+    stop: &AtomicBool,
+) -> Result<Point, BenchError> {
+    let dir = spec.out.join(format!("run-{policy}-{clients}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let layout = LayoutSpec {
+        layout: Layout::Thesis,
+        clients,
+        outstanding: spec.outstanding,
+        policy,
+        auth: false,
+        transport: match spec.transport {
+            BenchTransport::Udp => TransportKind::Udp,
+            BenchTransport::Dpdk => TransportKind::Dpdk,
+            _ => TransportKind::Afpacket,
+        },
+        polling: spec.polling,
+        ..LayoutSpec::default()
+    };
+    let mut configs = testbed::layout_configs(&layout, None, &dir);
+    for c in &mut configs {
+        c.load.value_size = spec.value_size;
+        c.load.warmup_ms = spec.warmup.as_millis() as u64;
+        let s = storage(spec, c.storage.fsync_policy);
+        c.storage.batch_max_messages = s.batch_max_messages;
+        c.storage.batch_max_bytes = s.batch_max_bytes;
+    }
+    let tb = testbed::up(&Spec {
+        name: "bench".into(),
+        dir: dir.clone(),
+        nodes: Nodes::Configs(configs),
+    })?;
+    let result = measure(spec, &tb, policy, clients, stop);
+    testbed::down(&tb.name)?;
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn measure(
+    spec: &BenchSpec,
+    tb: &testbed::Testbed,
+    policy: FsyncPolicy,
+    clients: usize,
+    stop: &AtomicBool,
+) -> Result<Point, BenchError> {
+    let mut procs = Processes(Vec::new());
+    let _vswitch = tb.start_vswitch(&spec.exe)?;
+    for n in &tb.nodes {
+        procs.0.push((n.id, tb.start(n.id, &spec.exe)?));
+    }
+    let sleep = |d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let acked = tb.dir.join("acknowledged.txt");
+    sleep(spec.warmup);
+    let cpu = |procs: &Processes| -> Vec<f64> {
+        procs.0.iter().map(|(_, c)| process_cpu(c.id())).collect()
+    };
+    let (t0, a0, cpu0) = (Instant::now(), lines(&acked), cpu(&procs));
+    sleep(spec.duration);
+    let (window, a1, cpu1) = (t0.elapsed(), lines(&acked), cpu(&procs));
+    let ids: Vec<u16> = procs.0.iter().map(|(id, _)| *id).collect();
+    for (id, c) in &mut procs.0 {
+        if let Ok(Some(status)) = c.try_wait() {
+            let log =
+                std::fs::read_to_string(tb.dir.join(format!("node-{id}.log"))).unwrap_or_default();
+            return Err(BenchError::Run(format!(
+                "node {id} stopped during the run ({status}): {log}"
+            )));
+        }
+    }
+    procs.terminate(Duration::from_secs(10));
+    let summary_path = tb.dir.join(format!("summary-{}.json", testbed::CLIENT));
+    let summary: serde_json::Value = std::fs::read_to_string(&summary_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| {
+            BenchError::Run(format!(
+                "the client node left no summary at {}",
+                summary_path.display()
+            ))
+        })?;
+    let us = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
+    let secs = window.as_secs_f64();
+    let mut cpu_percent = BTreeMap::new();
+    for (k, id) in ids.iter().enumerate() {
+        *cpu_percent.entry(role_of(*id).to_string()).or_insert(0.0) +=
+            100.0 * (cpu1[k] - cpu0[k]) / secs.max(1e-9);
+    }
+    Ok(Point {
+        transport: spec.transport.name().into(),
+        policy: policy.to_string(),
+        clients,
+        outstanding: spec.outstanding,
+        value_size: spec.value_size,
+        window_s: secs,
+        values: a1.saturating_sub(a0),
+        values_per_sec: a1.saturating_sub(a0) as f64 / secs.max(1e-9),
+        latency_mean_us: us("latency_mean_us"),
+        latency_p50_us: us("latency_p50_us"),
+        latency_p99_us: us("latency_p99_us"),
+        latency_p999_us: us("latency_p999_us"),
+        cpu_percent,
+    })
+}
+
+fn write_results(out: &Path, points: &[Point]) -> Result<(), BenchError> {
+    let mut csv = String::from(Point::CSV_HEADER);
+    csv.push('\n');
+    for p in points {
+        csv.push_str(&p.csv_row());
+        csv.push('\n');
+    }
+    let path = out.join("results.csv");
+    std::fs::write(&path, csv).map_err(io(format!("cannot write {}", path.display())))?;
+    let json = serde_json::to_string_pretty(points).expect("points serialise");
+    let path = out.join("results.json");
+    std::fs::write(&path, json + "\n").map_err(io(format!("cannot write {}", path.display())))
+}
