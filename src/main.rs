@@ -143,10 +143,10 @@ enum Command {
     /// each storage mode and client count; writes results.csv, results.json and three PNG
     /// plots into --out. Testbed transports need root.
     Bench {
-        /// inproc (threads of this process), udp, afpacket or dpdk (node processes in the
-        /// namespace testbed).
-        #[arg(long, default_value = "inproc")]
-        transport: String,
+        /// Transports, in order: inproc (threads of this process), udp, afpacket or dpdk
+        /// (node processes in the namespace testbed), e.g. inproc,afpacket.
+        #[arg(long, value_delimiter = ',', default_value = "inproc")]
+        transport: Vec<String>,
         /// Client counts, e.g. 1,2,4,8,16,32,64,128,256.
         #[arg(
             long,
@@ -178,6 +178,9 @@ enum Command {
         polling: Polling,
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
+        /// Run nothing: draw the plots again from --out/results.json.
+        #[arg(long)]
+        replot: bool,
     },
     /// Submits values to a cluster and waits for each to be delivered: the values given, or
     /// one per line of standard input. The config must give this node the client and learner
@@ -305,11 +308,21 @@ fn main() -> Result<()> {
             batch_max_bytes,
             polling,
             out,
+            replot,
         } => {
-            let transport =
-                ethpaxos::bench::BenchTransport::from_name(&transport).with_context(|| {
-                    format!("unknown transport `{transport}`; one of: inproc, udp, afpacket, dpdk")
-                })?;
+            if replot {
+                let n = ethpaxos::bench::replot(&out)?;
+                println!("{n} points drawn again into {}", out.display());
+                return Ok(());
+            }
+            let transports = transport
+                .iter()
+                .map(|t| {
+                    ethpaxos::bench::BenchTransport::from_name(t).with_context(|| {
+                        format!("unknown transport `{t}`; one of: inproc, udp, afpacket, dpdk")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
             if clients.is_empty() || clients.contains(&0) {
                 bail!("--clients: give counts of at least 1, e.g. 1,2,4");
             }
@@ -317,7 +330,7 @@ fn main() -> Result<()> {
                 bail!("--outstanding must be at least 1");
             }
             let spec = ethpaxos::bench::BenchSpec {
-                transport,
+                transports,
                 clients,
                 policies,
                 outstanding,
@@ -436,7 +449,7 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 
 fn bench(spec: &ethpaxos::bench::BenchSpec) -> Result<()> {
     let stop = stop_on_signals()?;
-    let total = (spec.policies.len() * spec.clients.len()) as u64;
+    let total = (spec.transports.len() * spec.policies.len() * spec.clients.len()) as u64;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -446,11 +459,12 @@ fn bench(spec: &ethpaxos::bench::BenchSpec) -> Result<()> {
         .progress_chars("=> "),
     );
     let per_point = spec.warmup + spec.duration;
+    let names: Vec<&str> = spec.transports.iter().map(|t| t.name()).collect();
     bar.set_message(format!(
         "{} points of {:?} each on {}",
         total,
         per_point,
-        spec.transport.name()
+        names.join(", ")
     ));
     bar.enable_steady_tick(Duration::from_millis(500));
     println!("| transport | mode | clients | values/s | mean | p50 | p99 | p99.9 | CPU % (proposer/acceptors/learner/client) |");

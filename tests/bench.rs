@@ -37,13 +37,17 @@ fn a_small_grid_writes_csv_json_and_three_plots() {
     assert_eq!(rows.len(), 5, "a header and 4 points:\n{csv}");
     assert!(rows[0].starts_with("transport,policy,clients"));
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let points = json.as_array().unwrap();
     assert_eq!(points.len(), 4);
     let modes: Vec<(&str, u64)> = points
         .iter()
-        .map(|p| (p["policy"].as_str().unwrap(), p["clients"].as_u64().unwrap()))
+        .map(|p| {
+            (
+                p["policy"].as_str().unwrap(),
+                p["clients"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(modes, [("none", 1), ("none", 4), ("sync", 1), ("sync", 4)]);
     for p in points {

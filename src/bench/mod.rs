@@ -11,7 +11,7 @@ use crate::config::{Polling, TransportKind};
 use crate::protocol::ProtocolConfig;
 use crate::storage::{FsyncPolicy, StorageConfig};
 use crate::testbed::{self, Layout, LayoutSpec, Nodes, Spec, TestbedError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -78,7 +78,7 @@ impl BenchTransport {
 /// The grid and how each point runs.
 #[derive(Clone, Debug)]
 pub struct BenchSpec {
-    pub transport: BenchTransport,
+    pub transports: Vec<BenchTransport>,
     pub clients: Vec<usize>,
     pub policies: Vec<FsyncPolicy>,
     /// Values each client keeps outstanding (the thesis: 1).
@@ -98,7 +98,7 @@ pub struct BenchSpec {
 }
 
 /// One point of the grid.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Point {
     pub transport: String,
     pub policy: String,
@@ -154,9 +154,9 @@ impl Point {
     }
 }
 
-/// Runs every point of the grid (policies outer, clients inner), calling `done` after each,
-/// then writes results.csv, results.json and the plots into `spec.out`. `stop` ends the
-/// grid early (what ran is still written).
+/// Runs every point of the grid (transports, then policies, then clients), calling `done`
+/// after each, then writes results.csv, results.json and the plots into `spec.out`. `stop`
+/// ends the grid early (what ran is still written).
 pub fn run(
     spec: &BenchSpec,
     stop: &AtomicBool,
@@ -164,24 +164,37 @@ pub fn run(
 ) -> Result<Vec<Point>, BenchError> {
     std::fs::create_dir_all(&spec.out)
         .map_err(io(format!("cannot create {}", spec.out.display())))?;
-    let total = spec.policies.len() * spec.clients.len();
+    let total = spec.transports.len() * spec.policies.len() * spec.clients.len();
     let mut points = Vec::new();
-    'grid: for &policy in &spec.policies {
-        for &clients in &spec.clients {
-            if stop.load(Ordering::Relaxed) {
-                break 'grid;
+    'grid: for &transport in &spec.transports {
+        for &policy in &spec.policies {
+            for &clients in &spec.clients {
+                if stop.load(Ordering::Relaxed) {
+                    break 'grid;
+                }
+                settle(policy);
+                let p = match transport {
+                    BenchTransport::Inproc => inproc_point(spec, policy, clients, stop)?,
+                    _ => testbed_point(spec, transport, policy, clients, stop)?,
+                };
+                points.push(p);
+                done(points.last().expect("just pushed"), points.len(), total);
+                write_results(&spec.out, &points)?;
             }
-            let p = match spec.transport {
-                BenchTransport::Inproc => inproc_point(spec, policy, clients, stop)?,
-                _ => testbed_point(spec, policy, clients, stop)?,
-            };
-            points.push(p);
-            done(points.last().expect("just pushed"), points.len(), total);
-            write_results(&spec.out, &points)?;
         }
     }
     plot::draw_all(&spec.out, &points)?;
     Ok(points)
+}
+
+/// Before a point that writes to disk: the dirty pages an earlier point left are written
+/// back first, so its writeback does not slow this point's fsyncs (measured: a synced point
+/// right after an async one took twice its latency).
+fn settle(policy: FsyncPolicy) {
+    if policy != FsyncPolicy::None {
+        let _ = std::process::Command::new("sync").status();
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn storage(spec: &BenchSpec, policy: FsyncPolicy) -> StorageConfig {
@@ -226,7 +239,7 @@ fn inproc_point(
     let secs = w.length.as_secs_f64();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     Ok(Point {
-        transport: spec.transport.name().into(),
+        transport: BenchTransport::Inproc.name().into(),
         policy: policy.to_string(),
         clients,
         outstanding: spec.outstanding,
@@ -304,11 +317,14 @@ fn role_of(id: u16) -> &'static str {
 
 fn testbed_point(
     spec: &BenchSpec,
+    transport: BenchTransport,
     policy: FsyncPolicy,
     clients: usize,
     stop: &AtomicBool,
 ) -> Result<Point, BenchError> {
-    let dir = spec.out.join(format!("run-{policy}-{clients}"));
+    let dir = spec
+        .out
+        .join(format!("run-{}-{policy}-{clients}", transport.name()));
     let _ = std::fs::remove_dir_all(&dir);
     let layout = LayoutSpec {
         layout: Layout::Thesis,
@@ -316,7 +332,7 @@ fn testbed_point(
         outstanding: spec.outstanding,
         policy,
         auth: false,
-        transport: match spec.transport {
+        transport: match transport {
             BenchTransport::Udp => TransportKind::Udp,
             BenchTransport::Dpdk => TransportKind::Dpdk,
             _ => TransportKind::Afpacket,
@@ -337,7 +353,7 @@ fn testbed_point(
         dir: dir.clone(),
         nodes: Nodes::Configs(configs),
     })?;
-    let result = measure(spec, &tb, policy, clients, stop);
+    let result = measure(spec, &tb, transport, policy, clients, stop);
     testbed::down(&tb.name)?;
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -348,6 +364,7 @@ fn testbed_point(
 fn measure(
     spec: &BenchSpec,
     tb: &testbed::Testbed,
+    transport: BenchTransport,
     policy: FsyncPolicy,
     clients: usize,
     stop: &AtomicBool,
@@ -400,7 +417,7 @@ fn measure(
             100.0 * (cpu1[k] - cpu0[k]) / secs.max(1e-9);
     }
     Ok(Point {
-        transport: spec.transport.name().into(),
+        transport: transport.name().into(),
         policy: policy.to_string(),
         clients,
         outstanding: spec.outstanding,
@@ -414,6 +431,17 @@ fn measure(
         latency_p999_us: us("latency_p999_us"),
         cpu_percent,
     })
+}
+
+/// Draws the plots again from `out/results.json` (e.g. after merging grids).
+pub fn replot(out: &Path) -> Result<usize, BenchError> {
+    let path = out.join("results.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(io(format!("cannot read {}", path.display())))?;
+    let points: Vec<Point> = serde_json::from_str(&text)
+        .map_err(|e| BenchError::Run(format!("{}: {e}", path.display())))?;
+    plot::draw_all(out, &points)?;
+    Ok(points.len())
 }
 
 fn write_results(out: &Path, points: &[Point]) -> Result<(), BenchError> {

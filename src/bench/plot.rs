@@ -5,11 +5,18 @@ use super::{BenchError, Point};
 use plotters::prelude::*;
 use std::path::Path;
 
-const COLORS: [RGBColor; 4] = [
+/// Ten distinct colours (matplotlib's tab10): a line each, up to 10 lines.
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 /// One line of a plot: its label and (x, y) points.
