@@ -143,8 +143,8 @@ enum Command {
     /// each storage mode and client count; writes results.csv, results.json and three PNG
     /// plots into --out. Testbed transports need root.
     Bench {
-        /// Transports, in order: inproc (threads of this process), udp, afpacket or dpdk
-        /// (node processes in the namespace testbed), e.g. inproc,afpacket.
+        /// Transports, in order: inproc (threads of this process), udp, afpacket, dpdk or
+        /// dpdk-virtio (node processes in the namespace testbed), e.g. inproc,afpacket.
         #[arg(long, value_delimiter = ',', default_value = "inproc")]
         transport: Vec<String>,
         /// Client counts, e.g. 1,2,4,8,16,32,64,128,256.
@@ -319,7 +319,7 @@ fn main() -> Result<()> {
                 .iter()
                 .map(|t| {
                     ethpaxos::bench::BenchTransport::from_name(t).with_context(|| {
-                        format!("unknown transport `{t}`; one of: inproc, udp, afpacket, dpdk")
+                        format!("unknown transport `{t}`; one of: inproc, udp, afpacket, dpdk, dpdk-virtio")
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

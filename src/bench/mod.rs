@@ -52,6 +52,8 @@ pub enum BenchTransport {
     Afpacket,
     /// ... raw Ethernet through DPDK (net_af_packet on each veth; `--features dpdk`).
     Dpdk,
+    /// ... through DPDK virtio_user ports of `ethpaxos vswitch` (no kernel on the path).
+    DpdkVirtio,
 }
 
 impl BenchTransport {
@@ -61,6 +63,7 @@ impl BenchTransport {
             "udp" => Some(BenchTransport::Udp),
             "afpacket" => Some(BenchTransport::Afpacket),
             "dpdk" => Some(BenchTransport::Dpdk),
+            "dpdk-virtio" => Some(BenchTransport::DpdkVirtio),
             _ => None,
         }
     }
@@ -71,6 +74,7 @@ impl BenchTransport {
             BenchTransport::Udp => "udp",
             BenchTransport::Afpacket => "afpacket",
             BenchTransport::Dpdk => "dpdk",
+            BenchTransport::DpdkVirtio => "dpdk-virtio",
         }
     }
 }
@@ -334,9 +338,10 @@ fn testbed_point(
         auth: false,
         transport: match transport {
             BenchTransport::Udp => TransportKind::Udp,
-            BenchTransport::Dpdk => TransportKind::Dpdk,
+            BenchTransport::Dpdk | BenchTransport::DpdkVirtio => TransportKind::Dpdk,
             _ => TransportKind::Afpacket,
         },
+        virtio: transport == BenchTransport::DpdkVirtio,
         polling: spec.polling,
         ..LayoutSpec::default()
     };
