@@ -625,3 +625,61 @@ fn acceptors_on_virtio_user_through_a_vhost_user_switch() {
     // client node deliver went through it.
     bed.finish_and_check();
 }
+
+/// `ethpaxos bench` on the testbed transports: one point each over AF_PACKET and UDP, in the
+/// thesis' layout, measured from the client node's acknowledgements, its JSON summary and
+/// each process's CPU.
+#[test]
+fn the_bench_runs_its_points_as_node_processes() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    let out = std::env::temp_dir().join(format!("ethpaxos-tbbench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args([
+            "bench",
+            "--transport",
+            "afpacket,udp",
+            "--clients",
+            "4",
+            "--policies",
+            "sync",
+            "--warmup",
+            "1s",
+            "--duration",
+            "2s",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let points = json.as_array().unwrap();
+    assert_eq!(points.len(), 2, "{json}");
+    for (p, transport) in points.iter().zip(["afpacket", "udp"]) {
+        assert_eq!(p["transport"], transport);
+        assert!(p["values"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["latency_p50_us"].as_f64().unwrap() > 0.0, "{p}");
+        for role in ["proposer", "acceptor", "learner", "client"] {
+            assert!(
+                p["cpu_percent"][role].as_f64().unwrap() > 0.0,
+                "{role}: {p}"
+            );
+        }
+    }
+    // The testbed is gone and its run directories with it.
+    assert!(!std::fs::read_dir(&out).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("run-")));
+    let _ = std::fs::remove_dir_all(&out);
+}
