@@ -118,17 +118,18 @@ pub struct Point {
     pub latency_p50_us: f64,
     pub latency_p99_us: f64,
     pub latency_p999_us: f64,
-    /// CPU used in the window by each role, in percent of one core.
+    /// CPU used in the window by each role, in percent of one core (and by `switch`, the
+    /// software switch of dpdk-virtio).
     pub cpu_percent: BTreeMap<String, f64>,
 }
 
 impl Point {
-    pub const CSV_HEADER: &'static str = "transport,policy,clients,outstanding,value_size,window_s,values,values_per_sec,latency_mean_us,latency_p50_us,latency_p99_us,latency_p999_us,cpu_proposer_pct,cpu_acceptor_pct,cpu_learner_pct,cpu_client_pct";
+    pub const CSV_HEADER: &'static str = "transport,policy,clients,outstanding,value_size,window_s,values,values_per_sec,latency_mean_us,latency_p50_us,latency_p99_us,latency_p999_us,cpu_proposer_pct,cpu_acceptor_pct,cpu_learner_pct,cpu_client_pct,cpu_switch_pct";
 
     pub fn csv_row(&self) -> String {
         let cpu = |r: &str| self.cpu_percent.get(r).copied().unwrap_or(0.0);
         format!(
-            "{},{},{},{},{},{:.3},{},{:.0},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            "{},{},{},{},{},{:.3},{},{:.0},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
             self.transport,
             self.policy,
             self.clients,
@@ -145,6 +146,7 @@ impl Point {
             cpu("acceptor"),
             cpu("learner"),
             cpu("client"),
+            cpu("switch"),
         )
     }
 
@@ -375,7 +377,7 @@ fn measure(
     stop: &AtomicBool,
 ) -> Result<Point, BenchError> {
     let mut procs = Processes(Vec::new());
-    let _vswitch = tb.start_vswitch(&spec.exe)?;
+    let vswitch = tb.start_vswitch(&spec.exe)?;
     for n in &tb.nodes {
         procs.0.push((n.id, tb.start(n.id, &spec.exe)?));
     }
@@ -390,9 +392,13 @@ fn measure(
     let cpu = |procs: &Processes| -> Vec<f64> {
         procs.0.iter().map(|(_, c)| process_cpu(c.id())).collect()
     };
+    // The software switch of virtio_user nodes forwards every frame: its CPU is the network's.
+    let switch = vswitch.as_ref().map(Child::id);
     let (t0, a0, cpu0) = (Instant::now(), lines(&acked), cpu(&procs));
+    let switch0 = switch.map(process_cpu);
     sleep(spec.duration);
     let (window, a1, cpu1) = (t0.elapsed(), lines(&acked), cpu(&procs));
+    let switch1 = switch.map(process_cpu);
     let ids: Vec<u16> = procs.0.iter().map(|(id, _)| *id).collect();
     for (id, c) in &mut procs.0 {
         if let Ok(Some(status)) = c.try_wait() {
@@ -404,6 +410,8 @@ fn measure(
         }
     }
     procs.terminate(Duration::from_secs(10));
+    // After the nodes: stopped (and reaped) with them.
+    drop(Processes(vswitch.into_iter().map(|c| (0, c)).collect()));
     let summary_path = tb.dir.join(format!("summary-{}.json", testbed::CLIENT));
     let summary: serde_json::Value = std::fs::read_to_string(&summary_path)
         .ok()
@@ -420,6 +428,9 @@ fn measure(
     for (k, id) in ids.iter().enumerate() {
         *cpu_percent.entry(role_of(*id).to_string()).or_insert(0.0) +=
             100.0 * (cpu1[k] - cpu0[k]) / secs.max(1e-9);
+    }
+    if let (Some(a), Some(b)) = (switch0, switch1) {
+        cpu_percent.insert("switch".into(), 100.0 * (b - a) / secs.max(1e-9));
     }
     Ok(Point {
         transport: transport.name().into(),
