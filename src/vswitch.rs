@@ -50,30 +50,24 @@ impl VswitchConfig {
         if self.sockets.is_empty() {
             return Err(VswitchError::NoPorts);
         }
-        let mut args: Vec<String> = [
-            "-l",
-            &first_allowed_core().to_string(),
-            "-m",
-            "512",
-            "--no-huge",
-            "--no-shconf",
-            "--no-pci",
-            "--no-telemetry",
-            "--log-level=error",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        // The same EAL a node gets from its `dpdk` section: ordinary pages, no shared
+        // config or telemetry left behind, no PCI; its ports are the vhost-user sockets.
+        let mut eal = crate::config::DpdkConfig {
+            memory_mb: 512,
+            ..crate::config::DpdkConfig::default()
+        };
         for (k, path) in self.sockets.iter().enumerate() {
             let p = path
                 .to_str()
                 .filter(|p| !p.contains(','))
                 .ok_or_else(|| VswitchError::BadPath(path.clone()))?;
-            args.push(format!("--vdev=net_vhost{k},iface={p},queues=1"));
+            eal.vdevs.push(format!("net_vhost{k},iface={p},queues=1"));
         }
         if let Some(up) = &self.uplink {
-            args.push(format!("--vdev=net_af_packet0,iface={up},framecnt=16384"));
+            eal.vdevs
+                .push(format!("net_af_packet0,iface={up},framecnt=16384"));
         }
+        let args = eal.eal_command_line(first_allowed_core());
         Ok(args)
     }
 }

@@ -267,15 +267,7 @@ fn inproc_point(
 
 /// CPU seconds (user + system) a process has used.
 fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
-    ticks as f64 / 100.0
+    crate::cluster::stat_cpu_seconds(Path::new(&format!("/proc/{pid}/stat")))
 }
 
 fn lines(path: &Path) -> u64 {

@@ -22,14 +22,22 @@ const COLORS: [RGBColor; 10] = [
 /// One line of a plot: its label and (x, y) points.
 type Line = (String, Vec<(f64, f64)>);
 
-/// Lines of (x, y), one per mode, in the grid's order.
+/// Lines of (x, y), one per mode, in the grid's order; only the points a log axis can show
+/// (finite and positive) are kept.
 fn lines(points: &[Point], xy: impl Fn(&Point) -> (f64, f64)) -> Vec<Line> {
     let mut out: Vec<Line> = Vec::new();
     for p in points {
         let label = format!("{} ({})", p.mode(), p.transport);
-        match out.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, v)) => v.push(xy(p)),
-            None => out.push((label, vec![xy(p)])),
+        let k = match out.iter().position(|(l, _)| *l == label) {
+            Some(k) => k,
+            None => {
+                out.push((label, Vec::new()));
+                out.len() - 1
+            }
+        };
+        let (x, y) = xy(p);
+        if x.is_finite() && y.is_finite() && x > 0.0 && y > 0.0 {
+            out[k].1.push((x, y));
         }
     }
     out
@@ -55,11 +63,7 @@ fn draw(
     lines: &[Line],
 ) -> Result<(), BenchError> {
     let fail = fail(path);
-    let all: Vec<(f64, f64)> = lines
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0)
-        .collect();
+    let all: Vec<(f64, f64)> = lines.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     if all.is_empty() {
         return Ok(());
     }
@@ -88,11 +92,6 @@ fn draw(
                 .map_err(|e| fail(e.to_string()))?;
             for (k, (label, v)) in lines.iter().enumerate() {
                 let color = COLORS[k % COLORS.len()];
-                let v: Vec<(f64, f64)> = v
-                    .iter()
-                    .copied()
-                    .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0)
-                    .collect();
                 chart
                     .draw_series(LineSeries::new(v.clone(), color.stroke_width(2)))
                     .map_err(|e| fail(e.to_string()))?

@@ -46,10 +46,8 @@ pub struct DemoOptions {
 pub struct DemoSummary {
     pub elapsed: Duration,
     pub acknowledged: u64,
-    pub latency_p50: Duration,
-    pub latency_p99: Duration,
-    /// The measured window (after the warm-up): its length, acknowledgements, latency
-    /// (mean, p50, p99, p99.9) and CPU seconds per role.
+    /// The measured window (after the warm-up; all of the run without one): its length,
+    /// acknowledgements, latency (mean, p50, p99, p99.9) and CPU seconds per role.
     pub window: Window,
     pub leader_changes: u64,
     /// Per learner: values delivered and the digest of the delivered sequence.
@@ -92,28 +90,29 @@ pub fn cpu_by_role() -> HashMap<String, f64> {
     };
     for t in tasks.filter_map(Result::ok) {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
         let Some(role) = comm.trim().strip_prefix("epx-") else {
             continue;
         };
         let role = role.split('-').next().unwrap_or(role).to_string();
-        // Fields after the ")" that ends the name: utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        let ticks = f.iter().sum::<u64>() as f64;
-        *by.entry(role).or_insert(0.0) += ticks / clock_ticks();
+        *by.entry(role).or_insert(0.0) += stat_cpu_seconds(&t.path().join("stat"));
     }
     by
 }
 
-fn clock_ticks() -> f64 {
+/// CPU seconds (user + system) of the process or thread whose /proc `stat` file is at `path`
+/// (0 if it cannot be read).
+pub fn stat_cpu_seconds(path: &std::path::Path) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the ")" that ends the name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
     // Linux reports CPU time in USER_HZ ticks, 100 per second on every architecture it runs.
-    100.0
+    ticks as f64 / 100.0
 }
 
 impl DemoSummary {
@@ -134,8 +133,8 @@ impl fmt::Display for DemoSummary {
             self.acknowledged,
             self.elapsed.as_secs_f64(),
             self.values_per_sec(),
-            self.latency_p50,
-            self.latency_p99,
+            self.window.latency_p50,
+            self.window.latency_p99,
             self.leader_changes
         )?;
         let per_commit = self.committed_changes as f64 / self.commits.max(1) as f64;
@@ -507,8 +506,6 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     Ok(DemoSummary {
         elapsed,
         acknowledged: acked_at_end,
-        latency_p50: Duration::from_nanos(hist.value_at_quantile(0.5)),
-        latency_p99: Duration::from_nanos(hist.value_at_quantile(0.99)),
         window: Window {
             length: window_length,
             acknowledged: acked_at_end - acked_at_warmup,

@@ -172,14 +172,25 @@ struct Builder<'a> {
     registry: &'a Registry,
 }
 
+/// The error for metric `name`, when it cannot be made or registered.
+fn register_error(name: &str) -> impl FnOnce(prometheus::Error) -> MetricsError + '_ {
+    move |source| MetricsError::Register {
+        name: name.into(),
+        source,
+    }
+}
+
 impl Builder<'_> {
-    fn add<C: Collector + Clone + 'static>(&self, name: &str, c: C) -> Result<C, MetricsError> {
+    /// Registers the metric `made` (or says why it could not be made).
+    fn add<C: Collector + Clone + 'static>(
+        &self,
+        name: &str,
+        made: prometheus::Result<C>,
+    ) -> Result<C, MetricsError> {
+        let c = made.map_err(register_error(name))?;
         self.registry
             .register(Box::new(c.clone()))
-            .map_err(|source| MetricsError::Register {
-                name: name.into(),
-                source,
-            })?;
+            .map_err(register_error(name))?;
         Ok(c)
     }
 
@@ -193,21 +204,14 @@ impl Builder<'_> {
         if let Some(r) = role {
             opts = opts.const_label("role", r);
         }
-        let c = IntCounter::with_opts(opts).map_err(|source| MetricsError::Register {
-            name: name.into(),
-            source,
-        })?;
-        self.add(name, c)
+        self.add(name, IntCounter::with_opts(opts))
     }
 
     fn gauge(&self, name: &str, help: &str, role: &str) -> Result<IntGauge, MetricsError> {
-        let g = IntGauge::with_opts(Opts::new(name, help).const_label("role", role)).map_err(
-            |source| MetricsError::Register {
-                name: name.into(),
-                source,
-            },
-        )?;
-        self.add(name, g)
+        self.add(
+            name,
+            IntGauge::with_opts(Opts::new(name, help).const_label("role", role)),
+        )
     }
 
     fn counter_vec(
@@ -216,23 +220,11 @@ impl Builder<'_> {
         help: &str,
         label: &str,
     ) -> Result<IntCounterVec, MetricsError> {
-        let c = IntCounterVec::new(Opts::new(name, help), &[label]).map_err(|source| {
-            MetricsError::Register {
-                name: name.into(),
-                source,
-            }
-        })?;
-        self.add(name, c)
+        self.add(name, IntCounterVec::new(Opts::new(name, help), &[label]))
     }
 
     fn gauge_vec(&self, name: &str, help: &str, label: &str) -> Result<IntGaugeVec, MetricsError> {
-        let g = IntGaugeVec::new(Opts::new(name, help), &[label]).map_err(|source| {
-            MetricsError::Register {
-                name: name.into(),
-                source,
-            }
-        })?;
-        self.add(name, g)
+        self.add(name, IntGaugeVec::new(Opts::new(name, help), &[label]))
     }
 
     fn histogram(
@@ -242,16 +234,14 @@ impl Builder<'_> {
         role: &str,
         buckets: Vec<f64>,
     ) -> Result<Histogram, MetricsError> {
-        let h = Histogram::with_opts(
-            HistogramOpts::new(name, help)
-                .const_label("role", role)
-                .buckets(buckets),
+        self.add(
+            name,
+            Histogram::with_opts(
+                HistogramOpts::new(name, help)
+                    .const_label("role", role)
+                    .buckets(buckets),
+            ),
         )
-        .map_err(|source| MetricsError::Register {
-            name: name.into(),
-            source,
-        })?;
-        self.add(name, h)
     }
 }
 
@@ -281,13 +271,8 @@ impl Metrics {
     pub fn new(cfg: &NodeConfig) -> Result<Arc<Metrics>, MetricsError> {
         let me = cfg.me();
         let labels = HashMap::from([("node".to_string(), cfg.node_id.to_string())]);
-        let registry =
-            Registry::new_custom(Some("ethpaxos".into()), Some(labels)).map_err(|source| {
-                MetricsError::Register {
-                    name: "registry".into(),
-                    source,
-                }
-            })?;
+        let registry = Registry::new_custom(Some("ethpaxos".into()), Some(labels))
+            .map_err(register_error("registry"))?;
         let b = Builder {
             registry: &registry,
         };
@@ -314,17 +299,15 @@ impl Metrics {
                 Role::Replica => "replica",
             })
             .collect();
-        let info = IntGauge::with_opts(
-            Opts::new("node_info", "This node: its roles and transport (value 1).")
-                .const_label("roles", roles.join(","))
-                .const_label("transport", format!("{:?}", cfg.transport).to_lowercase()),
-        )
-        .map_err(|source| MetricsError::Register {
-            name: "node_info".into(),
-            source,
-        })?;
+        let info = b.add(
+            "node_info",
+            IntGauge::with_opts(
+                Opts::new("node_info", "This node: its roles and transport (value 1).")
+                    .const_label("roles", roles.join(","))
+                    .const_label("transport", format!("{:?}", cfg.transport).to_lowercase()),
+            ),
+        )?;
         info.set(1);
-        b.add("node_info", info)?;
         let families = Families {
             frames_received: b.counter(
                 "frames_received_total",

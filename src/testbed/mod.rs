@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::storage::FsyncPolicy;
 use impair::Impairment;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -242,6 +243,43 @@ fn veth(
         )));
     }
     Ok(())
+}
+
+/// Runs `exe args` in namespace `ns`, its stdout and stderr into `log` (appended to, or
+/// truncated first).
+fn spawn_logged(
+    ns: &str,
+    exe: &Path,
+    args: &[&OsStr],
+    log: &Path,
+    append: bool,
+) -> Result<Child, TestbedError> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .map_err(io(format!("cannot open {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(io(format!("cannot open {}", log.display())))?;
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| TestbedError::Spawn {
+            cmd: format!(
+                "ip netns exec {ns} {} {}",
+                exe.display(),
+                args.first().map_or("".into(), |a| a.to_string_lossy())
+            ),
+            source,
+        })
 }
 
 /// The switch's end of its uplink into the hub's bridge.
@@ -545,29 +583,18 @@ impl Testbed {
             cmd: format!("start node {id}"),
             stderr: "no such node in this testbed".into(),
         })?;
-        let log_path = self.dir.join(format!("node-{id}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io(format!("cannot open {}", log_path.display())))?;
-        let err = log
-            .try_clone()
-            .map_err(io(format!("cannot open {}", log_path.display())))?;
-        Command::new("ip")
-            .args(["netns", "exec", &node.namespace])
-            .arg(exe)
-            .arg("run")
-            .arg("--config")
-            .arg(&node.config)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| TestbedError::Spawn {
-                cmd: format!("ip netns exec {} {} run", node.namespace, exe.display()),
-                source,
-            })
+        let args = [
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            node.config.as_os_str(),
+        ];
+        spawn_logged(
+            &node.namespace,
+            exe,
+            &args,
+            &self.dir.join(format!("node-{id}.log")),
+            true,
+        )
     }
 
     /// Starts the software switch in the hub namespace (log in `vswitch.log`) and waits, up
@@ -577,29 +604,16 @@ impl Testbed {
             return Ok(None);
         }
         let log_path = self.dir.join("vswitch.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(io(format!("cannot open {}", log_path.display())))?;
-        let err = log
-            .try_clone()
-            .map_err(io(format!("cannot open {}", log_path.display())))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.hub])
-            .arg(exe)
-            .arg("vswitch")
-            .args(["--uplink", VSWITCH_UPLINK]);
+        let mut args = vec![
+            OsStr::new("vswitch"),
+            OsStr::new("--uplink"),
+            OsStr::new(VSWITCH_UPLINK),
+        ];
         for s in &self.vswitch_sockets {
             let _ = std::fs::remove_file(s);
-            cmd.arg("--socket").arg(s);
+            args.extend([OsStr::new("--socket"), s.as_os_str()]);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| TestbedError::Spawn {
-                cmd: format!("ip netns exec {} {} vswitch", self.hub, exe.display()),
-                source,
-            })?;
+        let mut child = spawn_logged(&self.hub, exe, &args, &log_path, false)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.vswitch_sockets.iter().all(|s| s.exists()) {
             if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
