@@ -28,6 +28,7 @@ fn main() -> std::io::Result<()> {
             ballot: bal,
             from: 1,
             end: 9,
+            log_end: 12,
             chunk_start: 1,
             chunk_end: 9,
             trim: 0,

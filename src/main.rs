@@ -183,22 +183,27 @@ enum Command {
         replot: bool,
     },
     /// Submits values to a cluster and waits for each to be delivered: the values given, or
-    /// one per line of standard input. The config must give this node the client and learner
-    /// roles. Exits non-zero if any value was not acknowledged in time.
+    /// those read from standard input (see --format). The config must give this node the
+    /// client and learner roles. Exits non-zero if any value was not acknowledged in time.
     Submit {
         #[arg(long)]
         config: PathBuf,
         /// How long to wait for each acknowledgement.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// How values are written: text (one per argument or per line of standard input,
+        /// any bytes but newline), hex (each value in hex digits), or length-prefixed
+        /// (standard input only: each value is a 4-byte big-endian length, then its bytes).
+        #[arg(long, default_value = "text", value_parser = ["text", "hex", "length-prefixed"])]
+        format: String,
         values: Vec<String>,
     },
     /// Prints a learner's delivered stream (its config's output.socket) as it arrives.
     Tail {
         #[arg(long)]
         socket: PathBuf,
-        /// Stop after this many values.
-        #[arg(long)]
+        /// Stop after this many values (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
     /// Runs seeded simulations under loss, duplication, reordering, partitions and crashes, and
@@ -256,7 +261,25 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // Timestamped log lines (RFC 3339, UTC) on stderr, so a leader change can be lined up
+    // with anything else an operator sees.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain, never a backtrace: a config error is not a crash, whatever
+            // RUST_BACKTRACE says.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Run { config } => run_node(&config),
         Command::Testbed { action } => testbed(action),
@@ -289,8 +312,9 @@ fn main() -> Result<()> {
         Command::Submit {
             config,
             timeout,
+            format,
             values,
-        } => submit(&config, timeout, values),
+        } => submit(&config, timeout, &format, values),
         Command::Vswitch {
             sockets,
             uplink,
@@ -531,7 +555,7 @@ fn run_node(path: &Path) -> Result<()> {
     let cfg = NodeConfig::load(path)?;
     let stop = stop_on_signals()?;
     let stats = node::run(&cfg, &stop).with_context(|| format!("node {}", cfg.node_id))?;
-    eprintln!("node {} stopped: {stats:?}", cfg.node_id);
+    eprintln!("node {} stopped.\n{stats}", cfg.node_id);
     if let Some(path) = &cfg.output.summary {
         let json = serde_json::to_string_pretty(&stats).context("node summary")?;
         std::fs::write(path, json + "\n")
@@ -578,15 +602,20 @@ fn simulate(
         if verbose {
             let s = &report.stats;
             println!(
-                "seed {seed} {:<22} {} values delivered, {} frames ({} lost, {} duplicated), {} elections, {} crashes, {} catch-up requests, {:.2}s virtual",
+                "seed {seed} {:<22} {} values delivered, {} frames ({} lost, {} of them to full receive queues, {} duplicated), {} elections, {} crashes, {} catch-up requests, {} learners trimmed out, acceptors refused {} oversized 2a and {} top-round ballots and put off {} prepares, {:.2}s virtual",
                 report.kind.to_string(),
                 s.values_delivered,
                 s.frames_sent,
                 s.frames_lost,
+                s.frames_overflowed,
                 s.frames_duplicated,
                 s.leader_elections,
                 s.crashes,
                 s.catchup_requests,
+                s.trimmed_out,
+                s.acceptors.refused_oversized,
+                s.acceptors.refused_top_round,
+                s.acceptors.deferred_prepares,
                 s.virtual_time.as_secs_f64()
             );
         }
@@ -784,35 +813,106 @@ fn replay(interface: &str, count: usize) -> Result<()> {
     Ok(())
 }
 
-fn submit(config: &Path, timeout: Duration, values: Vec<String>) -> Result<()> {
-    use std::io::BufRead;
-    let cfg = NodeConfig::load(config)?;
-    let values: Vec<String> = if values.is_empty() {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<_, _>>()
-            .context("cannot read values from standard input")?
+/// At most the first 40 characters of a value, and its size: an error never echoes a whole
+/// (possibly huge, possibly binary) value.
+fn shown(v: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&v[..v.len().min(40)]).replace(char::is_control, ".");
+    if v.len() > 40 {
+        format!("{text:?}... ({} bytes)", v.len())
     } else {
-        values
+        format!("{text:?}")
+    }
+}
+
+/// The values `submit` sends, from its arguments or standard input, in `format`.
+fn submit_values(format: &str, args: Vec<String>) -> Result<Vec<Vec<u8>>> {
+    use std::io::Read;
+    let hex = |k: usize, t: &str| -> Result<Vec<u8>> {
+        let t = t.trim();
+        if t.len() % 2 != 0 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!(
+                "value {k}: not an even number of hex digits: {}",
+                shown(t.as_bytes())
+            );
+        }
+        Ok((0..t.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&t[i..i + 2], 16).unwrap_or_default())
+            .collect())
     };
+    if !args.is_empty() {
+        return match format {
+            "hex" => args.iter().enumerate().map(|(k, a)| hex(k, a)).collect(),
+            "length-prefixed" => bail!("--format length-prefixed reads standard input only"),
+            _ => Ok(args.into_iter().map(String::into_bytes).collect()),
+        };
+    }
+    let mut input = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .context("cannot read values from standard input")?;
+    match format {
+        "length-prefixed" => {
+            let mut values = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                    bail!(
+                        "value {}: a length needs 4 bytes, {} left",
+                        values.len(),
+                        rest.len()
+                    );
+                };
+                let len = u32::from_be_bytes(*len) as usize;
+                if tail.len() < len {
+                    bail!(
+                        "value {}: its length says {len} bytes but {} are left",
+                        values.len(),
+                        tail.len()
+                    );
+                }
+                values.push(tail[..len].to_vec());
+                rest = &tail[len..];
+            }
+            Ok(values)
+        }
+        // Lines of bytes: a value need not be UTF-8.
+        _ => input
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(k, l)| match format {
+                "hex" => hex(k, &String::from_utf8_lossy(l)),
+                _ => Ok(l.to_vec()),
+            })
+            .collect(),
+    }
+}
+
+fn submit(config: &Path, timeout: Duration, format: &str, args: Vec<String>) -> Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    let values = submit_values(format, args)?;
     let node = ethpaxos::app::Embedded::start(cfg)?;
     // All in flight at once; each acknowledged when its own learner delivers it.
-    let pending: Vec<_> = values
-        .iter()
-        .map(|v| node.submit_async(bytes::Bytes::from(v.clone().into_bytes())))
-        .collect::<Result<_, _>>()?;
+    let mut pending = Vec::with_capacity(values.len());
+    for (k, v) in values.iter().enumerate() {
+        let rx = node
+            .submit_async(bytes::Bytes::from(v.clone()))
+            .with_context(|| format!("value {k} {}", shown(v)))?;
+        pending.push(rx);
+    }
     let mut failed = 0;
     for (v, rx) in values.iter().zip(pending) {
         match rx.recv_timeout(timeout) {
-            Ok(Ok(seq)) => println!("acknowledged seq {seq}: {v}"),
+            Ok(Ok(seq)) => println!("acknowledged seq {seq}: {}", shown(v)),
             Ok(Err(why)) => {
                 failed += 1;
-                println!("refused: {v}: {why}");
+                println!("refused: {}: {why}", shown(v));
             }
             Err(_) => {
                 failed += 1;
-                println!("no acknowledgement within {timeout:?}: {v}");
+                println!("no acknowledgement within {timeout:?}: {}", shown(v));
             }
         }
     }

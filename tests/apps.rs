@@ -234,3 +234,76 @@ fn the_embedded_client_is_acknowledged_once_per_value() {
     let stats = node.stop().unwrap();
     assert_eq!(stats.acknowledged, 20);
 }
+
+#[test]
+fn binary_values_from_stdin_and_errors_that_quote_only_a_prefix() {
+    use std::io::Write;
+    let c = Cluster::start("binary");
+    let submit = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+            .arg("submit")
+            .arg("--config")
+            .arg(c.config(9))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or_default()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let acked = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("acknowledged"))
+            .count()
+    };
+    // Length-prefixed: any bytes, newlines and invalid UTF-8 included.
+    let values: [&[u8]; 3] = [&[0, 159, 146, 150], &[0xFF; 10], b"two\nlines"];
+    let mut input = Vec::new();
+    for v in values {
+        input.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        input.extend_from_slice(v);
+    }
+    let (ok, text) = submit(&["--format", "length-prefixed"], Some(&input));
+    assert!(ok, "{text}");
+    assert_eq!(acked(&text), 3, "{text}");
+    // Text lines from standard input need not be UTF-8 either.
+    let (ok, text) = submit(&[], Some(b"caf\xE9\nplain\n"));
+    assert!(ok, "{text}");
+    assert_eq!(acked(&text), 2, "{text}");
+    // Hex arguments.
+    let (ok, text) = submit(&["--format", "hex", "00ff10", "41"], None);
+    assert!(ok, "{text}");
+    assert_eq!(acked(&text), 2, "{text}");
+    let (ok, text) = submit(&["--format", "hex", "0g"], None);
+    assert!(!ok && text.contains("hex digits"), "{text}");
+    // A length that runs past the input is named, not guessed at.
+    let (ok, text) = submit(&["--format", "length-prefixed"], Some(&[0, 0, 0, 9, 1]));
+    assert!(!ok && text.contains("its length says 9 bytes"), "{text}");
+    // An oversized value is refused, and the error quotes 40 characters of it, not 5000.
+    let big = "y".repeat(5000);
+    let (ok, text) = submit(&[&big], None);
+    assert!(!ok, "{text}");
+    assert!(text.contains("(5000 bytes)"), "{text}");
+    assert!(
+        !text.contains(&"y".repeat(41)),
+        "the whole value was echoed"
+    );
+    // `tail --count 0` is refused at once instead of waiting for ever.
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["tail", "--count", "0", "--socket"])
+        .arg(c.socket())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--count"));
+}

@@ -4,6 +4,7 @@ use ethpaxos::protocol::{
     Acceptor, AcceptorState, Actions, Ballot, Membership, Message, NodeId, ProtocolConfig,
 };
 use ethpaxos::sim::{AcceptorFactory, AcceptorLogic, FaultKind, SimConfig, Simulation};
+use std::time::Duration;
 
 /// Votes for every 2a it sees, whatever it promised: the real acceptor, with its promise
 /// forgotten before each accept (its votes stay, so that is the only defect).
@@ -15,13 +16,13 @@ struct ForgetsPromise {
 }
 
 impl AcceptorLogic for ForgetsPromise {
-    fn handle(&mut self, from: NodeId, msg: Message, out: &mut Actions) {
+    fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
         if matches!(msg, Message::Accept { .. }) {
             let mut state = self.inner.state().clone();
             state.promised = Ballot::ZERO;
             self.inner = Acceptor::restore(self.id, &self.cfg, self.members.clone(), state);
         }
-        self.inner.handle(from, msg, out);
+        self.inner.handle(now, from, msg, out);
     }
 }
 

@@ -286,3 +286,110 @@ fn a_dpdk_file_passes_with_its_eal_arguments_and_bad_fields_are_named() {
         );
     }
 }
+
+/// A client node (learner + client) of the GOOD cluster, for the load section.
+const CLIENT: &str = r#"
+node_id: 21
+members:
+  - {id: 1, roles: [proposer], udp: "127.0.0.1:7101"}
+  - {id: 11, roles: [acceptor], udp: "127.0.0.1:7111"}
+  - {id: 12, roles: [acceptor], udp: "127.0.0.1:7112"}
+  - {id: 13, roles: [acceptor], udp: "127.0.0.1:7113"}
+  - {id: 21, roles: [learner, client], udp: "127.0.0.1:7121"}
+"#;
+
+#[test]
+fn every_numeric_field_has_a_range_and_the_error_names_it() {
+    let max = u64::MAX;
+    for field in [
+        "window",
+        "batch_max_delay_us",
+        "max_pending_values",
+        "heartbeat_interval_ms",
+        "leader_timeout_ms",
+        "takeover_backoff_ms",
+        "retransmit_timeout_ms",
+        "catchup_delay_ms",
+        "catchup_interval_ms",
+        "catchup_max_instances",
+        "answer_max_frames",
+        "learner_timeout_ms",
+        "learner_max_ahead",
+        "progress_interval_ms",
+        "trim_interval_ms",
+        "trim_keep",
+        "client_timeout_ms",
+    ] {
+        let bad = format!("{GOOD}protocol: {{{field}: {max}}}\n");
+        let (ok, text) = check(&bad);
+        assert!(!ok, "accepted {field}: 2^64-1");
+        assert!(
+            text.contains(&format!("protocol.{field}")),
+            "the error does not name {field}:\n{text}"
+        );
+    }
+    for (load, expect) in [
+        ("{clients: 70000}", "load.clients"),
+        ("{clients: 0}", "load.clients"),
+        (
+            &format!("{{outstanding: {max}}}") as &str,
+            "load.outstanding",
+        ),
+        ("{clients: 1000, outstanding: 60000}", "load.outstanding"),
+        ("{warmup_ms: 100000000000}", "load.warmup_ms"),
+    ] {
+        let (ok, text) = check(&format!("{CLIENT}load: {load}\n"));
+        assert!(!ok, "accepted load {load}");
+        assert!(text.contains(expect), "{load}: {text}");
+    }
+    let (ok, text) = check(&format!(
+        "{CLIENT}load: {{clients: 65535, outstanding: 16}}\n"
+    ));
+    assert!(ok, "{text}");
+    // The standby timeout sum cannot wrap: each term is bounded.
+    let (ok, text) = check(&format!(
+        "{GOOD}protocol: {{leader_timeout_ms: 3600000, takeover_backoff_ms: 3600000}}\n"
+    ));
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn a_storage_path_that_cannot_be_written_is_named_at_start() {
+    // A file where the storage directory should be created: the node must refuse with the
+    // path, not abort inside RocksDB.
+    let dir = std::env::temp_dir().join(format!("ethpaxos-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let data = blocker.join("data");
+    let err = ethpaxos::storage::check_writable(&data).unwrap_err();
+    assert!(
+        err.to_string().contains(&data.display().to_string()),
+        "{err}"
+    );
+    ethpaxos::storage::check_writable(&dir.join("ok")).unwrap();
+    assert_eq!(std::fs::read_dir(dir.join("ok")).unwrap().count(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn config_errors_carry_no_backtrace_even_when_asked_for() {
+    let dir = std::env::temp_dir().join(format!("ethpaxos-bt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("node.yaml");
+    std::fs::write(&file, GOOD.replace("node_id: 11", "node_id: 99")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .arg("check-config")
+        .arg(&file)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("error: ") && err.contains("node_id"),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+}

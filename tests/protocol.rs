@@ -45,6 +45,7 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
     let mut a = Acceptor::new(11, &cfg, members());
     let mut out = Actions::new();
     a.handle(
+        std::time::Duration::from_millis(1000),
         2,
         Message::Prepare {
             ballot: Ballot::new(5, 2),
@@ -58,6 +59,7 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
     let mut out = Actions::new();
     let value = Batch::new(vec![val(1, 0)]);
     a.handle(
+        std::time::Duration::ZERO,
         1,
         Message::Accept {
             ballot: Ballot::new(4, 1),
@@ -77,6 +79,7 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
 
     let mut out = Actions::new();
     a.handle(
+        std::time::Duration::ZERO,
         2,
         Message::Accept {
             ballot: Ballot::new(5, 2),
@@ -103,6 +106,7 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
     let mut b = Acceptor::restore(11, &cfg, members(), state);
     let mut out = Actions::new();
     b.handle(
+        std::time::Duration::from_millis(1000),
         1,
         Message::Prepare {
             ballot: Ballot::new(4, 1),
@@ -124,6 +128,7 @@ fn acceptor_splits_a_long_promise_into_frames_that_fit() {
     for i in 0..50 {
         let value = Batch::new(vec![val(1, i)]);
         a.handle(
+            std::time::Duration::ZERO,
             1,
             Message::Accept {
                 ballot: Ballot::new(1, 1),
@@ -135,6 +140,7 @@ fn acceptor_splits_a_long_promise_into_frames_that_fit() {
     }
     let mut out = Actions::new();
     a.handle(
+        std::time::Duration::from_millis(1000),
         2,
         Message::Prepare {
             ballot: Ballot::new(2, 2),
@@ -198,7 +204,7 @@ fn leader_elected_batches_and_decides() {
     // Two promises make a quorum.
     for (k, env) in prepares.into_iter().take(2).enumerate() {
         let mut a_out = Actions::new();
-        acceptors[k].handle(1, env.msg, &mut a_out);
+        acceptors[k].handle(now, 1, env.msg, &mut a_out);
         for e in a_out.send {
             p.handle(now, acceptors[k].id(), e.msg, &mut out);
         }
@@ -421,6 +427,7 @@ fn learner_catches_up_whole_ranges_from_acceptors() {
         let mut out = Actions::new();
         for i in 0..n {
             a.handle(
+                std::time::Duration::ZERO,
                 1,
                 Message::Accept {
                     ballot: b,
@@ -446,6 +453,7 @@ fn learner_catches_up_whole_ranges_from_acceptors() {
     let mut now = ms(1);
     let mut ticks = 0;
     let mut request_rounds = 0;
+    let mut max_answer = 0;
     while l.next_instance() < n {
         ticks += 1;
         assert!(ticks < 10, "catch-up stalled at {}", l.next_instance());
@@ -464,14 +472,19 @@ fn learner_catches_up_whole_ranges_from_acceptors() {
                 .find(|a| a.id() == env.to)
                 .expect("an acceptor");
             let mut a_out = Actions::new();
-            a.handle(21, env.msg, &mut a_out);
+            a.handle(ms(0), 21, env.msg, &mut a_out);
+            // An answer is bounded, however much is asked for.
+            assert!(a_out.send.len() as u64 <= cfg.answer_max_frames);
+            max_answer = max_answer.max(a_out.send.len());
             for reply in a_out.send {
                 l.handle(now, a.id(), reply.msg, &mut Actions::new());
             }
         }
     }
-    // 3000 instances arrive in a single request round (catchup_max_instances = 4096).
-    assert_eq!(request_rounds, 1);
+    // 34 votes of 42 bytes fill a 1500-byte reply, 32 replies a page: 1088 instances a
+    // round, so 3000 instances take three rounds, each answer a full page.
+    assert_eq!(max_answer as u64, cfg.answer_max_frames);
+    assert_eq!(request_rounds, 3);
 }
 
 #[test]
@@ -479,10 +492,15 @@ fn learner_below_the_trim_point_gets_a_clear_error() {
     let cfg = ProtocolConfig::default();
     let mut a = Acceptor::new(11, &cfg, members());
     let mut out = Actions::new();
-    a.handle(1, Message::Trim { below: 500 }, &mut out);
+    a.handle(ms(0), 1, Message::Trim { below: 500 }, &mut out);
     assert_eq!(out.persist, vec![Change::Trim(500)]);
     let mut out = Actions::new();
-    a.handle(21, Message::CatchupRequest { from: 0, to: 100 }, &mut out);
+    a.handle(
+        ms(0),
+        21,
+        Message::CatchupRequest { from: 0, to: 100 },
+        &mut out,
+    );
     let mut l = Learner::new(21, &cfg, members(), Duration::ZERO);
     let mut l_out = Actions::new();
     for e in out.send {
@@ -577,4 +595,312 @@ fn config_validation_names_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no_such_knob"), "{err}");
+}
+
+/// Acceptors holding `n` votes each at ballot 1.1.
+fn acceptors_with_history(cfg: &ProtocolConfig, n: u64) -> Vec<Acceptor> {
+    let mut acceptors: Vec<Acceptor> = [11, 12, 13]
+        .iter()
+        .map(|id| Acceptor::new(*id, cfg, members()))
+        .collect();
+    for a in acceptors.iter_mut() {
+        for i in 0..n {
+            a.handle(
+                ms(0),
+                1,
+                Message::Accept {
+                    ballot: Ballot::new(1, 1),
+                    instance: i,
+                    value: Batch::new(vec![val(1, i)]),
+                },
+                &mut Actions::new(),
+            );
+        }
+    }
+    acceptors
+}
+
+#[test]
+fn phase1_over_a_long_history_completes_in_bounded_pages_through_a_small_receive_queue() {
+    let cfg = ProtocolConfig::default();
+    let n = 20_000;
+    let mut acceptors = acceptors_with_history(&cfg, n);
+    // A restarted proposer that knows nothing: phase 1 from instance 0.
+    let mut p = Proposer::new(2, &cfg, members(), ms(0), 1);
+    let mut now = ms(10_000);
+    let mut to_acceptors = Actions::new();
+    p.tick(now, &mut to_acceptors);
+    // The proposer's receive queue holds 64 frames: whatever arrives past that in one
+    // round is lost, as on a socket whose buffer is full.
+    const RX_QUEUE: usize = 64;
+    let (mut rounds, mut largest_answer, mut dropped) = (0, 0, 0);
+    while !p.is_leader() {
+        rounds += 1;
+        assert!(rounds < 2_000, "phase 1 never completed");
+        let mut answers = Vec::new();
+        for env in to_acceptors.send.drain(..) {
+            let Some(a) = acceptors.iter_mut().find(|a| a.id() == env.to) else {
+                continue;
+            };
+            let mut out = Actions::new();
+            a.handle(now, 2, env.msg, &mut out);
+            largest_answer = largest_answer.max(out.send.len());
+            answers.extend(out.send.into_iter().map(|e| (a.id(), e.msg)));
+        }
+        dropped += answers.len().saturating_sub(RX_QUEUE);
+        for (from, msg) in answers.into_iter().take(RX_QUEUE) {
+            p.handle(now, from, msg, &mut to_acceptors);
+        }
+        if to_acceptors.send.is_empty() {
+            // Nothing more asked for: the retransmit timeout re-asks for what is missing.
+            now += ms(cfg.retransmit_timeout_ms);
+            p.tick(now, &mut to_acceptors);
+        }
+    }
+    assert!(
+        largest_answer as u64 <= cfg.answer_max_frames,
+        "an answer of {largest_answer} frames"
+    );
+    assert!(
+        dropped > 0,
+        "the queue never overflowed: the test proves nothing"
+    );
+    // It leads, and re-proposes the history at its ballot from the first instance on.
+    let first = to_acceptors.send.iter().find_map(|e| match &e.msg {
+        Message::Accept {
+            instance: 0, value, ..
+        } => Some(value.clone()),
+        _ => None,
+    });
+    assert_eq!(first, Some(Batch::new(vec![val(1, 0)])));
+}
+
+#[test]
+fn an_acceptor_follows_its_leader_for_a_lease_and_then_lets_another_prepare() {
+    let cfg = ProtocolConfig::default();
+    let mut a = Acceptor::new(11, &cfg, members());
+    let prepare = |round, p| Message::Prepare {
+        ballot: Ballot::new(round, p),
+        from: 0,
+    };
+    let mut out = Actions::new();
+    a.handle(ms(0), 1, prepare(1, 1), &mut out);
+    assert_eq!(a.promised(), Ballot::new(1, 1));
+    // The leader's heartbeats renew the lease; a standby's higher ballot gets no answer.
+    let hb = Message::Heartbeat {
+        ballot: Ballot::new(1, 1),
+        decided_below: 0,
+        next_instance: 0,
+    };
+    a.handle(ms(100), 1, hb, &mut out);
+    let mut out = Actions::new();
+    a.handle(ms(150), 2, prepare(2, 2), &mut out);
+    assert!(out.send.is_empty() && out.persist.is_empty());
+    assert_eq!(a.promised(), Ballot::new(1, 1));
+    assert_eq!(a.counters().deferred_prepares, 1);
+    // The leader itself may always prepare again (it restarted).
+    a.handle(ms(160), 1, prepare(3, 1), &mut Actions::new());
+    assert_eq!(a.promised(), Ballot::new(3, 1));
+    // Once the lease lapses, the standby is promised.
+    let mut out = Actions::new();
+    a.handle(ms(160) + cfg.leader_lease(), 2, prepare(4, 2), &mut out);
+    assert_eq!(a.promised(), Ballot::new(4, 2));
+    assert_eq!(out.persist, vec![Change::Promise(Ballot::new(4, 2))]);
+}
+
+#[test]
+fn an_acceptor_refuses_the_top_round_and_votes_that_would_not_fit_an_answer() {
+    let cfg = ProtocolConfig::default();
+    let mut a = Acceptor::new(11, &cfg, members());
+    let mut out = Actions::new();
+    a.handle(
+        ms(0),
+        1,
+        Message::Prepare {
+            ballot: Ballot::new(u32::MAX, 1),
+            from: 0,
+        },
+        &mut out,
+    );
+    assert!(
+        out.is_empty(),
+        "the top round is neither promised nor answered"
+    );
+    assert_eq!(a.promised(), Ballot::ZERO);
+    // A batch that fits a 2a frame but not a 1b page: never stored, never answered.
+    let room = cfg.max_payload()
+        - ethpaxos::wire::sizes::ACCEPT_FIXED
+        - ethpaxos::wire::sizes::BATCH_FIXED
+        - ethpaxos::wire::sizes::VALUE_FIXED;
+    let big = ClientValue {
+        client: 1,
+        seq: 0,
+        payload: Bytes::from(vec![1; room]),
+    };
+    let accept = Message::Accept {
+        ballot: Ballot::new(1, 1),
+        instance: 0,
+        value: Batch::new(vec![big]),
+    };
+    assert!(ethpaxos::wire::sizes::payload(&accept) <= cfg.max_payload());
+    let mut out = Actions::new();
+    a.handle(ms(0), 1, accept, &mut out);
+    assert!(out.is_empty());
+    assert!(a.state().accepted.is_empty());
+    assert_eq!(a.counters().refused_top_round, 1);
+    assert_eq!(a.counters().refused_oversized, 1);
+}
+
+#[test]
+fn a_proposer_never_wraps_its_round() {
+    let cfg = ProtocolConfig::default();
+    let mut p = Proposer::new(1, &cfg, members(), ms(0), 0);
+    // An acceptor reports a promise just below the top: the next round would be the top.
+    p.handle(
+        ms(1),
+        11,
+        Message::Reject {
+            promised: Ballot::new(u32::MAX - 1, 2),
+            rejected: Ballot::new(1, 1),
+        },
+        &mut Actions::new(),
+    );
+    let mut out = Actions::new();
+    p.tick(ms(cfg.leader_timeout_ms + 10), &mut out);
+    assert!(out.send.is_empty() && out.persist.is_empty(), "{out:?}");
+    assert_eq!(
+        out.events,
+        vec![Event::NoRoundLeft {
+            highest: Ballot::new(u32::MAX - 1, 2)
+        }]
+    );
+}
+
+/// A proposer leading at ballot 1.1 over fresh acceptors.
+fn leader(cfg: &ProtocolConfig, now: Duration) -> Proposer {
+    let mut p = Proposer::new(1, cfg, members(), ms(0), 0);
+    let mut out = Actions::new();
+    p.tick(now, &mut out);
+    for a in [11, 12] {
+        p.handle(
+            now,
+            a,
+            Message::Promise {
+                ballot: Ballot::new(1, 1),
+                from: 0,
+                end: 0,
+                log_end: 0,
+                chunk_start: 0,
+                chunk_end: 0,
+                trim: 0,
+                entries: Vec::new(),
+            },
+            &mut out,
+        );
+    }
+    assert!(p.is_leader());
+    p
+}
+
+fn trims(out: &Actions) -> Vec<InstanceId> {
+    out.send
+        .iter()
+        .filter_map(|e| match e.msg {
+            Message::Trim { below } if e.to == 11 => Some(below),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn trim_stops_waiting_for_a_learner_gone_silent() {
+    let cfg = ProtocolConfig {
+        trim_keep: 10,
+        ..ProtocolConfig::default()
+    };
+    let mut now = ms(200);
+    let mut p = leader(&cfg, now);
+    let progress = |below| Message::Progress {
+        delivered_below: below,
+    };
+    p.handle(now, 21, progress(100), &mut Actions::new());
+    p.handle(now, 22, progress(50), &mut Actions::new());
+    // Learner 22 falls silent from here on; 21 goes on reporting.
+    let stop = now;
+    now += ms(cfg.trim_interval_ms);
+    let mut out = Actions::new();
+    p.tick(now, &mut out);
+    assert_eq!(trims(&out), vec![40], "the slowest live learner holds trim");
+    let mut last = Vec::new();
+    while now < stop + ms(cfg.learner_timeout_ms) + ms(200) {
+        now += ms(cfg.progress_interval_ms);
+        p.handle(
+            now,
+            21,
+            progress(1_000 + now.as_millis() as u64),
+            &mut Actions::new(),
+        );
+        let mut out = Actions::new();
+        p.tick(now, &mut out);
+        let t = trims(&out);
+        if !t.is_empty() {
+            last = t;
+        }
+        if now < stop + ms(cfg.learner_timeout_ms) {
+            assert!(last.iter().all(|b| *b == 40), "trimmed past a live learner");
+        }
+    }
+    assert!(
+        last[0] > 1_000,
+        "trim still waits for the silent learner: {last:?}"
+    );
+    // When it comes back below the trim point it no longer holds trim back.
+    p.handle(now, 22, progress(50), &mut Actions::new());
+    now += ms(cfg.trim_interval_ms);
+    let mut out = Actions::new();
+    p.tick(now, &mut out);
+    assert!(trims(&out)[0] >= last[0]);
+}
+
+#[test]
+fn a_preparing_proposer_keeps_standbys_quiet_once_a_quorum_answers() {
+    let cfg = ProtocolConfig {
+        answer_max_frames: 1,
+        max_frame: 256,
+        ..ProtocolConfig::default()
+    };
+    let mut acceptors = acceptors_with_history(&cfg, 2_000);
+    let mut p = Proposer::new(2, &cfg, members(), ms(0), 1);
+    let mut now = ms(10_000);
+    let mut out = Actions::new();
+    p.tick(now, &mut out);
+    let heartbeats = |out: &Actions| {
+        out.send
+            .iter()
+            .filter(|e| e.to == 1 && matches!(e.msg, Message::Heartbeat { .. }))
+            .count()
+    };
+    // Before any acceptor answers: no heartbeat (it may be cut off from them).
+    now += ms(cfg.heartbeat_interval_ms);
+    p.tick(now, &mut out);
+    assert_eq!(heartbeats(&out), 0);
+    // One page answered by each acceptor: it has a quorum answering and says so.
+    let mut asks = Actions::new();
+    for env in out.send.drain(..) {
+        if let Some(a) = acceptors.iter_mut().find(|a| a.id() == env.to) {
+            let mut a_out = Actions::new();
+            a.handle(now, 2, env.msg, &mut a_out);
+            for e in a_out.send {
+                p.handle(now, a.id(), e.msg, &mut asks);
+            }
+        }
+    }
+    assert!(
+        !p.is_leader(),
+        "one page of 2000 instances is not the whole answer"
+    );
+    now += ms(cfg.heartbeat_interval_ms);
+    let mut out = Actions::new();
+    p.tick(now, &mut out);
+    assert_eq!(heartbeats(&out), 1);
 }

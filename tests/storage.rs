@@ -94,6 +94,7 @@ fn a_restored_acceptor_keeps_its_promise() {
         let mut a = Acceptor::new(11, &cfg, members());
         let mut out = Actions::new();
         a.handle(
+            std::time::Duration::from_millis(1000),
             2,
             Message::Prepare {
                 ballot: Ballot::new(5, 2),
@@ -108,6 +109,7 @@ fn a_restored_acceptor_keeps_its_promise() {
     let mut out = Actions::new();
     let value = Batch::new(vec![]);
     a.handle(
+        std::time::Duration::ZERO,
         1,
         Message::Accept {
             ballot: Ballot::new(4, 1),

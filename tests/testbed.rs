@@ -206,8 +206,8 @@ impl Bed {
     }
 
     /// Stops the client, checks delivery at every learner, stops every node cleanly and
-    /// returns each node's final counters line.
-    fn finish_and_check(mut self) -> HashMap<u16, String> {
+    /// returns each node's JSON summary (`output.summary`).
+    fn finish_and_check(mut self) -> HashMap<u16, serde_json::Value> {
         let client = self
             .tb
             .nodes
@@ -246,27 +246,40 @@ impl Bed {
             .nodes
             .iter()
             .map(|n| {
-                let log = read_lines(&self.tb.dir.join(format!("node-{}.log", n.id)));
-                let stats = log
-                    .iter()
-                    .rev()
-                    .find(|l| l.contains("stopped: NodeStats"))
-                    .cloned()
-                    .unwrap_or_default();
-                (n.id, stats)
+                let path = self.tb.dir.join(format!("summary-{}.json", n.id));
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                    panic!(
+                        "node {} left no summary {}: {e}{}",
+                        n.id,
+                        path.display(),
+                        self.logs()
+                    )
+                });
+                let summary = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()));
+                (n.id, summary)
             })
             .collect()
     }
 }
 
-/// A counter from a node's final stats line, e.g. `dropped_bad_frame`.
-fn counter(stats: &str, name: &str) -> u64 {
+/// A counter from a node's JSON summary, e.g. `dropped_bad_frame` (the transport's counters
+/// are under `transport`).
+fn counter(stats: &serde_json::Value, name: &str) -> u64 {
     stats
-        .split(&format!("{name}: "))
+        .get(name)
+        .or_else(|| stats["transport"].get(name))
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
+/// A count from the impairing relay's last log line, e.g. `dropped: 12`.
+fn relay_count(line: &str, name: &str) -> u64 {
+    line.split(&format!("{name}: "))
         .nth(1)
         .and_then(|r| r.split([',', ' ']).next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {stats:?}"))
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
 #[test]
@@ -345,7 +358,10 @@ fn a_lossy_duplicating_reordering_link_then_heal() {
     let log = read_lines(&bed.tb.dir.join(format!("impair-{leader}.log")));
     let stats = log.last().cloned().unwrap_or_default();
     for what in ["dropped", "duplicated", "reordered"] {
-        assert!(counter(&stats, what) > 0, "the relay never {what}: {stats}");
+        assert!(
+            relay_count(&stats, what) > 0,
+            "the relay never {what}: {stats}"
+        );
     }
     bed.progress(2000, "after the heal");
     bed.finish_and_check();

@@ -15,10 +15,15 @@ fn addr(s: &UdpSocket) -> SocketAddr {
 }
 
 fn check(members: &[u16], key: Option<FrameKey>) -> FrameCheck {
+    sized_check(members, key, 1500)
+}
+
+fn sized_check(members: &[u16], key: Option<FrameKey>, max_frame: usize) -> FrameCheck {
     FrameCheck {
         cluster: 7,
         members: members.iter().copied().collect(),
         key,
+        max_frame,
     }
 }
 
@@ -47,8 +52,8 @@ fn two_ports() -> (SocketAddr, SocketAddr) {
 fn drops_and_counts_what_is_not_ours() {
     let (a_addr, b_addr) = two_ports();
     let peers: HashMap<_, _> = [(1u16, a_addr), (2u16, b_addr)].into();
-    let mut a = UdpTransport::bind(1, a_addr, peers.clone(), check(&[1, 2], None), 1500).unwrap();
-    let mut b = UdpTransport::bind(2, b_addr, peers, check(&[1, 2], None), 1500).unwrap();
+    let mut a = UdpTransport::bind(1, a_addr, peers.clone(), check(&[1, 2], None)).unwrap();
+    let mut b = UdpTransport::bind(2, b_addr, peers, check(&[1, 2], None)).unwrap();
 
     let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
     raw.send_to(b"not a frame at all", b_addr).unwrap();
@@ -75,13 +80,45 @@ fn an_oversized_message_is_refused_not_truncated() {
     let p = UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = addr(&p);
     drop(p);
-    let mut t = UdpTransport::bind(1, me, [(1u16, me)].into(), check(&[1], None), 128).unwrap();
+    let mut t =
+        UdpTransport::bind(1, me, [(1u16, me)].into(), sized_check(&[1], None, 128)).unwrap();
     let big = Message::Accepted {
         ballot: Default::default(),
         instances: vec![0; 64],
     };
-    let err = t.send(&Envelope { to: 1, msg: big }).unwrap_err();
-    assert!(err.to_string().contains("128-byte maximum"), "{err}");
+    // Dropped and counted: one message that cannot be encoded never ends the node.
+    t.send(&Envelope { to: 1, msg: big }).unwrap();
+    assert_eq!(t.stats.dropped_unencodable, 1);
+    assert_eq!(t.stats.sent, 0);
+    assert_eq!(t.recv(Duration::from_millis(50)).unwrap(), None);
+}
+
+#[test]
+fn a_frame_longer_than_max_frame_is_refused_and_counted() {
+    let (a_addr, b_addr) = two_ports();
+    let peers: HashMap<_, _> = [(1u16, a_addr), (2u16, b_addr)].into();
+    let mut b = UdpTransport::bind(2, b_addr, peers, check(&[1, 2], None)).unwrap();
+    // A well-formed frame from a member, too long for this node's 1500 bytes.
+    let mut long = Vec::new();
+    let header = FrameHeader {
+        dst: [0; 6],
+        src: [0; 6],
+        cluster: 7,
+        sender: 1,
+    };
+    let msg = Message::Accepted {
+        ballot: Default::default(),
+        instances: (0..200).collect(),
+    };
+    wire::encode(&header, &msg, 9216, &mut long).unwrap();
+    assert!(long.len() > 1500);
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&long, b_addr)
+        .unwrap();
+    assert_eq!(b.recv(Duration::from_millis(300)).unwrap(), None);
+    assert_eq!(b.stats.dropped_oversized, 1);
+    assert_eq!(b.stats.dropped_bad_frame, 0);
 }
 
 #[test]
@@ -89,16 +126,9 @@ fn with_a_key_only_tagged_frames_pass_and_replays_still_decode() {
     let (a_addr, b_addr) = two_ports();
     let peers: HashMap<_, _> = [(1u16, a_addr), (2u16, b_addr)].into();
     let key = FrameKey::new([0x42; 32]);
-    let mut a = UdpTransport::bind(
-        1,
-        a_addr,
-        peers.clone(),
-        check(&[1, 2], Some(key.clone())),
-        1500,
-    )
-    .unwrap();
-    let mut b =
-        UdpTransport::bind(2, b_addr, peers, check(&[1, 2], Some(key.clone())), 1500).unwrap();
+    let mut a =
+        UdpTransport::bind(1, a_addr, peers.clone(), check(&[1, 2], Some(key.clone()))).unwrap();
+    let mut b = UdpTransport::bind(2, b_addr, peers, check(&[1, 2], Some(key.clone()))).unwrap();
     let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
 
     // A well-formed frame without a tag, one tagged with another key, one whose payload was
@@ -144,14 +174,8 @@ fn with_a_key_only_tagged_frames_pass_and_replays_still_decode() {
 
     // A node without the key cannot read tagged frames: the flag is unknown to it.
     let (c_addr, _) = two_ports();
-    let mut c = UdpTransport::bind(
-        3,
-        c_addr,
-        [(1u16, a_addr)].into(),
-        check(&[1, 3], None),
-        1500,
-    )
-    .unwrap();
+    let mut c =
+        UdpTransport::bind(3, c_addr, [(1u16, a_addr)].into(), check(&[1, 3], None)).unwrap();
     raw.send_to(&good, c_addr).unwrap();
     assert_eq!(c.recv(Duration::from_millis(500)).unwrap(), None);
     assert_eq!(c.stats.dropped_bad_frame, 1);

@@ -59,6 +59,7 @@ fn message() -> impl Strategy<Value = Message> {
                 ballot,
                 from: 10,
                 end: u64::MAX,
+                log_end: u64::MAX,
                 chunk_start: 1_000,
                 chunk_end: 1_000 + u32::MAX as u64 + 1,
                 trim,
@@ -138,7 +139,7 @@ fn header_layout_matches_the_documented_offsets() {
     assert_eq!(&buf[0..6], &header().dst);
     assert_eq!(&buf[6..12], &header().src);
     assert_eq!(&buf[12..14], &[0x88, 0xB5]);
-    assert_eq!(buf[14], 1, "version");
+    assert_eq!(buf[14], 2, "version");
     assert_eq!(buf[15], MessageKind::Progress as u8);
     assert_eq!(&buf[16..18], &[0, 0], "flags, reserved");
     assert_eq!(&buf[18..22], &0xC0FFEEu32.to_be_bytes());
@@ -292,6 +293,7 @@ fn max_value_fits_every_message_that_carries_it_alone() {
                 ballot: Ballot::new(1, 1),
                 from: 0,
                 end: 2,
+                log_end: 2,
                 chunk_start: 0,
                 chunk_end: 2,
                 trim: 0,

@@ -327,9 +327,9 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let max_payload = opts.protocol.max_payload();
         let burst = BatchBudget::of(&storage_cfg);
         handles.push(spawn_named(format!("epx-acceptor-{id}"), move || {
-            let step = |input: Option<(NodeId, Message)>, _now, out: &mut Actions| {
+            let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
                 if let Some((from, m)) = input {
-                    node.handle(from, m, out);
+                    node.handle(now, from, m, out);
                 }
             };
             // The group commit: everything the burst changed, in one batch, before any of

@@ -574,6 +574,34 @@ impl NodeConfig {
                 "a client node must also be a learner: it is acknowledged by its own learner",
             ));
         }
+        if me.plays(Role::Client) {
+            // Client ids hold 16 bits of session index; the last one is the embedded app's.
+            if !(1..=65_535).contains(&self.load.clients) {
+                return Err(field(
+                    "load.clients",
+                    format!("{} is outside 1..=65535", self.load.clients),
+                ));
+            }
+            if !(1..=65_536).contains(&self.load.outstanding) {
+                return Err(field(
+                    "load.outstanding",
+                    format!("{} is outside 1..=65536", self.load.outstanding),
+                ));
+            }
+            let total = self.load.clients.saturating_mul(self.load.outstanding);
+            if total > 1 << 24 {
+                return Err(field(
+                    "load.outstanding",
+                    format!(
+                        "{} clients x {} outstanding is {total} values in flight, over 16777216",
+                        self.load.clients, self.load.outstanding
+                    ),
+                ));
+            }
+            if self.load.warmup_ms > 86_400_000 {
+                return Err(field("load.warmup_ms", "at most a day (86400000)"));
+            }
+        }
         if me.plays(Role::Client) && self.load.value_size > self.protocol.max_value_bytes() {
             return Err(field(
                 "load.value_size",

@@ -51,6 +51,8 @@ pub struct Gauges {
     pub learner_decided: Option<u64>,
     /// Every instance below is delivered here.
     pub delivered: Option<u64>,
+    /// 1 when the learner needs instances acceptors trimmed.
+    pub trimmed_out: Option<u64>,
     /// The acceptor's trim point.
     pub trim: Option<u64>,
     pub in_flight: Option<u64>,
@@ -104,6 +106,7 @@ impl Counters {
         g.proposer_decided = g.proposer_decided.max(h.proposer_decided);
         g.learner_decided = g.learner_decided.max(h.learner_decided);
         g.delivered = g.delivered.max(h.delivered);
+        g.trimmed_out = g.trimmed_out.max(h.trimmed_out);
         g.trim = g.trim.max(h.trim);
         g.in_flight = g.in_flight.max(h.in_flight);
     }
@@ -147,6 +150,7 @@ struct Families {
     leader: Option<IntGauge>,
     is_leader: Option<IntGauge>,
     delivered_instance: Option<IntGauge>,
+    trimmed_out: Option<IntGauge>,
     trim: Option<IntGauge>,
     in_flight: Option<IntGauge>,
     storage_bytes: Option<IntGauge>,
@@ -246,16 +250,19 @@ impl Builder<'_> {
 }
 
 /// The reasons a frame is dropped, as `reason` label values, with the counter of each.
-const DROP_REASONS: [&str; 6] = [
+const DROP_REASONS: [&str; 9] = [
     "bad_frame",
     "foreign_cluster",
     "non_member",
     "failed_mac",
     "not_for_us",
     "ring_full",
+    "oversized",
+    "own_mac",
+    "unencodable",
 ];
 
-fn drops(t: &TransportStats) -> [u64; 6] {
+fn drops(t: &TransportStats) -> [u64; 9] {
     [
         t.dropped_bad_frame,
         t.dropped_foreign_cluster,
@@ -263,6 +270,9 @@ fn drops(t: &TransportStats) -> [u64; 6] {
         t.dropped_unauthenticated,
         t.dropped_not_for_us,
         t.shed_ring_full,
+        t.dropped_oversized,
+        t.dropped_own_mac,
+        t.dropped_unencodable,
     ]
 }
 
@@ -329,7 +339,9 @@ impl Metrics {
                 "frames_dropped_total",
                 "Received frames dropped, by reason: bad_frame (does not decode), \
                  foreign_cluster, non_member, failed_mac (no valid authentication tag), \
-                 not_for_us (another destination MAC), ring_full (staged pipeline shed it).",
+                 not_for_us (another destination MAC), ring_full (staged pipeline shed it), \
+                 oversized (longer than max_frame), own_mac (this node's own source MAC), \
+                 unencodable (an outgoing message that could not be encoded).",
                 "reason",
             )?,
             messages_in: b.counter_vec(
@@ -434,6 +446,14 @@ impl Metrics {
                 learner,
                 "delivered_instance",
                 "Every instance below this one is delivered here.",
+                "learner",
+            )?,
+            trimmed_out: gauge_when(
+                learner,
+                "learner_trimmed_out",
+                "1 when this learner needs instances the acceptors trimmed (it was away longer \
+                 than learner_timeout_ms). It cannot catch up by itself; restore its \
+                 application state from a snapshot.",
                 "learner",
             )?,
             trim: gauge_when(
@@ -629,6 +649,7 @@ impl Metrics {
         gauge(&f.leader, g.leader);
         gauge(&f.is_leader, g.is_leader.map(u64::from));
         gauge(&f.delivered_instance, g.delivered);
+        gauge(&f.trimmed_out, g.trimmed_out);
         gauge(&f.trim, g.trim);
         gauge(&f.in_flight, g.in_flight);
         if let (Some(family), Some(dir)) = (&f.storage_bytes, &self.storage_dir) {

@@ -53,8 +53,12 @@ pub struct NodeStats {
     pub submitted: u64,
     /// Client values the leader shed because its queue was full (clients resend them).
     pub shed: u64,
-    /// Set when this learner needed instances the acceptors had trimmed.
+    /// Set when this learner needed instances the acceptors had trimmed: it cannot catch up
+    /// by itself (it needs its application state restored from a snapshot).
     pub trimmed_out: Option<u64>,
+    /// The acceptor's refusals: forged or oversized votes, top-round ballots, and prepares
+    /// put off by the leader lease.
+    pub acceptor: crate::protocol::AcceptorCounters,
     /// Stream readers (output.socket) disconnected for falling too far behind.
     pub dropped_readers: u64,
     /// Client sessions: submit-to-delivery latency of acknowledged values after
@@ -63,6 +67,75 @@ pub struct NodeStats {
     pub latency_p99_us: u64,
     pub latency_mean_us: u64,
     pub latency_p999_us: u64,
+}
+
+impl std::fmt::Display for NodeStats {
+    /// The stop summary a person reads (the JSON in `output.summary` is for programs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.transport;
+        writeln!(f, "  frames: {} sent, {} received", t.sent, t.received)?;
+        let drops = [
+            ("bad frame", t.dropped_bad_frame),
+            ("oversized", t.dropped_oversized),
+            ("foreign cluster", t.dropped_foreign_cluster),
+            ("non-member", t.dropped_non_member),
+            ("unauthenticated", t.dropped_unauthenticated),
+            ("not for us", t.dropped_not_for_us),
+            ("own MAC", t.dropped_own_mac),
+            ("ring full", t.shed_ring_full),
+            ("unencodable (outgoing)", t.dropped_unencodable),
+            ("send errors", t.send_errors),
+            ("link down", t.link_down),
+        ];
+        let shown: Vec<String> = drops
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect();
+        if !shown.is_empty() {
+            writeln!(f, "  dropped: {}", shown.join(", "))?;
+        }
+        if self.commits > 0 {
+            writeln!(
+                f,
+                "  storage: {} group commits, {} changes",
+                self.commits, self.committed_changes
+            )?;
+        }
+        let a = &self.acceptor;
+        if a.refused_oversized + a.refused_top_round + a.deferred_prepares > 0 {
+            writeln!(
+                f,
+                "  acceptor: refused {} oversized 2a and {} top-round ballots; put off {} prepares (leader lease)",
+                a.refused_oversized, a.refused_top_round, a.deferred_prepares
+            )?;
+        }
+        writeln!(
+            f,
+            "  values: {} submitted, {} acknowledged, {} delivered, {} shed",
+            self.submitted, self.acknowledged, self.delivered, self.shed
+        )?;
+        if self.acknowledged > 0 {
+            writeln!(
+                f,
+                "  client latency: p50 {} us, p99 {} us, p99.9 {} us, mean {} us",
+                self.latency_p50_us,
+                self.latency_p99_us,
+                self.latency_p999_us,
+                self.latency_mean_us
+            )?;
+        }
+        if let Some(needed) = self.trimmed_out {
+            writeln!(
+                f,
+                "  TRIMMED OUT: this learner needed instance {needed}, which acceptors had trimmed"
+            )?;
+        }
+        if self.dropped_readers > 0 {
+            writeln!(f, "  stream readers cut off: {}", self.dropped_readers)?;
+        }
+        Ok(())
+    }
 }
 
 /// A client's id: node id (16 bits), this process's session (32 random bits), client index
@@ -76,12 +149,15 @@ pub fn client_id(node: NodeId, session: u32, k: usize) -> u64 {
 /// cannot catch up.
 pub(crate) fn report_event(id: NodeId, e: &Event) {
     match e {
-        Event::BecameLeader { ballot } => eprintln!("node {id}: leading with ballot {ballot}"),
+        Event::BecameLeader { ballot } => tracing::info!("node {id}: leading with ballot {ballot}"),
         Event::SteppedDown { higher } => {
-            eprintln!("node {id}: stepped down, ballot {higher} is higher")
+            tracing::info!("node {id}: stepped down, ballot {higher} is higher")
         }
-        Event::Trimmed { needed, trim } => eprintln!(
-            "node {id}: ERROR: this learner needs instance {needed} but acceptors trimmed everything below {trim}; restore its application state from a snapshot at or past {trim}"
+        Event::Trimmed { needed, trim } => tracing::error!(
+            "node {id}: this learner needs instance {needed} but acceptors trimmed everything below {trim}; restore its application state from a snapshot at or past {trim}"
+        ),
+        Event::NoRoundLeft { highest } => tracing::error!(
+            "node {id}: cannot prepare: ballot {highest} is at the top of the round range (a forged or runaway ballot); frame authentication prevents this (docs/nodes.md)"
         ),
         Event::Shed { .. } | Event::Decided { .. } => {}
     }
@@ -233,7 +309,7 @@ pub fn run_with(
     if let Some(&core) = cfg.pipeline.cores.first() {
         // Best effort: a failure to pin leaves the loop where the kernel put it.
         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-            eprintln!("node {}: could not pin to core {core}", cfg.node_id);
+            tracing::warn!("node {}: could not pin to core {core}", cfg.node_id);
         }
     }
     if cfg.pipeline.stages == Stages::Staged {
@@ -244,9 +320,10 @@ pub fn run_with(
         }
         // Fewer cores than stages: the stages share them as one loop rather than as threads
         // taking turns on a core.
-        eprintln!(
+        tracing::info!(
             "node {}: {stages} stages on {cores} core(s): running them as one loop on core {}",
-            cfg.node_id, cfg.pipeline.cores[0]
+            cfg.node_id,
+            cfg.pipeline.cores[0]
         );
     }
     let busy = cfg.pipeline.polling == Polling::Busy;
@@ -310,7 +387,7 @@ impl Node {
         let transport = Transport::open(cfg)?;
         let id = cfg.node_id;
         if let Some(dir) = &cfg.storage.path {
-            std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+            crate::storage::check_writable(dir)?;
         }
         let (mut proposer, mut round_file) = (None, None);
         if me.plays(Role::Proposer) {
@@ -458,7 +535,7 @@ impl Node {
         match msg {
             Message::Prepare { .. } | Message::CatchupRequest { .. } | Message::Trim { .. } => {
                 if let Some(a) = &mut self.acceptor {
-                    a.handle(from, msg, out);
+                    a.handle(now, from, msg, out);
                 }
             }
             Message::Accept { .. } => {
@@ -466,10 +543,21 @@ impl Node {
                     l.handle(now, from, msg.clone(), out);
                 }
                 if let Some(a) = &mut self.acceptor {
-                    a.handle(from, msg, out);
+                    a.handle(now, from, msg, out);
                 }
             }
-            Message::Accepted { .. } | Message::Heartbeat { .. } => {
+            Message::Heartbeat { .. } => {
+                if let Some(a) = &mut self.acceptor {
+                    a.handle(now, from, msg.clone(), out);
+                }
+                if let Some(l) = &mut self.learner {
+                    l.handle(now, from, msg.clone(), out);
+                }
+                if let Some(p) = &mut self.proposer {
+                    p.handle(now, from, msg, out);
+                }
+            }
+            Message::Accepted { .. } => {
                 if let Some(l) = &mut self.learner {
                     l.handle(now, from, msg.clone(), out);
                 }
@@ -515,9 +603,12 @@ impl Node {
     }
 
     /// Makes this turn's changes durable, then sends; self-addressed messages are handled at
-    /// once, which may produce more changes and messages (a bounded number of rounds).
+    /// once, which may produce more changes and messages. After `SELF_ROUNDS` rounds what
+    /// they produced stays in `out` for the next turn (its changes are made durable before
+    /// its messages leave, as always): nothing is dropped, and a turn stays short.
     fn flush(&mut self, now: Duration, out: &mut Actions) -> Result<(), NodeError> {
-        for _ in 0..64 {
+        const SELF_ROUNDS: usize = 64;
+        for _ in 0..SELF_ROUNDS {
             self.persist(now, out)?;
             self.deliver(now, out)?;
             let sends: Vec<Envelope> = out.send.drain(..).collect();
@@ -537,7 +628,6 @@ impl Node {
             }
         }
         self.transport.flush()?;
-        out.clear();
         Ok(())
     }
 
@@ -653,6 +743,7 @@ impl Node {
         if let Some(l) = &self.learner {
             m.counters.gauges.learner_decided = Some(l.known_decided());
             m.counters.gauges.delivered = Some(l.next_instance());
+            m.counters.gauges.trimmed_out = Some(u64::from(l.trimmed().is_some()));
         }
         m.publish();
     }
@@ -669,6 +760,9 @@ impl Node {
             w.flush().map_err(io("cannot flush an output file"))?;
         }
         self.stats.transport = self.transport.stats().clone();
+        if let Some(a) = &self.acceptor {
+            self.stats.acceptor = a.counters().clone();
+        }
         self.stats.latency_p50_us = self.latency.value_at_quantile(0.5);
         self.stats.latency_p99_us = self.latency.value_at_quantile(0.99);
         self.stats.latency_mean_us = self.latency.mean() as u64;

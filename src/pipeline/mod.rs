@@ -23,7 +23,7 @@ use crate::metrics::{Metrics, Recorder};
 use crate::node::{
     acceptor_metrics, make_durable, proposer_metrics, Node, NodeError, NodeStats, ADAPTIVE_SPINS,
 };
-use crate::protocol::{Actions, Change, Envelope, Message, NodeId};
+use crate::protocol::{AcceptorCounters, Actions, Change, Envelope, Message, NodeId};
 use crate::storage::BatchBudget;
 use crate::transport::TransportStats;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
@@ -46,7 +46,8 @@ fn takers(msg: &Message) -> [bool; 3] {
             [true, false, false]
         }
         Message::Accept { .. } => [true, false, true],
-        Message::Accepted { .. } | Message::Heartbeat { .. } => [false, true, true],
+        Message::Heartbeat { .. } => [true, true, true],
+        Message::Accepted { .. } => [false, true, true],
         Message::Promise { .. }
         | Message::Reject { .. }
         | Message::ClientRequest { .. }
@@ -307,19 +308,23 @@ pub fn run_staged(
         (Some(mut a), Some(input)) => {
             let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
             let mut rec = recorder();
-            Some(spawn("acceptor", move || -> Result<(), NodeError> {
-                pin(&cfg, 4);
-                role_loop(
-                    &halt,
-                    &input,
-                    polling,
-                    &turns,
-                    |input, _now, out| match input {
-                        Some((from, msg)) => a.handle(from, msg, out),
-                        None => publish_role(&mut rec, |m| acceptor_metrics(&a, m)),
-                    },
-                )
-            })?)
+            Some(spawn(
+                "acceptor",
+                move || -> Result<AcceptorCounters, NodeError> {
+                    pin(&cfg, 4);
+                    role_loop(
+                        &halt,
+                        &input,
+                        polling,
+                        &turns,
+                        |input, now, out| match input {
+                            Some((from, msg)) => a.handle(now, from, msg, out),
+                            None => publish_role(&mut rec, |m| acceptor_metrics(&a, m)),
+                        },
+                    )?;
+                    Ok(a.counters().clone())
+                },
+            )?)
         }
         _ => None,
     };
@@ -358,16 +363,17 @@ pub fn run_staged(
         .expect("every node has a learner stage");
     let result = learner_stage(&mut node, cfg, stop, &input, &turn_tx);
     halt.store(true, Ordering::Relaxed);
-    let role_results = [acceptor_stage.map(join), proposer_stage.map(join)];
+    let acceptor_result = acceptor_stage.map(join);
+    let proposer_result = proposer_stage.map(join);
     drop(turn_tx);
     let commit_stats = join(commit)?;
     let tx_stats = join(tx)?;
     let rx_stats = join(rx)?;
     result?;
-    for r in role_results.into_iter().flatten() {
-        r?;
-    }
+    proposer_result.transpose()?;
+    let acceptor = acceptor_result.transpose()?;
     let mut stats = node.finish()?;
+    stats.acceptor = acceptor.unwrap_or_default();
     stats.commits += commit_stats.commits;
     stats.committed_changes += commit_stats.committed_changes;
     stats.transport = rx_stats;

@@ -9,6 +9,7 @@ use super::types::{AcceptedEntry, Ballot, Batch, InstanceId, NodeId};
 use crate::wire::sizes;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::time::Duration;
 
 /// What an acceptor's storage holds, and what it loads after a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,12 +42,31 @@ impl AcceptorState {
     }
 }
 
+/// What an acceptor refused or put off, for the node's summary and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AcceptorCounters {
+    /// 2a's whose batch would not fit a 1b page or a catch-up reply: storing one would make
+    /// every later election fail to encode its answer.
+    pub refused_oversized: u64,
+    /// Prepares and 2a's at the top round (u32::MAX): no proposer could ever outbid it.
+    pub refused_top_round: u64,
+    /// Prepares from another proposer while the promised one was still heard from (the
+    /// leader lease): a standby that only missed heartbeats does not depose a live leader.
+    pub deferred_prepares: u64,
+}
+
 pub struct Acceptor {
     id: NodeId,
     members: Membership,
     max_payload: usize,
+    max_batch: usize,
     catchup_max: u64,
+    answer_max_frames: usize,
+    lease: Duration,
+    /// When the proposer that owns the promised ballot was last heard from.
+    leader_heard: Option<Duration>,
     state: AcceptorState,
+    counters: AcceptorCounters,
 }
 
 impl Acceptor {
@@ -65,8 +85,13 @@ impl Acceptor {
             id,
             members,
             max_payload: cfg.max_payload(),
+            max_batch: cfg.max_batch_bytes(),
             catchup_max: cfg.catchup_max_instances,
+            answer_max_frames: cfg.answer_max_frames.clamp(1, usize::MAX as u64) as usize,
+            lease: cfg.leader_lease(),
+            leader_heard: None,
             state,
+            counters: AcceptorCounters::default(),
         }
     }
 
@@ -82,54 +107,92 @@ impl Acceptor {
         self.state.promised
     }
 
-    pub fn handle(&mut self, from: NodeId, msg: Message, out: &mut Actions) {
+    pub fn counters(&self) -> &AcceptorCounters {
+        &self.counters
+    }
+
+    pub fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
         match msg {
             Message::Prepare {
                 ballot,
                 from: start,
-            } if self.sent_by_owner(from, ballot) => self.on_prepare(ballot, start, out),
+            } if self.sent_by_owner(from, ballot) => self.on_prepare(now, ballot, start, out),
             Message::Accept {
                 ballot,
                 instance,
                 value,
-            } if self.sent_by_owner(from, ballot) => self.on_accept(ballot, instance, value, out),
+            } if self.sent_by_owner(from, ballot) => {
+                self.on_accept(now, ballot, instance, value, out)
+            }
+            Message::Heartbeat { ballot, .. } if self.sent_by_owner(from, ballot) => {
+                self.heard(now, ballot);
+            }
             Message::CatchupRequest { from: start, to } => self.on_catchup(from, start, to, out),
-            Message::Trim { below }
-                if self.members.proposers.contains(&from) && below > self.state.trim =>
-            {
-                let change = Change::Trim(below);
-                self.state.apply(&change);
-                out.persist.push(change);
+            Message::Trim { below } if self.members.proposers.contains(&from) => {
+                if from == self.state.promised.proposer {
+                    self.leader_heard = Some(now);
+                }
+                if below > self.state.trim {
+                    let change = Change::Trim(below);
+                    self.state.apply(&change);
+                    out.persist.push(change);
+                }
             }
             _ => {}
         }
     }
 
-    fn on_prepare(&mut self, ballot: Ballot, start: InstanceId, out: &mut Actions) {
-        if self.rejects(ballot, out) {
+    /// Notes that the proposer owning `ballot` spoke, if it is the one we follow.
+    fn heard(&mut self, now: Duration, ballot: Ballot) {
+        if ballot == self.state.promised {
+            self.leader_heard = Some(now);
+        }
+    }
+
+    /// A ballot at the top round is refused outright: it could never be outbid, and the
+    /// next round would wrap.
+    fn top_round(&mut self, ballot: Ballot) -> bool {
+        let top = ballot.round == u32::MAX;
+        if top {
+            self.counters.refused_top_round += 1;
+        }
+        top
+    }
+
+    fn on_prepare(&mut self, now: Duration, ballot: Ballot, start: InstanceId, out: &mut Actions) {
+        if self.top_round(ballot) || self.rejects(ballot, out) {
             return;
         }
         if ballot > self.state.promised {
+            let leased = self
+                .leader_heard
+                .is_some_and(|t| now.saturating_sub(t) < self.lease);
+            if leased && ballot.proposer != self.state.promised.proposer {
+                // No answer at all: the asker retries, and gets one once the lease lapses.
+                self.counters.deferred_prepares += 1;
+                return;
+            }
             let change = Change::Promise(ballot);
             self.state.apply(&change);
             out.persist.push(change);
         }
-        let end = self
+        self.leader_heard = Some(now);
+        let log_end = self
             .state
             .accepted
             .last_key_value()
             .map_or(start, |(i, _)| (*i + 1).max(start));
         let trim = self.state.trim;
-        let entries = self.entries(start.max(trim), end);
-        for (chunk_start, chunk_end, entries) in
-            chunk(start, end, entries, self.chunk_budget(sizes::PROMISE_FIXED))
-        {
+        let budget = self.chunk_budget(sizes::PROMISE_FIXED);
+        let (chunks, page_end) = self.page(start, log_end, budget);
+        for (chunk_start, chunk_end, entries) in chunks {
             out.send(
                 ballot.proposer,
                 Message::Promise {
                     ballot,
                     from: start,
-                    end,
+                    end: page_end,
+                    log_end,
                     chunk_start,
                     chunk_end,
                     trim,
@@ -139,8 +202,20 @@ impl Acceptor {
         }
     }
 
-    fn on_accept(&mut self, ballot: Ballot, instance: InstanceId, value: Batch, out: &mut Actions) {
-        if self.rejects(ballot, out) {
+    fn on_accept(
+        &mut self,
+        now: Duration,
+        ballot: Ballot,
+        instance: InstanceId,
+        value: Batch,
+        out: &mut Actions,
+    ) {
+        if self.top_round(ballot) || self.rejects(ballot, out) {
+            return;
+        }
+        if sizes::batch(&value) > self.max_batch {
+            // It fits a 2a but not the 1b page or catch-up reply that must carry it later.
+            self.counters.refused_oversized += 1;
             return;
         }
         // Below the trim point the instance was delivered by every learner; the vote (not
@@ -156,6 +231,7 @@ impl Acceptor {
             self.state.apply(&change);
             out.persist.push(change);
         }
+        self.heard(now, ballot);
         let msg = Message::Accepted {
             ballot,
             instances: vec![instance],
@@ -176,9 +252,8 @@ impl Acceptor {
         }
         let to = to.min(start.saturating_add(self.catchup_max));
         let trim = self.state.trim;
-        let entries = self.entries(start.max(trim), to);
         let budget = self.chunk_budget(sizes::CATCHUP_REPLY_FIXED);
-        let chunks = chunk(start, to, entries, budget);
+        let (chunks, _) = self.page(start, to, budget);
         if chunks.iter().all(|c| c.2.is_empty()) {
             // Answer even with nothing, so a learner below the trim point learns it at once.
             out.send(
@@ -193,6 +268,53 @@ impl Acceptor {
         for (_, _, entries) in chunks.into_iter().filter(|c| !c.2.is_empty()) {
             out.send(learner, Message::CatchupReply { trim, entries });
         }
+    }
+
+    /// The first page of `[start, end)`: at most `answer_max_frames` chunks of at most
+    /// `budget` entry bytes each, and where the page ends (`end` if it holds everything).
+    /// Instances below the trim point are covered, with no entries.
+    #[allow(clippy::type_complexity)]
+    fn page(
+        &self,
+        start: InstanceId,
+        end: InstanceId,
+        budget: usize,
+    ) -> (
+        Vec<(InstanceId, InstanceId, Vec<AcceptedEntry>)>,
+        InstanceId,
+    ) {
+        let mut chunks = Vec::new();
+        let mut cur = Vec::new();
+        let mut cur_start = start;
+        let mut used = 0;
+        let from = start.max(self.state.trim);
+        if from < end {
+            let range = self
+                .state
+                .accepted
+                .range((Bound::Included(from), Bound::Excluded(end)));
+            for (i, (b, v)) in range {
+                let e = AcceptedEntry {
+                    instance: *i,
+                    ballot: *b,
+                    value: v.clone(),
+                };
+                let size = sizes::entry(&e);
+                if !cur.is_empty() && used + size > budget {
+                    chunks.push((cur_start, *i, std::mem::take(&mut cur)));
+                    cur_start = *i;
+                    used = 0;
+                    if chunks.len() == self.answer_max_frames {
+                        return (chunks, cur_start);
+                    }
+                }
+                used += size;
+                cur.push(e);
+            }
+        }
+        let page_end = end.max(cur_start);
+        chunks.push((cur_start, page_end, cur));
+        (chunks, page_end)
     }
 
     /// Phase 1a and 2a count only from the member proposer that owns the ballot.
@@ -215,49 +337,7 @@ impl Acceptor {
         stale
     }
 
-    fn entries(&self, start: InstanceId, end: InstanceId) -> Vec<AcceptedEntry> {
-        if start >= end {
-            return Vec::new();
-        }
-        self.state
-            .accepted
-            .range((Bound::Included(start), Bound::Excluded(end)))
-            .map(|(i, (b, v))| AcceptedEntry {
-                instance: *i,
-                ballot: *b,
-                value: v.clone(),
-            })
-            .collect()
-    }
-
     fn chunk_budget(&self, fixed: usize) -> usize {
         self.max_payload.saturating_sub(fixed)
     }
-}
-
-/// Splits `entries` (sorted, inside `[start, end)`) into frames of at most `budget` entry bytes,
-/// returning each chunk's covered range. Always at least one chunk, so an empty answer is sent.
-fn chunk(
-    start: InstanceId,
-    end: InstanceId,
-    entries: Vec<AcceptedEntry>,
-    budget: usize,
-) -> Vec<(InstanceId, InstanceId, Vec<AcceptedEntry>)> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut cur_start = start;
-    let mut used = 0;
-    for e in entries {
-        let size = sizes::entry(&e);
-        if !cur.is_empty() && used + size > budget {
-            let next_start = e.instance;
-            out.push((cur_start, next_start, std::mem::take(&mut cur)));
-            cur_start = next_start;
-            used = 0;
-        }
-        used += size;
-        cur.push(e);
-    }
-    out.push((cur_start, end.max(cur_start), cur));
-    out
 }

@@ -51,6 +51,11 @@ pub enum Event {
     Shed {
         values: usize,
     },
+    /// A proposer cannot prepare: `highest` is at the top of the round range (a forged or
+    /// runaway ballot). Rounds never wrap; an operator must reset the acceptors' promise.
+    NoRoundLeft {
+        highest: Ballot,
+    },
 }
 
 #[derive(Clone, Debug, Default)]

@@ -37,6 +37,13 @@ pub struct ProtocolConfig {
     pub catchup_interval_ms: u64,
     /// ... for at most this many instances per request.
     pub catchup_max_instances: u64,
+    /// An acceptor answers one Prepare (a page of phase 1b) or one catch-up request with at
+    /// most this many frames; the asker asks again for the rest. Bounds every burst, so a
+    /// long history never floods a receive buffer or holds a loop turn.
+    pub answer_max_frames: u64,
+    /// A learner not heard from for this long stops holding trim back, and phase 1 no longer
+    /// starts at its delivery point. Once trim passes it, it reports `Trimmed`.
+    pub learner_timeout_ms: u64,
     /// A learner keeps votes and values for at most this many instances past the next one it
     /// delivers; beyond that it relies on catch-up (bounds its memory).
     pub learner_max_ahead: u64,
@@ -67,6 +74,8 @@ impl Default for ProtocolConfig {
             catchup_delay_ms: 20,
             catchup_interval_ms: 20,
             catchup_max_instances: 4096,
+            answer_max_frames: 32,
+            learner_timeout_ms: 5_000,
             learner_max_ahead: 65_536,
             progress_interval_ms: 100,
             trim_interval_ms: 100,
@@ -103,27 +112,76 @@ impl ProtocolConfig {
                 ),
             ));
         }
-        for (field, v) in [
-            ("window", self.window as u64),
-            ("batch_max_values", self.batch_max_values as u64),
-            ("batch_max_bytes", self.batch_max_bytes as u64),
-            ("max_pending_values", self.max_pending_values as u64),
-            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
-            ("retransmit_timeout_ms", self.retransmit_timeout_ms),
-            ("catchup_interval_ms", self.catchup_interval_ms),
-            ("catchup_max_instances", self.catchup_max_instances),
-            ("learner_max_ahead", self.learner_max_ahead),
-            ("progress_interval_ms", self.progress_interval_ms),
-            ("client_timeout_ms", self.client_timeout_ms),
+        // Every numeric field has a range: 0 often means "never", and values near 2^64 make
+        // sums wrap or memory grow without bound.
+        const HOUR_MS: u64 = 3_600_000;
+        for (field, v, min, max) in [
+            ("window", self.window as u64, 1, 1 << 20),
+            (
+                "batch_max_values",
+                self.batch_max_values as u64,
+                1,
+                u16::MAX as u64,
+            ),
+            ("batch_max_bytes", self.batch_max_bytes as u64, 1, u64::MAX),
+            ("batch_max_delay_us", self.batch_max_delay_us, 0, 1_000_000),
+            (
+                "max_pending_values",
+                self.max_pending_values as u64,
+                1,
+                1 << 24,
+            ),
+            (
+                "heartbeat_interval_ms",
+                self.heartbeat_interval_ms,
+                1,
+                HOUR_MS,
+            ),
+            ("leader_timeout_ms", self.leader_timeout_ms, 1, HOUR_MS),
+            ("takeover_backoff_ms", self.takeover_backoff_ms, 0, HOUR_MS),
+            (
+                "retransmit_timeout_ms",
+                self.retransmit_timeout_ms,
+                1,
+                HOUR_MS,
+            ),
+            ("catchup_delay_ms", self.catchup_delay_ms, 0, HOUR_MS),
+            ("catchup_interval_ms", self.catchup_interval_ms, 1, HOUR_MS),
+            (
+                "catchup_max_instances",
+                self.catchup_max_instances,
+                1,
+                1 << 20,
+            ),
+            ("answer_max_frames", self.answer_max_frames, 1, 4096),
+            (
+                "learner_timeout_ms",
+                self.learner_timeout_ms,
+                1,
+                24 * HOUR_MS,
+            ),
+            ("learner_max_ahead", self.learner_max_ahead, 1, 1 << 24),
+            (
+                "progress_interval_ms",
+                self.progress_interval_ms,
+                1,
+                HOUR_MS,
+            ),
+            ("trim_interval_ms", self.trim_interval_ms, 0, HOUR_MS),
+            ("trim_keep", self.trim_keep, 0, 1 << 32),
+            ("client_timeout_ms", self.client_timeout_ms, 1, HOUR_MS),
         ] {
-            if v == 0 {
-                return Err(invalid(field, "must be greater than 0"));
+            if v < min || v > max {
+                return Err(invalid(field, format!("{v} is outside {min}..={max}")));
             }
         }
-        if self.batch_max_values > u16::MAX as usize {
+        if self.progress_interval_ms >= self.learner_timeout_ms {
             return Err(invalid(
-                "batch_max_values",
-                "at most 65535 values fit a frame's count",
+                "learner_timeout_ms",
+                format!(
+                    "{} must exceed progress_interval_ms ({}), or live learners count as dead",
+                    self.learner_timeout_ms, self.progress_interval_ms
+                ),
             ));
         }
         if self.leader_timeout_ms <= 2 * self.heartbeat_interval_ms {
@@ -152,6 +210,23 @@ impl ProtocolConfig {
     /// alone in every message that carries it (2a, a 1b chunk, a catch-up reply).
     pub fn effective_batch_bytes(&self) -> usize {
         self.batch_max_bytes.min(sizes::max_batch(self.max_frame))
+    }
+
+    /// How long an acceptor keeps following the proposer it promised, after last hearing
+    /// from it, before it lets another proposer prepare: a heartbeat period less than a
+    /// standby's timeout, so a healthy leader is never deposed by a standby that merely
+    /// missed heartbeats, and a dead one is replaced as soon as its first standby asks.
+    pub fn leader_lease(&self) -> Duration {
+        Self::ms(
+            self.leader_timeout_ms
+                .saturating_sub(self.heartbeat_interval_ms),
+        )
+    }
+
+    /// The largest encoded batch an acceptor accepts in a 2a: one that fits alone in every
+    /// message that must carry it again (a 1b page, a catch-up reply).
+    pub fn max_batch_bytes(&self) -> usize {
+        sizes::max_batch(self.max_frame)
     }
 
     pub fn ms(v: u64) -> Duration {

@@ -142,10 +142,16 @@ impl Learner {
                         trim,
                     });
                 }
+                let before = self.snapshot.next;
                 for e in entries {
                     self.record(e.instance, e.ballot, Some(e.value), Some(idx));
                 }
                 self.deliver(now, out);
+                if self.snapshot.next > before {
+                    // Answers are bounded pages: while they make progress, ask for the next
+                    // at the next tick rather than after the full interval.
+                    self.last_catchup = None;
+                }
             }
             Message::Heartbeat {
                 ballot,

@@ -7,13 +7,16 @@ use super::types::{AcceptedEntry, Ballot, Batch, ClientId, ClientValue, Instance
 pub enum Message {
     /// Phase 1a: promise me `ballot` for every instance from `from` on.
     Prepare { ballot: Ballot, from: InstanceId },
-    /// Phase 1b, one chunk of it: the acceptor's votes for instances in
-    /// `[chunk_start, chunk_end)`. The whole answer covers `[from, end)`; chunks let a long
-    /// answer fit in frames of the configured size.
+    /// Phase 1b, one chunk of one page of it: the acceptor's votes for instances in
+    /// `[chunk_start, chunk_end)`. A Prepare is answered with one page, `[from, end)`, of at
+    /// most `answer_max_frames` chunks; the proposer asks for the next page from `end` until
+    /// it holds everything below `log_end`, the end of the acceptor's log. No answer is ever a
+    /// whole history at once.
     Promise {
         ballot: Ballot,
         from: InstanceId,
         end: InstanceId,
+        log_end: InstanceId,
         chunk_start: InstanceId,
         chunk_end: InstanceId,
         trim: InstanceId,
@@ -33,7 +36,8 @@ pub enum Message {
     },
     /// The acceptor refuses `rejected` because it promised the higher `promised`.
     Reject { promised: Ballot, rejected: Ballot },
-    /// From the leader to proposers and learners: I lead at `ballot`; every instance below
+    /// From the leader (or a proposer whose phase 1 a quorum is answering) to proposers,
+    /// acceptors and learners: I lead at `ballot`; every instance below
     /// `decided_below` is decided and the next I will open is `next_instance`.
     Heartbeat {
         ballot: Ballot,

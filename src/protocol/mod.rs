@@ -11,7 +11,7 @@ mod message;
 mod proposer;
 mod types;
 
-pub use acceptor::{Acceptor, AcceptorState};
+pub use acceptor::{Acceptor, AcceptorCounters, AcceptorState};
 pub use actions::{Actions, Change, Delivery, Event};
 pub use client::{Client, SubmitError};
 pub use config::{ConfigError, Membership, ProtocolConfig};

@@ -25,8 +25,10 @@ enum Role {
 struct Preparing {
     ballot: Ballot,
     from: InstanceId,
-    sent_at: Duration,
-    /// Per acceptor: the end of its answer and the ranges of it received so far.
+    /// When phase 1 started: acceptors that never answered are asked again a retransmit
+    /// timeout after this (or after their last ask).
+    started: Duration,
+    /// Per acceptor: how much of its log has arrived, page by page.
     answers: HashMap<NodeId, Answer>,
     /// Highest-ballot vote reported per instance.
     votes: BTreeMap<InstanceId, (Ballot, Batch)>,
@@ -34,25 +36,52 @@ struct Preparing {
     trim: InstanceId,
 }
 
+/// One acceptor's paged phase-1 answer.
 struct Answer {
-    end: InstanceId,
-    ranges: Vec<(InstanceId, InstanceId)>,
-    complete: bool,
+    /// Every chunk of `[from, covered)` has arrived.
+    covered: InstanceId,
+    /// Chunks that arrived past a gap, merged once it fills.
+    ahead: Vec<(InstanceId, InstanceId)>,
+    /// The end of the acceptor's log, as it last reported (None before its first chunk).
+    log_end: Option<InstanceId>,
+    /// The start of the page last asked for, and when.
+    asked: InstanceId,
+    asked_at: Duration,
+    /// When any chunk last arrived.
+    heard: Option<Duration>,
 }
 
 impl Answer {
-    /// Merges a chunk's range and records whether `[from, end)` is now covered.
-    fn add(&mut self, from: InstanceId, start: InstanceId, end: InstanceId) {
-        self.ranges.push((start, end));
-        self.ranges.sort_unstable();
-        let mut covered = from;
-        for (s, e) in &self.ranges {
-            if *s > covered {
-                return;
-            }
-            covered = covered.max(*e);
+    fn new(from: InstanceId, now: Duration) -> Self {
+        Answer {
+            covered: from,
+            ahead: Vec::new(),
+            log_end: None,
+            asked: from,
+            asked_at: now,
+            heard: None,
         }
-        self.complete = covered >= self.end;
+    }
+
+    /// Merges a chunk's range into what is covered.
+    fn add(&mut self, start: InstanceId, end: InstanceId) {
+        if start > self.covered {
+            self.ahead.push((start, end));
+            self.ahead.sort_unstable();
+        } else {
+            self.covered = self.covered.max(end);
+        }
+        while let Some(&(s, e)) = self.ahead.first() {
+            if s > self.covered {
+                break;
+            }
+            self.covered = self.covered.max(e);
+            self.ahead.remove(0);
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.log_end.is_some_and(|e| self.covered >= e)
     }
 }
 
@@ -98,7 +127,11 @@ pub struct Proposer {
     pending: VecDeque<ClientValue>,
     pending_bytes: usize,
     pending_since: Duration,
-    progress: HashMap<NodeId, InstanceId>,
+    /// Per learner: the delivery point it last reported, and when.
+    progress: HashMap<NodeId, (InstanceId, Duration)>,
+    /// The highest trim point this proposer sent or an acceptor reported: phase 1 never
+    /// starts below it.
+    known_trim: InstanceId,
     last_heartbeat: Duration,
     last_trim: Duration,
     batch_bytes: usize,
@@ -122,6 +155,7 @@ impl Proposer {
             .copied()
             .filter(|p| *p != id)
             .collect();
+        let progress = members.learners.iter().map(|l| (*l, (0, now))).collect();
         Proposer {
             id,
             rank,
@@ -142,7 +176,10 @@ impl Proposer {
             pending: VecDeque::new(),
             pending_bytes: 0,
             pending_since: now,
-            progress: HashMap::new(),
+            // Until it reports, a learner counts as at 0 and heard now: one that never
+            // reports stops holding trim back a learner timeout after we start.
+            progress,
+            known_trim: 0,
             last_heartbeat: Duration::ZERO,
             last_trim: now,
             batch_bytes: cfg.effective_batch_bytes(),
@@ -244,8 +281,8 @@ impl Proposer {
                 ..
             } => self.on_heartbeat(now, from, ballot, decided_below, out),
             Message::Progress { delivered_below } if self.members.learners.contains(&from) => {
-                let p = self.progress.entry(from).or_insert(0);
-                *p = (*p).max(delivered_below);
+                // A learner that restarted reports less than before: it is where it says.
+                self.progress.insert(from, (delivered_below, now));
                 self.mark_decided_below(delivered_below);
                 self.pump(now, out);
             }
@@ -256,31 +293,49 @@ impl Proposer {
     pub fn tick(&mut self, now: Duration, out: &mut Actions) {
         match &mut self.role {
             Role::Follower { last_heard, .. } => {
-                let wait = ProtocolConfig::ms(
-                    self.cfg.leader_timeout_ms + self.rank as u64 * self.cfg.takeover_backoff_ms,
-                );
+                let wait = ProtocolConfig::ms(self.cfg.leader_timeout_ms.saturating_add(
+                    (self.rank as u64).saturating_mul(self.cfg.takeover_backoff_ms),
+                ));
                 if now.saturating_sub(*last_heard) >= wait {
                     self.start_phase1(now, out);
                 }
             }
             Role::Preparing(p) => {
-                if now.saturating_sub(p.sent_at)
-                    >= ProtocolConfig::ms(self.cfg.retransmit_timeout_ms)
-                {
-                    p.sent_at = now;
-                    let msg = Message::Prepare {
-                        ballot: p.ballot,
-                        from: p.from,
+                let retransmit = ProtocolConfig::ms(self.cfg.retransmit_timeout_ms);
+                let ballot = p.ballot;
+                for a in &self.members.acceptors {
+                    // Only the missing part: from where this acceptor's answer stops.
+                    let (from, asked_at) = match p.answers.get(a) {
+                        Some(x) if x.complete() => continue,
+                        Some(x) => (x.covered, x.asked_at),
+                        None => (p.from, p.started),
                     };
-                    let missing: Vec<NodeId> = self
-                        .members
-                        .acceptors
-                        .iter()
-                        .copied()
-                        .filter(|a| !p.answers.get(a).is_some_and(|x| x.complete))
-                        .collect();
-                    self.counters.retransmissions += missing.len() as u64;
-                    out.send_all(&missing, &msg);
+                    if now.saturating_sub(asked_at) < retransmit {
+                        continue;
+                    }
+                    let x = p
+                        .answers
+                        .entry(*a)
+                        .or_insert_with(|| Answer::new(from, now));
+                    x.asked = from;
+                    x.asked_at = now;
+                    self.counters.retransmissions += 1;
+                    out.send(*a, Message::Prepare { ballot, from });
+                }
+                // While a quorum is answering, keep the standbys quiet: phase 1 over a long
+                // history takes many pages, and a standby that timed out meanwhile would
+                // prepare a higher ballot and the two would duel.
+                let lively = ProtocolConfig::ms(self.cfg.leader_timeout_ms);
+                let answering = p
+                    .answers
+                    .values()
+                    .filter(|x| x.heard.is_some_and(|t| now.saturating_sub(t) < lively))
+                    .count();
+                if answering >= self.members.quorum()
+                    && now.saturating_sub(self.last_heartbeat)
+                        >= ProtocolConfig::ms(self.cfg.heartbeat_interval_ms)
+                {
+                    self.send_heartbeat(now, ballot, out);
                 }
             }
             Role::Leading { ballot } => {
@@ -295,6 +350,16 @@ impl Proposer {
                 self.pump(now, out);
             }
         }
+    }
+
+    /// Learners heard from within `learner_timeout_ms` and not left behind by trim: the
+    /// ones whose delivery points hold trim back and where phase 1 starts.
+    fn live_learner_points(&self, now: Duration) -> impl Iterator<Item = InstanceId> + '_ {
+        let timeout = ProtocolConfig::ms(self.cfg.learner_timeout_ms);
+        self.members.learners.iter().filter_map(move |l| {
+            let (point, heard) = self.progress.get(l)?;
+            (now.saturating_sub(*heard) < timeout && *point >= self.known_trim).then_some(*point)
+        })
     }
 
     fn current_ballot(&self) -> Option<Ballot> {
@@ -349,26 +414,37 @@ impl Proposer {
     }
 
     fn start_phase1(&mut self, now: Duration, out: &mut Actions) {
-        let round = self.max_round.max(self.highest_seen.round) + 1;
+        // The top round is never used: acceptors refuse it, and the next would wrap.
+        let round = self.max_round.max(self.highest_seen.round).checked_add(1);
+        let Some(round) = round.filter(|r| *r < u32::MAX) else {
+            if let Role::Follower { last_heard, .. } = &mut self.role {
+                // Say so once per timeout, not every tick.
+                *last_heard = now;
+            }
+            out.events.push(Event::NoRoundLeft {
+                highest: self.highest_seen,
+            });
+            return;
+        };
         self.max_round = round;
         out.persist.push(Change::ProposerRound(round));
         let ballot = Ballot::new(round, self.id);
-        // From the slowest learner's delivery point, not our own decided point: an instance
-        // decided long ago may be held by acceptors under different ballots (a leader that
-        // re-proposed it died half way), and a lagging learner can only catch up on it once a
-        // leader re-proposes it to a quorum at one ballot.
+        // From the slowest live learner's delivery point, not our own decided point: an
+        // instance decided long ago may be held by acceptors under different ballots (a leader
+        // that re-proposed it died half way), and a lagging learner can only catch up on it
+        // once a leader re-proposes it to a quorum at one ballot. A learner gone silent, or
+        // left behind by trim, does not hold it back (it will need state transfer), and
+        // nothing below the trim point is asked for again.
         let from = self
-            .members
-            .learners
-            .iter()
-            .map(|l| self.progress.get(l).copied().unwrap_or(0))
+            .live_learner_points(now)
             .min()
-            .unwrap_or(0)
-            .min(self.decided_below);
+            .unwrap_or(self.decided_below)
+            .min(self.decided_below)
+            .max(self.known_trim);
         self.set_role(Role::Preparing(Box::new(Preparing {
             ballot,
             from,
-            sent_at: now,
+            started: now,
             answers: HashMap::new(),
             votes: BTreeMap::new(),
             end: from,
@@ -382,6 +458,7 @@ impl Proposer {
             ballot,
             from,
             end,
+            log_end,
             chunk_start,
             chunk_end,
             trim,
@@ -393,7 +470,7 @@ impl Proposer {
         let Role::Preparing(p) = &mut self.role else {
             return;
         };
-        if p.ballot != ballot || p.from != from || self.members.acceptor_index(acceptor).is_none() {
+        if p.ballot != ballot || from < p.from || self.members.acceptor_index(acceptor).is_none() {
             return;
         }
         for e in entries {
@@ -405,17 +482,29 @@ impl Proposer {
                 *slot = (e.ballot, e.value);
             }
         }
-        p.end = p.end.max(end);
+        p.end = p.end.max(log_end);
         p.trim = p.trim.max(trim);
-        p.answers
+        let start = p.from;
+        let x = p
+            .answers
             .entry(acceptor)
-            .or_insert(Answer {
-                end,
-                ranges: Vec::new(),
-                complete: false,
-            })
-            .add(from, chunk_start, chunk_end);
-        let complete = p.answers.values().filter(|a| a.complete).count();
+            .or_insert_with(|| Answer::new(start, now));
+        x.heard = Some(now);
+        x.log_end = Some(x.log_end.unwrap_or(0).max(log_end));
+        x.add(chunk_start, chunk_end);
+        // The page is in and more of the log remains: ask for the next page at once.
+        if !x.complete() && x.covered >= end && x.covered > x.asked {
+            x.asked = x.covered;
+            x.asked_at = now;
+            out.send(
+                acceptor,
+                Message::Prepare {
+                    ballot,
+                    from: x.covered,
+                },
+            );
+        }
+        let complete = p.answers.values().filter(|a| a.complete()).count();
         if complete >= self.members.quorum() {
             self.become_leader(now, out);
         }
@@ -436,6 +525,7 @@ impl Proposer {
         // at the highest trim reported also keeps us from choosing a value for an instance
         // some quorum member could no longer report on.
         self.mark_decided_below(p.trim);
+        self.known_trim = self.known_trim.max(p.trim);
         let start = p.from.max(p.trim);
         self.recovered.clear();
         self.open.clear();
@@ -478,10 +568,23 @@ impl Proposer {
         decided_below: InstanceId,
         out: &mut Actions,
     ) {
-        if ballot.proposer != from
-            || !self.members.proposers.contains(&from)
-            || ballot < self.highest_seen
-        {
+        if ballot.proposer != from || !self.members.proposers.contains(&from) {
+            return;
+        }
+        if let Role::Preparing(p) = &self.role {
+            // Leader stickiness: we timed out (our link flapped, or we were paused) but the
+            // leader is alive. If no acceptor has answered us, which the leader lease makes
+            // likely, follow it again rather than keep asking.
+            if ballot < p.ballot && p.answers.values().all(|x| x.heard.is_none()) {
+                self.set_role(Role::Follower {
+                    leader: Some(from),
+                    last_heard: now,
+                });
+                self.mark_decided_below(decided_below);
+                return;
+            }
+        }
+        if ballot < self.highest_seen {
             return;
         }
         let mine = self.current_ballot();
@@ -656,10 +759,14 @@ impl Proposer {
             next_instance: self.next_instance,
         };
         out.send_all(&self.peers, &msg);
+        // Acceptors too: it renews the leader lease that keeps standbys from preparing.
+        out.send_all(&self.members.acceptors, &msg);
         out.send_all(&self.members.learners, &msg);
     }
 
-    /// Tells acceptors to drop what every learner has delivered, minus `trim_keep`.
+    /// Tells acceptors to drop what every live learner has delivered, minus `trim_keep`. A
+    /// learner not heard from for `learner_timeout_ms` does not hold trim back: acceptors
+    /// would otherwise keep every vote in memory for as long as it stays down.
     fn maybe_trim(&mut self, now: Duration, out: &mut Actions) {
         if self.cfg.trim_interval_ms == 0
             || now.saturating_sub(self.last_trim) < ProtocolConfig::ms(self.cfg.trim_interval_ms)
@@ -667,15 +774,10 @@ impl Proposer {
             return;
         }
         self.last_trim = now;
-        let slowest = self
-            .members
-            .learners
-            .iter()
-            .map(|l| self.progress.get(l).copied())
-            .min()
-            .flatten();
+        let slowest = self.live_learner_points(now).min();
         if let Some(below) = slowest.and_then(|s| s.checked_sub(self.cfg.trim_keep)) {
             if below > 0 {
+                self.known_trim = self.known_trim.max(below);
                 out.send_all(&self.members.acceptors, &Message::Trim { below });
             }
         }

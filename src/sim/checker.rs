@@ -28,6 +28,11 @@ pub struct Observations {
     pub delivered: Vec<Vec<ClientValue>>,
     /// Messages that could not be encoded into a frame, or frames that did not decode.
     pub codec_errors: Vec<String>,
+    /// Per learner: it reported needing instances acceptors had trimmed. It owes no more
+    /// deliveries (it needs state transfer), but what it delivered must still be right.
+    pub trimmed_out: Vec<bool>,
+    /// No proposer led when the run ended after the heal.
+    pub no_leader: bool,
 }
 
 impl Observations {
@@ -40,6 +45,7 @@ impl Observations {
         Observations {
             decided: vec![Vec::new(); learners],
             delivered: vec![Vec::new(); learners],
+            trimmed_out: vec![false; learners],
             ..Default::default()
         }
     }
@@ -47,6 +53,9 @@ impl Observations {
     fn missing(&self) -> Vec<(usize, ClientId, u64)> {
         let mut out = Vec::new();
         for (l, stream) in self.delivered.iter().enumerate() {
+            if self.trimmed_out[l] {
+                continue;
+            }
             let got: HashSet<_> = stream.iter().map(|v| (v.client, v.seq)).collect();
             for key in self.submitted.keys() {
                 if !got.contains(key) {
@@ -70,6 +79,12 @@ impl Observations {
             })
             .collect();
         let mut bad = |property, detail: String| v.push(Violation { property, detail });
+        if self.no_leader {
+            bad(
+                "liveness",
+                "no proposer leads at the end, after the faults healed".into(),
+            );
+        }
 
         // Agreement: one value per instance across learners; instances in order, none skipped.
         let mut chosen: HashMap<InstanceId, (usize, &Batch)> = HashMap::new();

@@ -18,10 +18,22 @@ pub enum FaultKind {
     Everything,
     /// Any proposer, leader or standby, crashes and restarts.
     ProposerCrash,
+    /// A learner goes down for longer than the learner timeout while the leader crashes
+    /// once or twice: trim must pass it and every failover must complete.
+    LearnerAway,
+    /// Every server (proposers, acceptors, learners) loses power at once and restarts.
+    PowerCut,
+    /// A standby's link goes down and up, longer than the leader timeout each time: it must
+    /// not depose the healthy leader.
+    StandbyFlap,
+    /// A hostile station injects frames under members' ids: a Prepare at the top round, one
+    /// just below it from a standby, and a 2a whose batch fits a 2a but no 1b; then the
+    /// leader crashes, so the next election reads what acceptors kept.
+    Forged,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::None,
         FaultKind::Loss,
         FaultKind::DuplicationReordering,
@@ -31,6 +43,10 @@ impl FaultKind {
         FaultKind::LearnerCrash,
         FaultKind::Everything,
         FaultKind::ProposerCrash,
+        FaultKind::LearnerAway,
+        FaultKind::PowerCut,
+        FaultKind::StandbyFlap,
+        FaultKind::Forged,
     ];
 
     /// The name the command line uses.
@@ -45,6 +61,10 @@ impl FaultKind {
             FaultKind::LearnerCrash => "learner-crash",
             FaultKind::Everything => "everything",
             FaultKind::ProposerCrash => "proposer-crash",
+            FaultKind::LearnerAway => "learner-away",
+            FaultKind::PowerCut => "power-cut",
+            FaultKind::StandbyFlap => "standby-flap",
+            FaultKind::Forged => "forged",
         }
     }
 
@@ -75,6 +95,19 @@ pub struct FaultPlan {
     pub heal_at: Duration,
     pub partitions: Vec<PartitionFault>,
     pub crashes: Vec<CrashFault>,
+    pub forgeries: Vec<(Duration, Forgery)>,
+}
+
+/// A frame a hostile station on the segment sends under a member's id (no authentication).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forgery {
+    /// A Prepare at round u32::MAX from a proposer's id: must be refused, never promised.
+    TopRoundPrepare,
+    /// A Prepare at round u32::MAX - 1 from a standby's id while the leader is alive: the
+    /// leader lease must put it off.
+    HighRoundPrepare,
+    /// A 2a at the leader's ballot whose batch fills a 2a frame: too big for a 1b page.
+    OversizedAccept,
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +117,8 @@ pub struct PartitionFault {
     /// What to cut off: the current leader (chosen at `at`) or a random minority of nodes.
     pub isolate_leader: bool,
     pub minority_pick: u64,
+    /// Cut off a proposer that is not leading instead (a standby's link flaps).
+    pub isolate_standby: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -103,6 +138,8 @@ pub enum CrashTarget {
     Learner(usize),
     /// The proposer with this index (modulo the number of proposers), leading or not.
     Proposer(usize),
+    /// Every proposer, acceptor and learner at once (a power cut).
+    All,
 }
 
 fn ms(v: u64) -> Duration {
@@ -121,6 +158,7 @@ impl FaultPlan {
             heal_at,
             partitions: Vec::new(),
             crashes: Vec::new(),
+            forgeries: Vec::new(),
         };
         let span = heal_at.as_millis() as u64;
         let window = |rng: &mut ChaCha8Rng| {
@@ -144,6 +182,7 @@ impl FaultPlan {
                     until,
                     isolate_leader: rng.gen_bool(0.6),
                     minority_pick: rng.gen(),
+                    isolate_standby: false,
                 });
             }
         }
@@ -187,6 +226,70 @@ impl FaultPlan {
             crashes(rng, count, &|rng| {
                 CrashTarget::Proposer(rng.gen_range(0..3))
             });
+        }
+        match kind {
+            FaultKind::LearnerAway => {
+                // Long enough for the learner timeout (drawn with the protocol) to pass, trim
+                // to move on, and the leader to change while the learner is away.
+                plan.heal_at = ms(rng.gen_range(2500..4000));
+                let away = ms(rng.gen_range(50..300));
+                plan.crashes.push(CrashFault {
+                    at: away,
+                    restart_at: ms(rng.gen_range(1800..2400)),
+                    target: CrashTarget::Learner(rng.gen_range(0..learners)),
+                });
+                for _ in 0..rng.gen_range(1..=2i32) {
+                    let at = ms(rng.gen_range(900..1700));
+                    plan.crashes.push(CrashFault {
+                        at,
+                        restart_at: at + ms(rng.gen_range(100..600)),
+                        target: CrashTarget::Leader,
+                    });
+                }
+            }
+            FaultKind::PowerCut => {
+                let at = ms(rng.gen_range(1500..2500));
+                plan.crashes.push(CrashFault {
+                    at,
+                    restart_at: at + ms(rng.gen_range(1..400)),
+                    target: CrashTarget::All,
+                });
+                plan.heal_at = at + ms(500);
+            }
+            FaultKind::StandbyFlap => {
+                plan.heal_at = ms(rng.gen_range(2000..3000));
+                let mut at = rng.gen_range(400..700);
+                for _ in 0..rng.gen_range(2..=4i32) {
+                    let until = at + rng.gen_range(200..500);
+                    plan.partitions.push(PartitionFault {
+                        at: ms(at),
+                        until: ms(until),
+                        isolate_leader: false,
+                        minority_pick: 0,
+                        isolate_standby: true,
+                    });
+                    at = until + rng.gen_range(50..300);
+                }
+                plan.heal_at = plan.heal_at.max(ms(at));
+            }
+            FaultKind::Forged => {
+                plan.heal_at = ms(rng.gen_range(1500..2500));
+                let mut at = rng.gen_range(400..600);
+                for f in [
+                    Forgery::TopRoundPrepare,
+                    Forgery::HighRoundPrepare,
+                    Forgery::OversizedAccept,
+                ] {
+                    plan.forgeries.push((ms(at), f));
+                    at += rng.gen_range(20..100);
+                }
+                plan.crashes.push(CrashFault {
+                    at: ms(at + 50),
+                    restart_at: ms(at + rng.gen_range(200..600)),
+                    target: CrashTarget::Leader,
+                });
+            }
+            _ => {}
         }
         plan
     }

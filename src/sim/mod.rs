@@ -9,11 +9,11 @@ mod disk;
 mod faults;
 
 pub use checker::{Observations, Violation};
-pub use faults::{CrashFault, CrashTarget, FaultKind, FaultPlan, PartitionFault};
+pub use faults::{CrashFault, CrashTarget, FaultKind, FaultPlan, Forgery, PartitionFault};
 
 use crate::protocol::{
-    Acceptor, AcceptorState, Actions, Change, Client, Event, Learner, LearnerSnapshot, Membership,
-    Message, NodeId, Proposer, ProtocolConfig,
+    Acceptor, AcceptorCounters, AcceptorState, Actions, Ballot, Batch, Change, Client, ClientValue,
+    Event, Learner, LearnerSnapshot, Membership, Message, NodeId, Proposer, ProtocolConfig,
 };
 use crate::storage::FsyncPolicy;
 use crate::wire::{self, FrameHeader};
@@ -28,12 +28,19 @@ use std::time::Duration;
 /// The acceptor logic the simulator drives: the real one, or a deliberately broken one in
 /// tests that prove the checker catches unsafe acceptors.
 pub trait AcceptorLogic {
-    fn handle(&mut self, from: NodeId, msg: Message, out: &mut Actions);
+    fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions);
+    /// What it refused or put off (the real acceptor's counters).
+    fn counters(&self) -> AcceptorCounters {
+        AcceptorCounters::default()
+    }
 }
 
 impl AcceptorLogic for Acceptor {
-    fn handle(&mut self, from: NodeId, msg: Message, out: &mut Actions) {
-        Acceptor::handle(self, from, msg, out)
+    fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
+        Acceptor::handle(self, now, from, msg, out)
+    }
+    fn counters(&self) -> AcceptorCounters {
+        Acceptor::counters(self).clone()
     }
 }
 
@@ -94,7 +101,7 @@ impl SimConfig {
             ..ProtocolConfig::default()
         };
         let plan = FaultPlan::draw(kind, &mut rng, acceptors, learners);
-        SimConfig {
+        let mut cfg = SimConfig {
             seed,
             proposers: rng.gen_range(2..=3),
             acceptors,
@@ -111,7 +118,24 @@ impl SimConfig {
             policy: FsyncPolicy::Sync,
             fsync_latency: Duration::from_micros(rng.gen_range(50..500)),
             fsync_interval: Duration::from_millis(rng.gen_range(1..20)),
+        };
+        // Drawn last, so the draws above (and what older seeds ran) stay as they were.
+        // Short pages make paged phase 1 and paged catch-up common.
+        cfg.protocol.answer_max_frames = rng.gen_range(1..=32);
+        if kind == FaultKind::PowerCut {
+            // A long history that nothing trims: after the cut, phase 1 must read all of it
+            // through receive queues that hold a fraction of it.
+            cfg.protocol.trim_interval_ms = 0;
+            cfg.protocol.max_frame = 256;
+            cfg.client_window = 8;
+            cfg.think_time = Duration::from_micros(rng.gen_range(200..1000));
         }
+        if kind == FaultKind::LearnerAway {
+            cfg.protocol.learner_timeout_ms = rng.gen_range(300..800);
+            cfg.protocol.trim_interval_ms = 100;
+            cfg.protocol.trim_keep = rng.gen_range(0..50);
+        }
+        cfg
     }
 
     pub fn with_policy(mut self, policy: FsyncPolicy) -> SimConfig {
@@ -124,6 +148,8 @@ impl SimConfig {
 pub struct SimStats {
     pub frames_sent: u64,
     pub frames_lost: u64,
+    /// Frames dropped because the receiver's queue was full (counted in `frames_lost` too).
+    pub frames_overflowed: u64,
     pub frames_duplicated: u64,
     pub values_delivered: u64,
     pub leader_elections: u64,
@@ -133,6 +159,10 @@ pub struct SimStats {
     pub commits: u64,
     pub committed_changes: u64,
     pub virtual_time: Duration,
+    /// Summed over the acceptors running at the end.
+    pub acceptors: AcceptorCounters,
+    /// Learners that reported needing trimmed instances.
+    pub trimmed_out: u64,
 }
 
 pub struct SimReport {
@@ -164,9 +194,9 @@ impl SimReport {
 }
 
 enum Role {
-    Proposer(Proposer),
+    Proposer(Box<Proposer>),
     Acceptor(Box<dyn AcceptorLogic>),
-    Learner(Learner),
+    Learner(Box<Learner>),
     Client(Client),
 }
 
@@ -179,7 +209,15 @@ struct Node {
     durable_learner: LearnerSnapshot,
     /// Index among learners (learners) or home learner (clients).
     learner_index: usize,
+    /// Frames on their way to this node: like a socket's receive buffer, it holds at most
+    /// `RX_QUEUE_FRAMES`, and a burst past that is dropped.
+    inflight: usize,
 }
+
+/// Frames a node's receive queue holds: about what a kernel's default UDP receive buffer
+/// holds of full 1500-byte frames, doubled. A burst of answers larger than this loses its
+/// tail, as it does on a real socket.
+pub const RX_QUEUE_FRAMES: usize = 256;
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum What {
@@ -200,6 +238,9 @@ enum What {
     Partition(usize),
     Unpartition,
     Heal,
+    CrashAll,
+    RestartAll,
+    Forge(usize),
 }
 
 pub struct Simulation {
@@ -243,6 +284,7 @@ impl Simulation {
                 durable_round: 0,
                 durable_learner: LearnerSnapshot::default(),
                 learner_index,
+                inflight: 0,
             })
         };
         members.proposers.iter().for_each(|id| add(*id, 0));
@@ -318,7 +360,14 @@ impl Simulation {
                     self.schedule(c.at, What::Crash(n));
                     self.schedule(c.restart_at, What::Restart(n));
                 }
+                CrashTarget::All => {
+                    self.schedule(c.at, What::CrashAll);
+                    self.schedule(c.restart_at, What::RestartAll);
+                }
             }
+        }
+        for (k, (at, _)) in plan.forgeries.iter().enumerate() {
+            self.schedule(*at, What::Forge(k));
         }
         self.schedule(plan.heal_at, What::Heal);
     }
@@ -331,23 +380,23 @@ impl Simulation {
         let id = node.id;
         let first_client = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
         node.role = Some(if members.proposers.contains(&id) {
-            Role::Proposer(Proposer::new(
+            Role::Proposer(Box::new(Proposer::new(
                 id,
                 cfg,
                 members,
                 self.now,
                 node.durable_round,
-            ))
+            )))
         } else if members.acceptors.contains(&id) {
             Role::Acceptor((self.factory)(id, cfg, members, node.disk.durable.clone()))
         } else if members.learners.contains(&id) {
-            Role::Learner(Learner::restore(
+            Role::Learner(Box::new(Learner::restore(
                 id,
                 cfg,
                 members,
                 self.now,
                 node.durable_learner.clone(),
-            ))
+            )))
         } else {
             debug_assert!(n >= first_client);
             Role::Client(Client::new(id as u64, cfg, members.proposers))
@@ -383,6 +432,19 @@ impl Simulation {
         self.stats.values_delivered = self.obs.delivered.iter().map(|d| d.len() as u64).sum();
         self.stats.commits = self.nodes.iter().map(|n| n.disk.commits).sum();
         self.stats.committed_changes = self.nodes.iter().map(|n| n.disk.committed_changes).sum();
+        for node in &self.nodes {
+            if let Some(Role::Acceptor(a)) = &node.role {
+                let c = a.counters();
+                let sum = &mut self.stats.acceptors;
+                sum.refused_oversized += c.refused_oversized;
+                sum.refused_top_round += c.refused_top_round;
+                sum.deferred_prepares += c.deferred_prepares;
+            }
+        }
+        self.stats.trimmed_out = self.obs.trimmed_out.iter().filter(|t| **t).count() as u64;
+        if self.healed && self.leader().is_none() {
+            self.obs.no_leader = true;
+        }
         let violations = self.obs.check();
         let final_state = if violations.is_empty() {
             String::new()
@@ -426,11 +488,83 @@ impl Simulation {
         out
     }
 
-    /// Every learner delivered as many values as were submitted (the final check then tells
-    /// whether they are the right ones).
+    /// A leader leads, and every learner that can (one trimmed out needs state transfer)
+    /// delivered as many values as were submitted (the final check then tells whether they
+    /// are the right ones).
     fn done(&self) -> bool {
         let total = self.obs.submitted.len();
-        self.obs.delivered.iter().all(|d| d.len() >= total)
+        self.leader().is_some()
+            && self
+                .obs
+                .delivered
+                .iter()
+                .zip(&self.obs.trimmed_out)
+                .all(|(d, trimmed)| *trimmed || d.len() >= total)
+    }
+
+    /// The node index of a proposer that leads, if one does.
+    fn leader(&self) -> Option<usize> {
+        (0..self.cfg.proposers)
+            .find(|n| matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader()))
+    }
+
+    /// Sends a frame a hostile station made under a member's id.
+    fn forge(&mut self, k: usize) {
+        let Some(leader) = self.leader() else { return };
+        let Some(Role::Proposer(p)) = &self.nodes[leader].role else {
+            return;
+        };
+        let (leader_id, ballot) = (self.nodes[leader].id, p.leader_ballot());
+        let standby = self
+            .members
+            .proposers
+            .iter()
+            .copied()
+            .find(|p| *p != leader_id);
+        let acceptors = self.members.acceptors.clone();
+        let (from, msg) = match self.cfg.plan.forgeries[k].1 {
+            Forgery::TopRoundPrepare => (
+                leader_id,
+                Message::Prepare {
+                    ballot: Ballot::new(u32::MAX, leader_id),
+                    from: 0,
+                },
+            ),
+            Forgery::HighRoundPrepare => {
+                let Some(s) = standby else { return };
+                (
+                    s,
+                    Message::Prepare {
+                        ballot: Ballot::new(u32::MAX - 1, s),
+                        from: 0,
+                    },
+                )
+            }
+            Forgery::OversizedAccept => {
+                let Some(ballot) = ballot else { return };
+                // One value that fills a 2a frame to the byte.
+                let room = self.cfg.protocol.max_payload()
+                    - wire::sizes::ACCEPT_FIXED
+                    - wire::sizes::BATCH_FIXED
+                    - wire::sizes::VALUE_FIXED;
+                let value = ClientValue {
+                    client: 31,
+                    seq: u64::MAX / 2,
+                    payload: Bytes::from(vec![0xEE; room]),
+                };
+                (
+                    leader_id,
+                    Message::Accept {
+                        ballot,
+                        instance: p.decided_below() + 3 * self.cfg.protocol.window as u64,
+                        value: Batch::new(vec![value]),
+                    },
+                )
+            }
+        };
+        for a in acceptors {
+            self.send(from, a, &msg);
+        }
     }
 
     fn step(&mut self, what: What) {
@@ -492,7 +626,12 @@ impl Simulation {
                 let leader = (0..self.cfg.proposers).find(
                     |n| matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader()),
                 );
+                let standby = (0..self.cfg.proposers)
+                    .find(|n| Some(*n) != leader && self.nodes[*n].role.is_some());
                 match (p.isolate_leader, leader) {
+                    _ if p.isolate_standby => {
+                        self.cut.extend(standby);
+                    }
                     (true, Some(n)) => {
                         self.cut.insert(n);
                     }
@@ -508,6 +647,21 @@ impl Simulation {
                 }
             }
             What::Unpartition => self.cut.clear(),
+            What::CrashAll => {
+                let servers = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
+                for n in 0..servers {
+                    self.crash(n);
+                }
+            }
+            What::RestartAll => {
+                let servers = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
+                for n in 0..servers {
+                    if self.nodes[n].role.is_none() {
+                        self.start(n);
+                    }
+                }
+            }
+            What::Forge(k) => self.forge(k),
             What::Heal => {
                 self.healed = true;
                 self.cut.clear();
@@ -523,6 +677,7 @@ impl Simulation {
     }
 
     fn deliver(&mut self, from: NodeId, to: usize, frame: Vec<u8>) {
+        self.nodes[to].inflight -= 1;
         let Some(role) = self.nodes[to].role.as_mut() else {
             return;
         };
@@ -539,7 +694,7 @@ impl Simulation {
         let now = self.now;
         match role {
             Role::Proposer(p) => p.handle(now, from, decoded.msg, &mut out),
-            Role::Acceptor(a) => a.handle(from, decoded.msg, &mut out),
+            Role::Acceptor(a) => a.handle(now, from, decoded.msg, &mut out),
             Role::Learner(l) => l.handle(now, from, decoded.msg, &mut out),
             Role::Client(c) => c.handle(&decoded.msg),
         }
@@ -570,6 +725,10 @@ impl Simulation {
         for ev in &out.events {
             match ev {
                 Event::BecameLeader { .. } => self.stats.leader_elections += 1,
+                Event::Trimmed { .. } => {
+                    let l = self.nodes[n].learner_index;
+                    self.obs.trimmed_out[l] = true;
+                }
                 Event::Decided { instance, value } => {
                     let l = self.nodes[n].learner_index;
                     self.obs.decided[l].push((*instance, value.clone()));
@@ -699,6 +858,12 @@ impl Simulation {
             1
         };
         for _ in 0..copies {
+            if self.nodes[to_idx].inflight >= RX_QUEUE_FRAMES {
+                self.stats.frames_lost += 1;
+                self.stats.frames_overflowed += 1;
+                continue;
+            }
+            self.nodes[to_idx].inflight += 1;
             let jitter = self.cfg.plan.jitter.as_micros() as u64;
             let delay =
                 self.cfg.plan.min_delay + Duration::from_micros(self.rng.gen_range(0..=jitter));

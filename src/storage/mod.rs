@@ -33,6 +33,33 @@ pub enum StorageError {
     Corrupt { key: String, why: String },
     #[error("storage.path is required with fsync_policy {0}")]
     NoPath(FsyncPolicy),
+    #[error("storage.path {path} cannot be written: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Room a node wants on its storage path at start: RocksDB asserts (and aborts the process)
+/// when it cannot write its log or manifest, so a full or read-only filesystem is found here,
+/// with the path named, instead.
+pub const START_PROBE_BYTES: usize = 4 << 20;
+
+/// Creates `dir` if needed and writes, syncs and removes `START_PROBE_BYTES` there.
+pub fn check_writable(dir: &std::path::Path) -> Result<(), StorageError> {
+    use std::io::Write;
+    let err = |source| StorageError::NotWritable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".ethpaxos-write-probe");
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&vec![0u8; START_PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(err)
 }
 
 /// An acceptor's durable state.

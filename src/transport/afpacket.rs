@@ -6,7 +6,7 @@
 
 use super::{FrameCheck, TransportStats};
 use crate::protocol::{Envelope, Message, NodeId};
-use crate::wire::{parse_mac, EncodeError, MacAddr, ETHERTYPE};
+use crate::wire::{parse_mac, MacAddr, ETHERTYPE};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -36,8 +36,6 @@ pub enum AfPacketError {
         iface: String,
         source: io::Error,
     },
-    #[error("message to node {to} cannot be sent: {source}")]
-    Encode { to: NodeId, source: EncodeError },
     #[error(
         "interface {iface:?} has MAC {actual}, but this node's members[].mac says {configured}"
     )]
@@ -137,9 +135,62 @@ fn open_socket(iface: &str) -> Result<(OwnedFd, i32, MacAddr), AfPacketError> {
     // PACKET_IGNORE_OUTGOING (Linux 4.20+); without it they are dropped by source MAC.
     set(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
     set(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
-    set(libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20);
-    set(libc::SOL_SOCKET, libc::SO_SNDBUF, 8 << 20);
+    grow_buffers(fd.as_raw_fd(), 0);
     Ok((fd, ifindex, mac))
+}
+
+/// Socket buffers a node asks for: a few thousand full frames, so the bursts a bounded
+/// answer makes (a 1b page or catch-up page from every acceptor at once) are never cut.
+pub const SOCKET_BUFFER_BYTES: libc::c_int = 16 << 20;
+
+/// `grow_buffers` on a socket the standard library opened.
+pub(crate) fn grow_socket_buffers(socket: &impl AsRawFd, node: u16) {
+    grow_buffers(socket.as_raw_fd(), node);
+}
+
+/// Asks for `SOCKET_BUFFER_BYTES` of receive and send buffer: past `net.core.rmem_max` as
+/// root (SO_RCVBUFFORCE), up to it otherwise. Says so when the kernel gives less.
+fn grow_buffers(fd: libc::c_int, node: u16) {
+    let set = |name, value: libc::c_int| {
+        // SAFETY: `value` is a c_int that outlives the call, and its size is passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                &value as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if !set(force, SOCKET_BUFFER_BYTES) {
+            set(plain, SOCKET_BUFFER_BYTES);
+        }
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `got` and `len` are live locals of the sizes getsockopt is told.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &mut got as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    // The kernel reports twice what it was asked for (its bookkeeping share).
+    if rc == 0 && got < SOCKET_BUFFER_BYTES {
+        tracing::warn!(
+            "node {node}: receive buffer is {got} bytes, under the {} asked for; as root, or with `sysctl -w net.core.rmem_max={}`, bursts of answers are not cut",
+            SOCKET_BUFFER_BYTES,
+            SOCKET_BUFFER_BYTES
+        );
+    }
 }
 
 /// Sends `frames` as they are out of `iface`: for tests that inject malformed or foreign
@@ -259,7 +310,6 @@ pub struct AfPacketTransport {
     mac: MacAddr,
     me: NodeId,
     check: FrameCheck,
-    max_frame: usize,
     peers: HashMap<NodeId, MacAddr>,
     /// Encoded frames waiting for the next `flush`, back to back; `tx_ends` marks where each ends.
     tx: Vec<u8>,
@@ -277,10 +327,9 @@ impl AfPacketTransport {
         iface: &str,
         peers: HashMap<NodeId, MacAddr>,
         check: FrameCheck,
-        max_frame: usize,
     ) -> Result<Self, AfPacketError> {
         let (fd, _, mac) = open_socket(iface)?;
-        Ok(Self::on_socket(fd, iface, mac, me, check, max_frame, peers))
+        Ok(Self::on_socket(fd, iface, mac, me, check, peers))
     }
 
     /// A transport on `fd` with fresh buffers and counters.
@@ -290,16 +339,15 @@ impl AfPacketTransport {
         mac: MacAddr,
         me: NodeId,
         check: FrameCheck,
-        max_frame: usize,
         peers: HashMap<NodeId, MacAddr>,
     ) -> Self {
+        let max_frame = check.max_frame;
         AfPacketTransport {
             fd,
             iface: iface.to_string(),
             mac,
             me,
             check,
-            max_frame,
             peers,
             tx: Vec::with_capacity(64 * max_frame),
             tx_ends: Vec::with_capacity(64),
@@ -331,28 +379,27 @@ impl AfPacketTransport {
             self.mac,
             self.me,
             self.check.clone(),
-            self.max_frame,
             self.peers.clone(),
         ))
     }
 
-    /// Queues one message for the next `flush`. A message that does not fit a frame is an
-    /// error (a bug upstream); a message to an unknown node is counted as a send error.
+    /// Queues one message for the next `flush`. A message that cannot be encoded is counted
+    /// and dropped; a message to an unknown node is counted as a send error.
     pub fn send(&mut self, env: &Envelope) -> Result<(), AfPacketError> {
         let Some(dst) = self.peers.get(&env.to).copied() else {
             self.stats.send_errors += 1;
             return Ok(());
         };
-        self.check
-            .encode(
-                dst,
-                self.mac,
-                self.me,
-                &env.msg,
-                self.max_frame,
-                &mut self.scratch,
-            )
-            .map_err(|source| AfPacketError::Encode { to: env.to, source })?;
+        if !self.check.encode(
+            dst,
+            self.mac,
+            self.me,
+            &env.msg,
+            &mut self.scratch,
+            &mut self.stats,
+        ) {
+            return Ok(());
+        }
         self.tx.extend_from_slice(&self.scratch);
         self.tx_ends.push(self.tx.len());
         if self.tx_ends.len() >= RX_BATCH {
@@ -488,11 +535,13 @@ impl AfPacketTransport {
             let len = m.msg_len as usize;
             let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             let frame = &self.rx[k][..len.min(RX_FRAME)];
+            self.stats.received += 1;
             if frame.len() >= 12 && frame[6..12] == self.mac {
-                // Our own frame, echoed where PACKET_IGNORE_OUTGOING is missing.
+                // Our own frame, echoed where PACKET_IGNORE_OUTGOING is missing, or a
+                // station spoofing our MAC.
+                self.stats.dropped_own_mac += 1;
                 continue;
             }
-            self.stats.received += 1;
             if truncated {
                 self.stats.dropped_bad_frame += 1;
                 continue;

@@ -9,7 +9,7 @@ pub mod udp;
 use crate::config::{NodeConfig, TransportKind};
 use crate::protocol::{Envelope, Message, NodeId};
 use crate::wire::auth::{FrameKey, TAG_LEN};
-use crate::wire::{EncodeError, Frame, FrameHeader, MacAddr};
+use crate::wire::{Frame, FrameHeader, MacAddr};
 use afpacket::{AfPacketError, AfPacketTransport};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -32,6 +32,13 @@ pub struct TransportStats {
     pub send_errors: u64,
     /// Raw Ethernet only: times the socket reported its link down.
     pub link_down: u64,
+    /// Received frames longer than `max_frame`.
+    pub dropped_oversized: u64,
+    /// Raw Ethernet only: frames carrying this node's own source MAC (an echo, or a station
+    /// spoofing it).
+    pub dropped_own_mac: u64,
+    /// Messages that could not be encoded into a frame: dropped, never fatal to the node.
+    pub dropped_unencodable: u64,
 }
 
 impl TransportStats {
@@ -47,6 +54,9 @@ impl TransportStats {
         self.dropped_unauthenticated += o.dropped_unauthenticated;
         self.send_errors += o.send_errors;
         self.link_down += o.link_down;
+        self.dropped_oversized += o.dropped_oversized;
+        self.dropped_own_mac += o.dropped_own_mac;
+        self.dropped_unencodable += o.dropped_unencodable;
     }
 }
 
@@ -57,12 +67,18 @@ pub struct FrameCheck {
     pub members: HashSet<NodeId>,
     /// Frame authentication (wire::auth), when the cluster has a key.
     pub key: Option<FrameKey>,
+    /// The largest frame this node sends or takes, tag included.
+    pub max_frame: usize,
 }
 
 impl FrameCheck {
     /// The frame a received buffer holds if it decodes, carries a valid tag when a key is
     /// set, belongs to this cluster and comes from a member; otherwise counts why not.
     pub fn accept(&self, raw: &[u8], stats: &mut TransportStats) -> Option<Frame> {
+        if raw.len() > self.max_frame {
+            stats.dropped_oversized += 1;
+            return None;
+        }
         let decoded = match &self.key {
             Some(key) => match key.open(raw) {
                 Ok(plain) => crate::wire::decode(&plain),
@@ -89,28 +105,39 @@ impl FrameCheck {
     }
 
     /// Encodes `msg` from `sender` into `out` (cleared first) as a frame of this cluster that,
-    /// tag included, fits `max_frame`, and tags it when the cluster has a key.
+    /// tag included, fits `max_frame`, and tags it when the cluster has a key. A message that
+    /// cannot be encoded is counted and false returned: one bad message (a vote a forged
+    /// frame planted, a bug) must never take the node down. The first is also logged.
     pub fn encode(
         &self,
         dst: MacAddr,
         src: MacAddr,
         sender: NodeId,
         msg: &Message,
-        max_frame: usize,
         out: &mut Vec<u8>,
-    ) -> Result<(), EncodeError> {
+        stats: &mut TransportStats,
+    ) -> bool {
         let header = FrameHeader {
             dst,
             src,
             cluster: self.cluster,
             sender,
         };
-        let limit = max_frame - if self.key.is_some() { TAG_LEN } else { 0 };
-        crate::wire::encode(&header, msg, limit, out)?;
+        let limit = self.max_frame - if self.key.is_some() { TAG_LEN } else { 0 };
+        if let Err(e) = crate::wire::encode(&header, msg, limit, out) {
+            if stats.dropped_unencodable == 0 {
+                tracing::warn!(
+                    "node {sender}: dropped a {} message that cannot be sent ({e}); further ones are only counted (dropped_unencodable)",
+                    msg.kind().name()
+                );
+            }
+            stats.dropped_unencodable += 1;
+            return false;
+        }
         if let Some(key) = &self.key {
             key.seal(out);
         }
-        Ok(())
+        true
     }
 
     /// `accept` for raw Ethernet: the frame must also be addressed to `own` and come from the
@@ -186,11 +213,12 @@ pub enum Transport {
 impl Transport {
     /// Opens this node's transport from its (validated) config.
     pub fn open(cfg: &NodeConfig) -> Result<Transport, TransportError> {
-        let (me, max_frame) = (cfg.node_id, cfg.protocol.max_frame);
+        let me = cfg.node_id;
         let check = FrameCheck {
             cluster: cfg.protocol.cluster_id,
             members: cfg.members.iter().map(|m| m.id).collect(),
             key: cfg.frame_key().map_err(TransportError::Key)?,
+            max_frame: cfg.protocol.max_frame,
         };
         Ok(match cfg.transport {
             TransportKind::Udp => {
@@ -200,11 +228,11 @@ impl Transport {
                     .filter_map(|m| Some((m.id, m.udp?)))
                     .collect();
                 let addr = cfg.me().udp.expect("validate() requires udp addresses");
-                Transport::Udp(UdpTransport::bind(me, addr, peers, check, max_frame)?)
+                Transport::Udp(UdpTransport::bind(me, addr, peers, check)?)
             }
             TransportKind::Afpacket => {
                 let iface = cfg.interface.as_deref().unwrap_or_default();
-                let t = AfPacketTransport::open(me, iface, mac_peers(cfg), check, max_frame)?;
+                let t = AfPacketTransport::open(me, iface, mac_peers(cfg), check)?;
                 check_own_mac(cfg, format!("interface {iface:?}"), t.mac())?;
                 Transport::AfPacket(t)
             }
@@ -214,7 +242,7 @@ impl Transport {
                     .dpdk
                     .as_ref()
                     .ok_or_else(|| TransportError::Dpdk("the config has no dpdk section".into()))?;
-                let t = dpdk::DpdkTransport::open(me, dcfg, mac_peers(cfg), check, max_frame)
+                let t = dpdk::DpdkTransport::open(me, dcfg, mac_peers(cfg), check)
                     .map_err(|e| TransportError::Dpdk(e.to_string()))?;
                 check_own_mac(cfg, format!("DPDK port {}", dcfg.port), t.mac())?;
                 Transport::Dpdk(Box::new(t))
@@ -235,9 +263,10 @@ impl Transport {
             Transport::Udp(t) => Ok(t.send(env)?),
             Transport::AfPacket(t) => Ok(t.send(env)?),
             #[cfg(feature = "dpdk")]
-            Transport::Dpdk(t) => t
-                .send(env)
-                .map_err(|e| TransportError::Dpdk(format!("message to node {}: {e}", env.to))),
+            Transport::Dpdk(t) => {
+                t.send(env);
+                Ok(())
+            }
         }
     }
 

@@ -3,7 +3,6 @@
 
 use super::{FrameCheck, TransportStats};
 use crate::protocol::{Envelope, Message, NodeId};
-use crate::wire::EncodeError;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -18,8 +17,6 @@ pub enum UdpError {
     },
     #[error("UDP socket option: {0}")]
     Socket(std::io::Error),
-    #[error("message to node {to} cannot be sent: {source}")]
-    Encode { to: NodeId, source: EncodeError },
     #[error("UDP receive failed: {0}")]
     Recv(std::io::Error),
 }
@@ -28,7 +25,6 @@ pub struct UdpTransport {
     socket: UdpSocket,
     me: NodeId,
     check: FrameCheck,
-    max_frame: usize,
     peers: HashMap<NodeId, SocketAddr>,
     out: Vec<u8>,
     inbuf: Vec<u8>,
@@ -44,10 +40,12 @@ impl UdpTransport {
         addr: SocketAddr,
         peers: HashMap<NodeId, SocketAddr>,
         check: FrameCheck,
-        max_frame: usize,
     ) -> Result<Self, UdpError> {
         let socket = UdpSocket::bind(addr).map_err(|source| UdpError::Bind { addr, source })?;
-        Ok(Self::on_socket(socket, me, check, max_frame, peers))
+        // The kernel's default receive buffer holds about 90 full frames: a burst of answers
+        // (a 1b page from every acceptor at once) would lose its tail.
+        super::afpacket::grow_socket_buffers(&socket, me);
+        Ok(Self::on_socket(socket, me, check, peers))
     }
 
     /// A transport on `socket` with fresh buffers and counters.
@@ -55,16 +53,14 @@ impl UdpTransport {
         socket: UdpSocket,
         me: NodeId,
         check: FrameCheck,
-        max_frame: usize,
         peers: HashMap<NodeId, SocketAddr>,
     ) -> Self {
         UdpTransport {
             socket,
             me,
+            out: Vec::with_capacity(check.max_frame),
             check,
-            max_frame,
             peers,
-            out: Vec::with_capacity(max_frame),
             inbuf: vec![0; 65536],
             mode: None,
             stats: TransportStats::default(),
@@ -79,29 +75,28 @@ impl UdpTransport {
             socket,
             self.me,
             self.check.clone(),
-            self.max_frame,
             self.peers.clone(),
         ))
     }
 
-    /// Sends one message. A message that does not fit a frame is an error (a bug upstream);
-    /// a datagram the network refuses is counted, as a lost frame would be.
+    /// Sends one message. A message that cannot be encoded, or a datagram the network
+    /// refuses, is counted and dropped, as a lost frame would be.
     pub fn send(&mut self, env: &Envelope) -> Result<(), UdpError> {
         let Some(addr) = self.peers.get(&env.to) else {
             self.stats.send_errors += 1;
             return Ok(());
         };
         // UDP does the addressing: the Ethernet addresses stay zero.
-        self.check
-            .encode(
-                [0; 6],
-                [0; 6],
-                self.me,
-                &env.msg,
-                self.max_frame,
-                &mut self.out,
-            )
-            .map_err(|source| UdpError::Encode { to: env.to, source })?;
+        if !self.check.encode(
+            [0; 6],
+            [0; 6],
+            self.me,
+            &env.msg,
+            &mut self.out,
+            &mut self.stats,
+        ) {
+            return Ok(());
+        }
         match self.socket.send_to(&self.out, addr) {
             Ok(_) => self.stats.sent += 1,
             Err(_) => self.stats.send_errors += 1,

@@ -12,13 +12,13 @@ pub enum DecodeError {
     TooShort { len: usize, min: usize },
     #[error("EtherType 0x{0:04x} is not ethpaxos (0x88b5)")]
     EtherType(u16),
-    #[error("header version {0} is not supported (this build speaks version 1)")]
+    #[error("header version {0} is not supported (this build speaks version 2)")]
     Version(u8),
     #[error("unknown message type {0}")]
     UnknownType(u8),
     #[error("header flags 0x{0:02x} hold bits this version does not know")]
     Flags(u8),
-    #[error("header reserved byte is 0x{0:02x}; version 1 requires 0")]
+    #[error("header reserved byte is 0x{0:02x}; version 2 requires 0")]
     Reserved(u8),
     #[error("header says the payload is {header} bytes but the frame holds {actual}")]
     Length { header: usize, actual: usize },
@@ -221,6 +221,7 @@ impl Reader {
                 let ballot = self.ballot("ballot")?;
                 let from = self.u64("from")?;
                 let end = self.u64("end")?;
+                let log_end = self.u64("log_end")?;
                 let chunk_start = self.u64("chunk_start")?;
                 let chunk_end = self.u64("chunk_end")?;
                 let trim = self.u64("trim")?;
@@ -229,6 +230,9 @@ impl Reader {
                         "chunk_start",
                         "need from <= chunk_start <= chunk_end <= end",
                     ));
+                }
+                if end > log_end {
+                    return Err(self.invalid("log_end", "need end <= log_end"));
                 }
                 let entries = self.entries()?;
                 if entries
@@ -241,6 +245,7 @@ impl Reader {
                     ballot,
                     from,
                     end,
+                    log_end,
                     chunk_start,
                     chunk_end,
                     trim,

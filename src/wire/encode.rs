@@ -130,13 +130,14 @@ impl Writer<'_> {
                 ballot,
                 from,
                 end,
+                log_end,
                 chunk_start,
                 chunk_end,
                 trim,
                 entries,
             } => {
                 self.ballot(*ballot);
-                for v in [*from, *end, *chunk_start, *chunk_end, *trim] {
+                for v in [*from, *end, *log_end, *chunk_start, *chunk_end, *trim] {
                     self.u64(v);
                 }
                 self.entries(entries)?;

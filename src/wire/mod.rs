@@ -14,8 +14,9 @@ use crate::protocol::{Message, NodeId};
 
 /// EtherType of ethpaxos frames (IEEE "local experimental" range).
 pub const ETHERTYPE: u16 = 0x88B5;
-/// The header version this build writes and accepts.
-pub const VERSION: u8 = 1;
+/// The header version this build writes and accepts. Version 2: Promise carries `log_end`
+/// (paged phase 1b).
+pub const VERSION: u8 = 2;
 /// dst MAC + src MAC + EtherType.
 pub const ETH_HEADER_LEN: usize = 14;
 /// version, type, flags, reserved, cluster id (u32), sender (u16), payload length (u16).

@@ -10,8 +10,8 @@ pub const VALUE_FIXED: usize = 8 + 8 + 2;
 pub const BATCH_FIXED: usize = 2;
 /// instance id + ballot, before the batch.
 pub const ENTRY_FIXED: usize = 8 + BALLOT;
-/// ballot, from, end, chunk start, chunk end, trim, entry count.
-pub const PROMISE_FIXED: usize = BALLOT + 8 * 5 + 2;
+/// ballot, from, end, log end, chunk start, chunk end, trim, entry count.
+pub const PROMISE_FIXED: usize = BALLOT + 8 * 6 + 2;
 /// ballot + instance, before the batch.
 pub const ACCEPT_FIXED: usize = BALLOT + 8;
 /// ballot + instance count.

@@ -11,7 +11,6 @@ pub struct DpdkTransport {
     burst: usize,
     me: crate::protocol::NodeId,
     check: super::FrameCheck,
-    max_frame: usize,
     peers: std::collections::HashMap<crate::protocol::NodeId, [u8; 6]>,
     tx: Vec<Vec<u8>>,
     queued: usize,
@@ -25,14 +24,12 @@ impl DpdkTransport {
         cfg: &crate::config::DpdkConfig,
         peers: std::collections::HashMap<crate::protocol::NodeId, [u8; 6]>,
         check: super::FrameCheck,
-        max_frame: usize,
     ) -> Result<Self, DpdkError> {
         Ok(DpdkTransport {
             port: open_port(cfg)?,
             burst: cfg.burst as usize,
             me,
             check,
-            max_frame,
             peers,
             tx: Vec::new(),
             queued: 0,
@@ -53,7 +50,6 @@ impl DpdkTransport {
             burst: self.burst,
             me: self.me,
             check: self.check.clone(),
-            max_frame: self.max_frame,
             peers: self.peers.clone(),
             tx: Vec::new(),
             queued: 0,
@@ -63,26 +59,27 @@ impl DpdkTransport {
     }
 
     /// Queues one message for the next `flush`.
-    pub fn send(
-        &mut self,
-        env: &crate::protocol::Envelope,
-    ) -> Result<(), crate::wire::EncodeError> {
+    pub fn send(&mut self, env: &crate::protocol::Envelope) {
         let Some(dst) = self.peers.get(&env.to).copied() else {
             self.stats.send_errors += 1;
-            return Ok(());
+            return;
         };
         // Frame buffers are kept across flushes: tx[..queued] wait, the rest are spare.
         if self.queued == self.tx.len() {
-            self.tx.push(Vec::with_capacity(self.max_frame));
+            self.tx.push(Vec::with_capacity(self.check.max_frame));
         }
         let buf = &mut self.tx[self.queued];
-        self.check
-            .encode(dst, self.port.mac(), self.me, &env.msg, self.max_frame, buf)?;
+        let mac = self.port.mac();
+        if !self
+            .check
+            .encode(dst, mac, self.me, &env.msg, buf, &mut self.stats)
+        {
+            return;
+        }
         self.queued += 1;
         if self.queued >= self.burst {
             self.flush();
         }
-        Ok(())
     }
 
     /// Bursts every queued frame out; a frame the port does not take is counted as lost.
@@ -120,14 +117,16 @@ impl DpdkTransport {
                 &mut self.inbox,
             );
             self.port.recv(burst, |raw| {
-                // Our own frames, and other EtherTypes (a port sees all of the link's
-                // traffic, IPv6 neighbour discovery included), are not ours to count.
-                if raw.len() >= 14
-                    && (raw[6..12] == mac || raw[12..14] != crate::wire::ETHERTYPE.to_be_bytes())
-                {
+                // Other EtherTypes (a port sees all of the link's traffic, IPv6 neighbour
+                // discovery included) are not ours to count.
+                if raw.len() >= 14 && raw[12..14] != crate::wire::ETHERTYPE.to_be_bytes() {
                     return;
                 }
                 stats.received += 1;
+                if raw.len() >= 14 && raw[6..12] == mac {
+                    stats.dropped_own_mac += 1;
+                    return;
+                }
                 inbox.extend(check.accept_ethernet(raw, mac, peers, stats));
             });
             if !self.inbox.is_empty() {
