@@ -693,6 +693,7 @@ fn testbed(action: TestbedAction) -> Result<()> {
                     dpdk_nodes,
                     virtio,
                     dpdk_hugepages: false,
+                    protocol: Default::default(),
                 }),
             };
             let spec = testbed::Spec { name, dir, nodes };

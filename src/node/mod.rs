@@ -103,6 +103,13 @@ impl std::fmt::Display for NodeStats {
             )?;
         }
         let a = &self.acceptor;
+        if self.commits > 0 || a.votes_held > 0 {
+            writeln!(
+                f,
+                "  acceptor log: {} votes held above trim point {}",
+                a.votes_held, a.trim
+            )?;
+        }
         if a.refused_oversized + a.refused_top_round + a.deferred_prepares > 0 {
             writeln!(
                 f,
@@ -761,7 +768,7 @@ impl Node {
         }
         self.stats.transport = self.transport.stats().clone();
         if let Some(a) = &self.acceptor {
-            self.stats.acceptor = a.counters().clone();
+            self.stats.acceptor = a.counters();
         }
         self.stats.latency_p50_us = self.latency.value_at_quantile(0.5);
         self.stats.latency_p99_us = self.latency.value_at_quantile(0.99);

@@ -322,7 +322,7 @@ pub fn run_staged(
                             None => publish_role(&mut rec, |m| acceptor_metrics(&a, m)),
                         },
                     )?;
-                    Ok(a.counters().clone())
+                    Ok(a.counters())
                 },
             )?)
         }

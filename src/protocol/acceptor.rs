@@ -53,6 +53,10 @@ pub struct AcceptorCounters {
     /// Prepares from another proposer while the promised one was still heard from (the
     /// leader lease): a standby that only missed heartbeats does not depose a live leader.
     pub deferred_prepares: u64,
+    /// Where the log stood when these were taken: the trim point, and how many votes the
+    /// acceptor holds (in memory and on disk) above it.
+    pub trim: InstanceId,
+    pub votes_held: u64,
 }
 
 pub struct Acceptor {
@@ -107,8 +111,13 @@ impl Acceptor {
         self.state.promised
     }
 
-    pub fn counters(&self) -> &AcceptorCounters {
-        &self.counters
+    /// Its counters, with the log's trim point and size as they are now.
+    pub fn counters(&self) -> AcceptorCounters {
+        AcceptorCounters {
+            trim: self.state.trim,
+            votes_held: self.state.accepted.len() as u64,
+            ..self.counters.clone()
+        }
     }
 
     pub fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {

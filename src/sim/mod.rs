@@ -40,7 +40,7 @@ impl AcceptorLogic for Acceptor {
         Acceptor::handle(self, now, from, msg, out)
     }
     fn counters(&self) -> AcceptorCounters {
-        Acceptor::counters(self).clone()
+        Acceptor::counters(self)
     }
 }
 

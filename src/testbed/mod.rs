@@ -107,6 +107,8 @@ pub struct LayoutSpec {
     pub virtio: bool,
     /// DPDK nodes take EAL's memory (128 MiB each) from huge pages, which must be reserved.
     pub dpdk_hugepages: bool,
+    /// Every node's `protocol:` section.
+    pub protocol: crate::protocol::ProtocolConfig,
 }
 
 impl Default for LayoutSpec {
@@ -123,6 +125,7 @@ impl Default for LayoutSpec {
             dpdk_nodes: Vec::new(),
             virtio: false,
             dpdk_hugepages: false,
+            protocol: Default::default(),
         }
     }
 }
@@ -425,7 +428,7 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
                 auth_key_file: key_file.clone(),
                 members: members.clone(),
                 storage,
-                protocol: Default::default(),
+                protocol: spec.protocol.clone(),
                 metrics_address: None,
                 pipeline: PipelineConfig {
                     polling: spec.polling,
