@@ -808,3 +808,49 @@ fn bed_acceptors(stats: &HashMap<u16, serde_json::Value>) -> Vec<u16> {
     assert!(ids.len() >= 2, "no acceptor summaries: {stats:?}");
     ids
 }
+
+/// Sends `sig` (STOP, CONT) to node `id`'s process.
+fn signal(bed: &Bed, id: u16, sig: &str) {
+    let pid = bed.children[&id].id().to_string();
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_a_standby_whose_link_flaps_deposes_nobody() {
+    let Some(_slot) = testbed_slot() else {
+        return;
+    };
+    let bed = Bed::up("tbpaus", Layout::Roles);
+    bed.progress(2000, "at start");
+    let first = bed.leader();
+    signal(&bed, first, "STOP");
+    bed.progress(2000, &format!("with leader {first} paused"));
+    signal(&bed, first, "CONT");
+    bed.progress(2000, &format!("after {first} resumed"));
+    let second = bed.leader();
+    assert_ne!(second, first, "nobody took over from the paused leader");
+    // Now the old leader is a standby. Its link goes down for longer than its takeover
+    // timeout (frames lost, not queued as in a pause), so it prepares a higher ballot; when
+    // the link returns, the acceptors' lease and its own stickiness must keep it from
+    // deposing the live leader. The 600 ms is the fault's length, not a wait for an event.
+    bed.tb.link(first, false).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    bed.tb.link(first, true).unwrap();
+    bed.progress(3000, &format!("after standby {first}'s link came back"));
+    assert_eq!(
+        bed.leader(),
+        second,
+        "the standby whose link flapped deposed a live leader"
+    );
+    let stats = bed.finish_and_check();
+    let deferred: u64 = bed_acceptors(&stats)
+        .iter()
+        .map(|a| stats[a]["acceptor"]["deferred_prepares"].as_u64().unwrap())
+        .sum();
+    eprintln!("acceptors put off {deferred} prepares");
+}

@@ -157,6 +157,9 @@ pub fn client_id(node: NodeId, session: u32, k: usize) -> u64 {
 pub(crate) fn report_event(id: NodeId, e: &Event) {
     match e {
         Event::BecameLeader { ballot } => tracing::info!("node {id}: leading with ballot {ballot}"),
+        Event::FirstDecision { ballot, instance } => tracing::info!(
+            "node {id}: first decision at ballot {ballot} (instance {instance}): the leader change is complete"
+        ),
         Event::SteppedDown { higher } => {
             tracing::info!("node {id}: stepped down, ballot {higher} is higher")
         }

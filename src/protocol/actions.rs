@@ -34,6 +34,11 @@ pub enum Event {
     BecameLeader {
         ballot: Ballot,
     },
+    /// The first instance a new leader got a quorum for: the leader change is complete.
+    FirstDecision {
+        ballot: Ballot,
+        instance: InstanceId,
+    },
     SteppedDown {
         higher: Ballot,
     },

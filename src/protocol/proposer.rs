@@ -137,6 +137,8 @@ pub struct Proposer {
     batch_bytes: usize,
     max_value: usize,
     counters: ProposerCounters,
+    /// Set on becoming leader, cleared at the first instance decided under that ballot.
+    awaiting_first_decision: bool,
 }
 
 impl Proposer {
@@ -185,6 +187,7 @@ impl Proposer {
             batch_bytes: cfg.effective_batch_bytes(),
             max_value: cfg.max_value_bytes(),
             counters: ProposerCounters::default(),
+            awaiting_first_decision: false,
         }
     }
 
@@ -541,6 +544,7 @@ impl Proposer {
         self.set_role(Role::Leading { ballot });
         self.pending_since = now;
         out.events.push(Event::BecameLeader { ballot });
+        self.awaiting_first_decision = true;
         self.send_heartbeat(now, ballot, out);
         self.pump(now, out);
     }
@@ -627,6 +631,12 @@ impl Proposer {
             open.votes |= 1 << idx;
             if open.votes.count_ones() >= quorum {
                 self.counters.instances_decided += 1;
+                if std::mem::take(&mut self.awaiting_first_decision) {
+                    out.events.push(Event::FirstDecision {
+                        ballot: mine,
+                        instance: *i,
+                    });
+                }
                 if self.counters.record_phase2 {
                     self.counters
                         .phase2
