@@ -158,11 +158,12 @@ struct Result {
     restart: Option<(f64, f64)>,
 }
 
-fn run(
-    history: u64,
-    kills: usize,
+/// The roles-layout cluster under load, learner 22 killed once it progresses; runs `f`, then
+/// kills every node and removes the testbed, whatever `f` returned.
+fn with_cluster<T>(
     protocol: &ProtocolConfig,
-) -> std::result::Result<Result, String> {
+    f: impl FnOnce(&Testbed, &mut HashMap<u16, Child>) -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
     let dir = std::env::temp_dir().join(format!("ethpaxos-failover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let spec = Spec {
@@ -189,8 +190,24 @@ fn run(
             return Err("no progress at start".to_string());
         }
         kill9(&mut children, DOWN_LEARNER);
+        f(&tb, &mut children)
+    })();
+    for id in children.keys().copied().collect::<Vec<_>>() {
+        kill9(&mut children, id);
+    }
+    let _ = testbed::down(NAME);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn run(
+    history: u64,
+    kills: usize,
+    protocol: &ProtocolConfig,
+) -> std::result::Result<Result, String> {
+    with_cluster(protocol, |tb, children| {
         let started = Instant::now();
-        if !wait_acked(&tb, history, Duration::from_secs(3600)) {
+        if !wait_acked(tb, history, Duration::from_secs(3600)) {
             return Err(format!("history of {history} not reached"));
         }
         eprintln!(
@@ -203,12 +220,12 @@ fn run(
             restart: None,
         };
         for _ in 0..kills {
-            let leader = latest_leader(&tb);
+            let leader = latest_leader(tb);
             let t0 = now_secs();
-            kill9(&mut children, leader);
-            let (_, lead) = wait_logged(&tb, "leading with ballot", t0, Duration::from_secs(60))
+            kill9(children, leader);
+            let (_, lead) = wait_logged(tb, "leading with ballot", t0, Duration::from_secs(60))
                 .ok_or("no new leader within 60 s")?;
-            let (_, first) = wait_logged(&tb, "first decision", t0, Duration::from_secs(60))
+            let (_, first) = wait_logged(tb, "first decision", t0, Duration::from_secs(60))
                 .ok_or("no decision within 60 s of the kill")?;
             out.kills.push((ms(t0, lead), ms(t0, first)));
             children.insert(
@@ -216,15 +233,15 @@ fn run(
                 tb.start(leader, Path::new(EXE))
                     .map_err(|e| e.to_string())?,
             );
-            let now = acked(&tb);
-            if !wait_acked(&tb, now + 2000, Duration::from_secs(60)) {
+            let now = acked(tb);
+            if !wait_acked(tb, now + 2000, Duration::from_secs(60)) {
                 return Err("no progress after a failover".into());
             }
         }
         // Every node at once (learner 22 stays down).
         let ids: Vec<u16> = children.keys().copied().collect();
         for id in &ids {
-            kill9(&mut children, *id);
+            kill9(children, *id);
         }
         let t0 = now_secs();
         for id in &ids {
@@ -233,19 +250,13 @@ fn run(
                 tb.start(*id, Path::new(EXE)).map_err(|e| e.to_string())?,
             );
         }
-        let lead = wait_logged(&tb, "leading with ballot", t0, Duration::from_secs(120));
-        let first = wait_logged(&tb, "first decision", t0, Duration::from_secs(120));
+        let lead = wait_logged(tb, "leading with ballot", t0, Duration::from_secs(120));
+        let first = wait_logged(tb, "first decision", t0, Duration::from_secs(120));
         if let (Some((_, l)), Some((_, f))) = (lead, first) {
             out.restart = Some((ms(t0, l), ms(t0, f)));
         }
         Ok(out)
-    })();
-    for id in children.keys().copied().collect::<Vec<_>>() {
-        kill9(&mut children, id);
-    }
-    let _ = testbed::down(NAME);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    })
 }
 
 /// The proposer whose "leading with ballot" line has the highest round.
@@ -297,32 +308,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Load with learner 22 dead for `secs`: each acceptor's RSS and storage every 10 s.
 fn soak(secs: u64, protocol: &ProtocolConfig) -> std::result::Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("ethpaxos-soak-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let spec = Spec {
-        name: NAME.into(),
-        dir: dir.clone(),
-        nodes: Nodes::Layout(LayoutSpec {
-            layout: Layout::Roles,
-            clients: 16,
-            outstanding: 16,
-            protocol: protocol.clone(),
-            ..LayoutSpec::default()
-        }),
-    };
-    let tb = testbed::up(&spec).map_err(|e| e.to_string())?;
-    let mut children = HashMap::new();
-    let result = (|| {
-        for n in &tb.nodes {
-            children.insert(
-                n.id,
-                tb.start(n.id, Path::new(EXE)).map_err(|e| e.to_string())?,
-            );
-        }
-        if !wait_acked(&tb, 1000, Duration::from_secs(60)) {
-            return Err("no progress at start".to_string());
-        }
-        kill9(&mut children, DOWN_LEARNER);
+    with_cluster(protocol, |tb, children| {
         println!("| t (s) | instances decided | acceptor 11 / 12 / 13 RSS (MiB) | storage 11 / 12 / 13 (MiB) |");
         println!("|---|---|---|---|");
         let start = Instant::now();
@@ -341,19 +327,13 @@ fn soak(secs: u64, protocol: &ProtocolConfig) -> std::result::Result<(), String>
             println!(
                 "| {:.0} | {} | {} | {} |",
                 start.elapsed().as_secs_f64(),
-                acked(&tb),
+                acked(tb),
                 rss.join(" / "),
                 disk.join(" / ")
             );
         }
         Ok(())
-    })();
-    for id in children.keys().copied().collect::<Vec<_>>() {
-        kill9(&mut children, id);
-    }
-    let _ = testbed::down(NAME);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    })
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {

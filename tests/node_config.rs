@@ -393,3 +393,29 @@ fn config_errors_carry_no_backtrace_even_when_asked_for() {
     );
     assert!(!err.to_lowercase().contains("backtrace"), "{err}");
 }
+
+#[test]
+#[ignore = "needs root: mounts a 1 MiB tmpfs (CI runs it as root)"]
+fn a_full_filesystem_is_named_at_start_not_an_abort() {
+    let dir = std::env::temp_dir().join(format!("ethpaxos-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs on {}", dir.display());
+    let data = dir.join("data");
+    let result = ethpaxos::storage::check_writable(&data);
+    let leftover = std::fs::read_dir(&data).map(|d| d.count()).unwrap_or(0);
+    let unmounted = Command::new("umount").arg(&dir).status().unwrap();
+    let _ = std::fs::remove_dir(&dir);
+    assert!(unmounted.success());
+    let err = result.expect_err("4 MiB fit a 1 MiB filesystem");
+    let text = err.to_string();
+    assert!(
+        text.contains(&data.display().to_string()) && text.contains("No space left"),
+        "{text}"
+    );
+    assert_eq!(leftover, 0, "the probe file was left behind");
+}

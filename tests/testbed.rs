@@ -10,7 +10,7 @@
 mod common;
 
 use common::{check_delivery, pairs, read_lines, terminate, wait_for_acks};
-use ethpaxos::config::Role;
+use ethpaxos::config::{Role, TransportKind};
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::testbed::impair::Impairment;
 use ethpaxos::testbed::{self, Layout, LayoutSpec, Nodes, Spec, Testbed};
@@ -759,6 +759,17 @@ fn a_learner_down_then_a_leader_kill_elects_a_leader_and_trim_moves_on() {
 
 #[test]
 fn every_node_killed_after_a_long_history_comes_back() {
+    power_cut_and_restart("tbpwr", TransportKind::Afpacket);
+}
+
+#[test]
+fn every_node_killed_after_a_long_history_comes_back_on_udp() {
+    power_cut_and_restart("tbpwru", TransportKind::Udp);
+}
+
+/// Kills every node of a 3-replica cluster after 20k values of history, restarts them all,
+/// and checks progress and every acknowledged value.
+fn power_cut_and_restart(name: &str, transport: TransportKind) {
     let Some(_slot) = testbed_slot() else {
         return;
     };
@@ -770,10 +781,11 @@ fn every_node_killed_after_a_long_history_comes_back() {
         ..ProtocolConfig::default()
     };
     let mut bed = Bed::up_with(
-        "tbpwr",
+        name,
         Nodes::Layout(LayoutSpec {
             layout: Layout::Replicas,
             protocol,
+            transport,
             ..LayoutSpec::default()
         }),
     );
