@@ -4,8 +4,9 @@
 //! order at every learner. Needs root; every test is bounded in time and removes its
 //! namespaces, veths, processes and files, pass or fail.
 //!
-//! Without root these tests say so and pass, unless ETHPAXOS_REQUIRE_NETNS is set (.ci/run
-//! sets it, so CI cannot skip them silently).
+//! Every test here is `#[ignore]`d with that reason: `cargo test --release -- --ignored`, as
+//! root, runs them (.ci/run does), and anywhere else they fail with the reason instead of
+//! passing without running.
 
 mod common;
 
@@ -23,10 +24,21 @@ use std::time::Duration;
 /// One testbed at a time: clusters of 4-8 processes each on 2 cores are enough.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The lock every test holds while its testbed exists; None when this run cannot build one.
-fn testbed_slot() -> Option<std::sync::MutexGuard<'static, ()>> {
+/// The lock every test holds while its testbed exists. A run that cannot build a testbed
+/// (not root, no iproute2) fails here with the reason: these tests are `#[ignore]`d, so they
+/// run only when asked for (`cargo test --release -- --ignored`, as root).
+fn testbed_slot() -> std::sync::MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    can_run().then_some(guard)
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let ip = Command::new("ip").arg("-V").output().is_ok();
+    assert!(
+        root && ip,
+        "the testbed needs root and iproute2 (root: {root}, ip: {ip}); run as root"
+    );
+    guard
 }
 
 /// Runs `ethpaxos inject` with `args` in the hub namespace, aimed at MAC `dst`.
@@ -44,23 +56,6 @@ fn inject(bed: &Bed, dst: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn can_run() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    let ip = Command::new("ip").arg("-V").output().is_ok();
-    if root && ip {
-        return true;
-    }
-    assert!(
-        std::env::var_os("ETHPAXOS_REQUIRE_NETNS").is_none(),
-        "ETHPAXOS_REQUIRE_NETNS is set but this run cannot create namespaces (root: {root}, ip: {ip})"
-    );
-    eprintln!("SKIPPED: testbed tests need root and iproute2 (root: {root}, ip: {ip})");
-    false
 }
 
 struct Bed {
@@ -288,10 +283,9 @@ fn relay_count(line: &str, name: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn steady_state_on_raw_ethernet() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let bed = Bed::up("tbst", Layout::Replicas);
     bed.progress(3000, "at start");
     let stats = bed.finish_and_check();
@@ -299,10 +293,9 @@ fn steady_state_on_raw_ethernet() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn kill_an_acceptor_and_restart_it() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let mut bed = Bed::up("tbacc", Layout::Roles);
     bed.progress(2000, "at start");
     bed.bounce(12, 2000, 2000);
@@ -310,10 +303,9 @@ fn kill_an_acceptor_and_restart_it() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn kill_the_leader_and_the_standby_takes_over() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let mut bed = Bed::up("tblead", Layout::Roles);
     bed.progress(2000, "at start");
     let leader = bed.leader();
@@ -327,10 +319,9 @@ fn kill_the_leader_and_the_standby_takes_over() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn partition_the_leader_then_heal() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let bed = Bed::up("tbpart", Layout::Replicas);
     bed.progress(2000, "at start");
     bed.partition_leader_then_heal();
@@ -338,10 +329,9 @@ fn partition_the_leader_then_heal() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn a_lossy_duplicating_reordering_link_then_heal() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let bed = Bed::up("tbnet", Layout::Replicas);
     bed.progress(2000, "at start");
     let leader = bed.leader();
@@ -373,10 +363,9 @@ fn a_lossy_duplicating_reordering_link_then_heal() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn malformed_and_foreign_frames_are_dropped_and_counted() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let bed = Bed::up("tbinj", Layout::Replicas);
     bed.progress(1000, "at start");
     let target = bed.tb.node(2).unwrap().mac.clone();
@@ -395,10 +384,9 @@ fn malformed_and_foreign_frames_are_dropped_and_counted() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn the_six_node_example_configs_run_in_the_testbed() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/afpacket");
     let configs = testbed::load_configs(&dir).expect("the example configs load");
     assert_eq!(configs.len(), 6, "1 proposer, 3 acceptors, 2 learners");
@@ -408,10 +396,9 @@ fn the_six_node_example_configs_run_in_the_testbed() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let bed = Bed::up_with(
         "tbauth",
         Nodes::Layout(LayoutSpec {
@@ -437,10 +424,9 @@ fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn the_same_cluster_on_udp_in_the_testbed() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let bed = Bed::up_with(
         "tbudp",
         Nodes::Layout(LayoutSpec {
@@ -454,10 +440,9 @@ fn the_same_cluster_on_udp_in_the_testbed() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn the_staged_pipeline_under_load_and_an_acceptor_kill() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let mut bed = Bed::up_with(
         "tbstg",
         Nodes::Layout(LayoutSpec {
@@ -474,10 +459,9 @@ fn the_staged_pipeline_under_load_and_an_acceptor_kill() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn staged_replicas_through_a_leader_partition() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     // Every role of a replica in its own stage: proposer, acceptor and learner talk to each
     // other through the commit stage, after their changes are durable.
     let bed = Bed::up_with(
@@ -498,10 +482,9 @@ fn staged_replicas_through_a_leader_partition() {
 /// build with `--features dpdk`.
 #[cfg(feature = "dpdk")]
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn a_dpdk_acceptor_among_af_packet_nodes() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let mut bed = Bed::up_with(
         "tbdpdk",
         Nodes::Layout(LayoutSpec {
@@ -565,10 +548,9 @@ impl Drop for Hugepages {
 /// Needs a build with `--features dpdk`.
 #[cfg(feature = "dpdk")]
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn a_full_dpdk_cluster_on_huge_pages_through_a_leader_partition() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     // 4 nodes x 128 MiB in 2 MiB pages, and some room.
     let pages = Hugepages::reserve(300);
     let free = Hugepages::free();
@@ -596,10 +578,9 @@ fn a_full_dpdk_cluster_on_huge_pages_through_a_leader_partition() {
 /// the testbed as an operator wrote them. Needs a build with `--features dpdk`.
 #[cfg(feature = "dpdk")]
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn the_dpdk_example_configs_run_in_the_testbed() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dpdk");
     let configs = testbed::load_configs(&dir).expect("the example configs load");
     assert_eq!(configs.len(), 6, "1 proposer, 3 acceptors, 2 learners");
@@ -618,10 +599,9 @@ fn the_dpdk_example_configs_run_in_the_testbed() {
 /// it. Needs a build with `--features dpdk`.
 #[cfg(feature = "dpdk")]
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn acceptors_on_virtio_user_through_a_vhost_user_switch() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let mut bed = Bed::up_with(
         "tbvio",
         Nodes::Layout(LayoutSpec {
@@ -651,10 +631,9 @@ fn acceptors_on_virtio_user_through_a_vhost_user_switch() {
 /// thesis' layout, measured from the client node's acknowledgements, its JSON summary and
 /// each process's CPU.
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn the_bench_runs_its_points_as_node_processes() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let out = std::env::temp_dir().join(format!("ethpaxos-tbbench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
@@ -706,10 +685,9 @@ fn the_bench_runs_its_points_as_node_processes() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn a_learner_down_then_a_leader_kill_elects_a_leader_and_trim_moves_on() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let protocol = ProtocolConfig {
         learner_timeout_ms: 300,
         trim_keep: 50,
@@ -758,11 +736,13 @@ fn a_learner_down_then_a_leader_kill_elects_a_leader_and_trim_moves_on() {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn every_node_killed_after_a_long_history_comes_back() {
     power_cut_and_restart("tbpwr", TransportKind::Afpacket);
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn every_node_killed_after_a_long_history_comes_back_on_udp() {
     power_cut_and_restart("tbpwru", TransportKind::Udp);
 }
@@ -770,9 +750,7 @@ fn every_node_killed_after_a_long_history_comes_back_on_udp() {
 /// Kills every node of a 3-replica cluster after 20k values of history, restarts them all,
 /// and checks progress and every acknowledged value.
 fn power_cut_and_restart(name: &str, transport: TransportKind) {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     // Nothing trimmed: the restarted proposers must read the whole history in phase 1, and
     // the restarted learners (which start again at instance 0 until learners are durable)
     // catch it all up, through answers that fit their receive buffers.
@@ -833,10 +811,9 @@ fn signal(bed: &Bed, id: u16, sig: &str) {
 }
 
 #[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn a_paused_leader_is_replaced_and_a_standby_whose_link_flaps_deposes_nobody() {
-    let Some(_slot) = testbed_slot() else {
-        return;
-    };
+    let _slot = testbed_slot();
     let bed = Bed::up("tbpaus", Layout::Roles);
     bed.progress(2000, "at start");
     let first = bed.leader();
