@@ -8,6 +8,8 @@
 //!   examples/kv.rs applies it to a key-value map. A reader sees the values delivered after it
 //!   connects; one that falls 16 MiB behind is disconnected and counted, never waited for.
 
+#![forbid(unsafe_code)]
+
 use crate::config::{NodeConfig, Role};
 use crate::node::{self, NodeError, NodeStats};
 use bytes::Bytes;

@@ -4,6 +4,8 @@
 //! source MACs and forwards each frame to the port its destination was learnt on, flooding
 //! broadcast, multicast and unknown destinations, as a learning bridge does.
 
+#![forbid(unsafe_code)]
+
 use crate::transport::dpdk::{first_allowed_core, DpdkError, Eal, Pool, Port, BURST};
 use std::collections::HashMap;
 use std::path::PathBuf;

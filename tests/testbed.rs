@@ -476,6 +476,34 @@ fn staged_replicas_through_a_leader_partition() {
     bed.finish_and_check();
 }
 
+#[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
+fn a_staged_leader_that_sheds_says_so_in_its_summary() {
+    let _slot = testbed_slot();
+    // A leader queue of 64 values under 16 x 16 outstanding: it must shed, the clients
+    // resend, and the staged proposer's summary counts what it shed (it used to count it
+    // only in metrics).
+    let bed = Bed::up_with(
+        "tbshed",
+        Nodes::Layout(LayoutSpec {
+            layout: Layout::Roles,
+            stages: ethpaxos::config::Stages::Staged,
+            clients: 16,
+            outstanding: 16,
+            protocol: ProtocolConfig {
+                max_pending_values: 64,
+                window: 4,
+                ..ProtocolConfig::default()
+            },
+            ..LayoutSpec::default()
+        }),
+    );
+    bed.progress(3000, "with a small leader queue");
+    let leader = bed.leader();
+    let stats = bed.finish_and_check();
+    assert!(counter(&stats[&leader], "shed") > 0, "{}", stats[&leader]);
+}
+
 /// A DPDK acceptor (net_af_packet virtual device on its veth) in a cluster of AF_PACKET
 /// nodes: the same frames on both data planes. Every node runs the staged pipeline, so the
 /// DPDK acceptor's RX and TX stages use the port's two queues from their own threads. Needs a

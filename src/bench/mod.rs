@@ -1,8 +1,11 @@
-//! `ethpaxos bench`: the thesis' experiment. One proposer, three acceptors and two learners,
-//! one learner also the client (latency runs from submission to learning), for each storage
-//! policy and client count, on a chosen transport: in-process threads, or node processes in
-//! the namespace testbed over UDP, AF_PACKET or DPDK. Each point runs a warm-up, then a
+//! `ethpaxos bench`: the thesis' experiment, for each storage policy and client count, on a
+//! chosen transport. Over UDP, AF_PACKET or DPDK it runs node processes in the namespace
+//! testbed: one proposer, three acceptors and two learners, one learner also the client
+//! (latency runs from submission to learning). `inproc` runs the demo's in-process cluster
+//! instead, which has two proposers (a leader and a standby) and its own driver. Each point runs a warm-up, then a
 //! measured window; the grid goes to CSV and JSON and three plots (plot.rs).
+
+#![forbid(unsafe_code)]
 
 pub mod plot;
 

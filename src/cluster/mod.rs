@@ -2,6 +2,8 @@
 //! (crossbeam channels carrying messages). It drives the same state machines as the simulator
 //! and, later, the real nodes; acceptors here keep their state in memory.
 
+#![forbid(unsafe_code)]
+
 mod digest;
 mod transport;
 

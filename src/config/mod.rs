@@ -2,6 +2,8 @@
 //! reach them, its storage, protocol tunables and (for client and learner roles) its load and
 //! outputs. Unknown keys are refused; every error names the field at fault.
 
+#![forbid(unsafe_code)]
+
 use crate::protocol::{ConfigError, Membership, NodeId, ProtocolConfig};
 use crate::storage::{FsyncPolicy, StorageConfig};
 use serde::{Deserialize, Serialize};
@@ -325,8 +327,7 @@ pub struct NodeConfig {
     pub protocol: ProtocolConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
-    /// Where the node will serve Prometheus metrics (ip:port); checked now, served once the
-    /// metrics issue lands.
+    /// Where the node serves Prometheus metrics on `/metrics` (ip:port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
     #[serde(default)]

@@ -7,6 +7,8 @@
 //! Prometheus conventions: `ethpaxos_` prefix, `_total` counters, base units (`_seconds`),
 //! a `node` label on every series and a `role` label on those of one role.
 
+#![forbid(unsafe_code)]
+
 pub mod http;
 
 use crate::config::{NodeConfig, Role};
@@ -665,7 +667,7 @@ impl Metrics {
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// One thread's metrics: counts in plain integers and thread-local histograms, published to
-/// its shard by `publish_if_due`.
+/// its shard by `publish` when `due` (every `PUBLISH_EVERY`).
 pub struct Recorder {
     shard: Arc<Mutex<Counters>>,
     pub counters: Counters,

@@ -5,6 +5,8 @@
 //! network. Learners write their delivered stream and clients their acknowledgements to the
 //! files the config names, so tests can check them across crashes.
 
+#![forbid(unsafe_code)]
+
 use crate::app::{stream_line, AppLink, DeliveredValue, StreamServer};
 use crate::config::{NodeConfig, Polling, Role, Stages};
 use crate::metrics::{Metrics, Recorder};

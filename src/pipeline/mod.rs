@@ -17,6 +17,8 @@
 //! RX, commit, TX, learner, acceptor, proposer, to `pipeline.cores[k]`; a config that gives
 //! fewer cores than stages runs them as one loop instead (node::run_with).
 
+#![forbid(unsafe_code)]
+
 use crate::app::AppLink;
 use crate::config::{NodeConfig, Polling, Role};
 use crate::metrics::{Metrics, Recorder};
@@ -334,8 +336,9 @@ pub fn run_staged(
         (Some(mut p), Some(input)) => {
             let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
             let mut rec = recorder();
-            Some(spawn("proposer", move || -> Result<(), NodeError> {
+            Some(spawn("proposer", move || -> Result<u64, NodeError> {
                 pin(&cfg, proposer_core);
+                let mut shed = 0u64;
                 role_loop(&halt, &input, polling, &turns, |input, now, out| {
                     match input {
                         Some((from, msg)) => p.handle(now, from, msg, out),
@@ -345,12 +348,17 @@ pub fn run_staged(
                         }
                     }
                     for e in out.events.drain(..) {
-                        if let (crate::protocol::Event::Shed { values }, Some(m)) = (&e, &mut rec) {
-                            m.counters.shed += *values as u64;
+                        if let crate::protocol::Event::Shed { values } = &e {
+                            shed += *values as u64;
+                            if let Some(m) = &mut rec {
+                                m.counters.shed += *values as u64;
+                            }
                         }
                         crate::node::report_event(me, &e);
                     }
-                })
+                })?;
+                // The summary counts shed values as the single loop's does.
+                Ok(shed)
             })?)
         }
         _ => None,
@@ -370,9 +378,10 @@ pub fn run_staged(
     let tx_stats = join(tx)?;
     let rx_stats = join(rx)?;
     result?;
-    proposer_result.transpose()?;
+    let shed = proposer_result.transpose()?;
     let acceptor = acceptor_result.transpose()?;
     let mut stats = node.finish()?;
+    stats.shed += shed.unwrap_or(0);
     stats.acceptor = acceptor.unwrap_or_default();
     stats.commits += commit_stats.commits;
     stats.committed_changes += commit_stats.committed_changes;

@@ -2,6 +2,8 @@
 //! state machines. Each takes a message or a tick with the current time and returns
 //! `Actions`; none touches a socket, a thread, a clock or a disk.
 
+#![forbid(unsafe_code)]
+
 mod acceptor;
 mod actions;
 mod client;

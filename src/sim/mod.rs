@@ -4,6 +4,8 @@
 //! frame of the configured size and decoded at the receiver, so the codec and the frame-size
 //! limits are exercised too. The same seed always replays the same run.
 
+#![forbid(unsafe_code)]
+
 mod checker;
 mod disk;
 mod faults;

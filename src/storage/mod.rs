@@ -4,6 +4,8 @@
 //! and commits the changes of many messages as one atomic batch (group commit), durable on
 //! return when asked to sync. `memory` keeps nothing across a restart; `rocks` is RocksDB.
 
+#![forbid(unsafe_code)]
+
 mod memory;
 mod rocks;
 mod round;
@@ -258,8 +260,9 @@ pub struct CommitReport {
 }
 
 /// The acceptor's storage stage: commits each burst's changes as one batch under the fsync
-/// policy and, under `async`, syncs the log every `fsync_interval_ms`. Both node loops (the
-/// demo's threads and `ethpaxos run`) drive their acceptor through it.
+/// policy and, under `async`, syncs the log every `fsync_interval_ms`. Every runtime with an
+/// acceptor (the demo's threads, the node loop and the staged pipeline's commit stage) drives
+/// it through this.
 pub struct GroupCommit {
     storage: Box<dyn AcceptorStorage>,
     policy: FsyncPolicy,

@@ -4,6 +4,8 @@
 //! has; `start` runs `ethpaxos run` in every namespace; `down` stops the nodes and deletes every
 //! namespace (which deletes the veths and the bridge). Needs root and `ip` (iproute2).
 
+#![forbid(unsafe_code)]
+
 pub mod impair;
 
 use crate::config::{

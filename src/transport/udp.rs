@@ -1,6 +1,8 @@
 //! UDP: for routed networks, unprivileged runs and loopback tests. Each datagram is one frame
 //! of the common format (its Ethernet addresses are zero: UDP does the addressing).
 
+#![forbid(unsafe_code)]
+
 use super::{FrameCheck, TransportStats};
 use crate::protocol::{Envelope, Message, NodeId};
 use std::collections::HashMap;

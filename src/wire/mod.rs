@@ -2,6 +2,8 @@
 //! a versioned ethpaxos header, then the message payload, all in network byte order.
 //! docs/wire-format.md gives every byte offset.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 mod decode;
 mod encode;
