@@ -871,3 +871,110 @@ fn a_paused_leader_is_replaced_and_a_standby_whose_link_flaps_deposes_nobody() {
         .sum();
     eprintln!("acceptors put off {deferred} prepares");
 }
+
+/// One seeded schedule of faults on a live cluster: kill -9 and restart an acceptor or the
+/// leader, pause the leader (SIGSTOP) or a node, flap a node's link, restart a learner. After
+/// every fault is healed the cluster must have a leader and make progress, and every
+/// acknowledged value must be delivered once, in one order, at every learner.
+fn random_faults(name: &str, seed: u64, layout: Layout, transport: TransportKind) {
+    use rand::{Rng, SeedableRng};
+    let _slot = testbed_slot();
+    // Nothing trimmed, so a restarted learner (which starts again at instance 0) catches up
+    // from the acceptors instead of reporting Trimmed.
+    let protocol = ProtocolConfig {
+        trim_interval_ms: 0,
+        ..ProtocolConfig::default()
+    };
+    let mut bed = Bed::up_with(
+        name,
+        Nodes::Layout(LayoutSpec {
+            layout,
+            transport,
+            protocol,
+            ..LayoutSpec::default()
+        }),
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let ids = |f: &dyn Fn(&testbed::TestbedNode) -> bool| -> Vec<u16> {
+        bed.tb.nodes.iter().filter(|n| f(n)).map(|n| n.id).collect()
+    };
+    let acceptors = ids(&|n| n.plays(Role::Acceptor));
+    let learners = ids(&|n| n.plays(Role::Learner) && !n.plays(Role::Client));
+    let all = ids(&|n| !n.plays(Role::Client));
+    bed.progress(1000, "at start");
+    let mut log = Vec::new();
+    for _ in 0..8 {
+        let fault = rng.gen_range(0..5);
+        let pick = |rng: &mut rand_chacha::ChaCha8Rng, v: &[u16]| v[rng.gen_range(0..v.len())];
+        let hold = Duration::from_millis(rng.gen_range(100..600));
+        match fault {
+            0 => {
+                let a = pick(&mut rng, &acceptors);
+                log.push(format!("kill -9 acceptor {a}"));
+                bounce_fresh(&mut bed, a);
+            }
+            1 => {
+                let l = bed.leader();
+                log.push(format!("kill -9 leader {l}"));
+                bounce_fresh(&mut bed, l);
+            }
+            2 => {
+                let n = if rng.gen_bool(0.5) {
+                    bed.leader()
+                } else {
+                    pick(&mut rng, &all)
+                };
+                log.push(format!("pause {n} for {hold:?}"));
+                signal(&bed, n, "STOP");
+                std::thread::sleep(hold);
+                signal(&bed, n, "CONT");
+            }
+            3 => {
+                let n = pick(&mut rng, &all);
+                log.push(format!("link of {n} down for {hold:?}"));
+                bed.tb.link(n, false).unwrap();
+                std::thread::sleep(hold);
+                bed.tb.link(n, true).unwrap();
+            }
+            _ if !learners.is_empty() => {
+                let l = pick(&mut rng, &learners);
+                log.push(format!("kill -9 learner {l}"));
+                bounce_fresh(&mut bed, l);
+            }
+            _ => log.push("nothing".into()),
+        }
+    }
+    eprintln!("seed {seed}: {}", log.join("; "));
+    bed.progress(
+        2000,
+        &format!("after every fault healed (seed {seed}: {log:?})"),
+    );
+    bed.finish_and_check();
+}
+
+/// `kill -9` node `id`, wait for progress without it, restart it, wait for more. A learner
+/// delivers from instance 0 again after a restart (learners are not durable yet): its stream
+/// from before is moved aside and the new one is what gets checked.
+fn bounce_fresh(bed: &mut Bed, id: u16) {
+    bed.kill9(id);
+    bed.progress(300, &format!("with node {id} killed"));
+    let node = bed.tb.node(id).unwrap();
+    if node.plays(Role::Learner) {
+        let d = node.delivered(&bed.tb.dir);
+        let _ = std::fs::rename(&d, d.with_extension("before-restart"));
+    }
+    bed.start(id);
+    bed.progress(300, &format!("after node {id} restarted"));
+}
+
+#[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
+fn random_faults_on_roles_over_raw_ethernet() {
+    random_faults("tbrnd1", 1, Layout::Roles, TransportKind::Afpacket);
+}
+
+#[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
+fn random_faults_on_replicas_over_udp() {
+    random_faults("tbrnd2", 2, Layout::Replicas, TransportKind::Udp);
+}
