@@ -118,6 +118,34 @@ impl Bed {
         bed
     }
 
+    /// A cluster whose acceptors never trim, so a restarted learner (which starts again at
+    /// instance 0 until learners are durable) catches up from them instead of reporting
+    /// Trimmed.
+    fn up_untrimmed(name: &str, layout: Layout, transport: TransportKind) -> Bed {
+        Bed::up_with(
+            name,
+            Nodes::Layout(LayoutSpec {
+                layout,
+                transport,
+                protocol: ProtocolConfig {
+                    trim_interval_ms: 0,
+                    ..ProtocolConfig::default()
+                },
+                ..LayoutSpec::default()
+            }),
+        )
+    }
+
+    /// Before a learner restarts: it delivers from instance 0 again, so its stream so far is
+    /// moved aside and the new one is what gets checked.
+    fn set_stream_aside(&self, id: u16) {
+        let node = self.tb.node(id).expect("a testbed node");
+        let d = node.delivered(&self.tb.dir);
+        if node.plays(Role::Learner) && d.exists() {
+            std::fs::rename(&d, d.with_extension("before-restart")).unwrap();
+        }
+    }
+
     fn start(&mut self, id: u16) {
         let child = self
             .tb
@@ -779,36 +807,18 @@ fn every_node_killed_after_a_long_history_comes_back_on_udp() {
 /// and checks progress and every acknowledged value.
 fn power_cut_and_restart(name: &str, transport: TransportKind) {
     let _slot = testbed_slot();
-    // Nothing trimmed: the restarted proposers must read the whole history in phase 1, and
-    // the restarted learners (which start again at instance 0 until learners are durable)
-    // catch it all up, through answers that fit their receive buffers.
-    let protocol = ProtocolConfig {
-        trim_interval_ms: 0,
-        ..ProtocolConfig::default()
-    };
-    let mut bed = Bed::up_with(
-        name,
-        Nodes::Layout(LayoutSpec {
-            layout: Layout::Replicas,
-            protocol,
-            transport,
-            ..LayoutSpec::default()
-        }),
-    );
+    // The restarted proposers must read the whole history in phase 1, and the restarted
+    // learners catch it all up, through answers that fit their receive buffers.
+    let mut bed = Bed::up_untrimmed(name, Layout::Replicas, transport);
     bed.progress(20_000, "before the power cut");
     let ids: Vec<u16> = bed.tb.nodes.iter().map(|n| n.id).collect();
     for id in &ids {
         bed.kill9(*id);
     }
-    // The learners deliver from instance 0 again: their new streams must hold every value
-    // acknowledged before the cut, and after it, once each and in one order.
-    for n in &bed.tb.nodes {
-        let d = n.delivered(&bed.tb.dir);
-        if d.exists() {
-            std::fs::rename(&d, d.with_extension("before-cut")).unwrap();
-        }
-    }
+    // The learners' new streams must hold every value acknowledged before the cut, and after
+    // it, once each and in one order.
     for id in &ids {
+        bed.set_stream_aside(*id);
         bed.start(*id);
     }
     bed.progress(2000, "after every node restarted");
@@ -879,21 +889,7 @@ fn a_paused_leader_is_replaced_and_a_standby_whose_link_flaps_deposes_nobody() {
 fn random_faults(name: &str, seed: u64, layout: Layout, transport: TransportKind) {
     use rand::{Rng, SeedableRng};
     let _slot = testbed_slot();
-    // Nothing trimmed, so a restarted learner (which starts again at instance 0) catches up
-    // from the acceptors instead of reporting Trimmed.
-    let protocol = ProtocolConfig {
-        trim_interval_ms: 0,
-        ..ProtocolConfig::default()
-    };
-    let mut bed = Bed::up_with(
-        name,
-        Nodes::Layout(LayoutSpec {
-            layout,
-            transport,
-            protocol,
-            ..LayoutSpec::default()
-        }),
-    );
+    let mut bed = Bed::up_untrimmed(name, layout, transport);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let ids = |f: &dyn Fn(&testbed::TestbedNode) -> bool| -> Vec<u16> {
         bed.tb.nodes.iter().filter(|n| f(n)).map(|n| n.id).collect()
@@ -952,17 +948,12 @@ fn random_faults(name: &str, seed: u64, layout: Layout, transport: TransportKind
     bed.finish_and_check();
 }
 
-/// `kill -9` node `id`, wait for progress without it, restart it, wait for more. A learner
-/// delivers from instance 0 again after a restart (learners are not durable yet): its stream
-/// from before is moved aside and the new one is what gets checked.
+/// `kill -9` node `id`, wait for progress without it, restart it with its stream set aside,
+/// wait for more.
 fn bounce_fresh(bed: &mut Bed, id: u16) {
     bed.kill9(id);
     bed.progress(300, &format!("with node {id} killed"));
-    let node = bed.tb.node(id).unwrap();
-    if node.plays(Role::Learner) {
-        let d = node.delivered(&bed.tb.dir);
-        let _ = std::fs::rename(&d, d.with_extension("before-restart"));
-    }
+    bed.set_stream_aside(id);
     bed.start(id);
     bed.progress(300, &format!("after node {id} restarted"));
 }
