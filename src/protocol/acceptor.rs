@@ -42,7 +42,11 @@ impl AcceptorState {
     }
 }
 
-/// What an acceptor refused or put off, for the node's summary and metrics.
+/// One frame's share of an answer: the range `[start, end)` it covers and its votes there.
+type Chunk = (InstanceId, InstanceId, Vec<AcceptedEntry>);
+
+/// What an acceptor refused or put off, and where its log stands, for the node's JSON
+/// summary and stop summary (and the simulator's report).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AcceptorCounters {
     /// 2a's whose batch would not fit a 1b page or a catch-up reply: storing one would make
@@ -282,16 +286,7 @@ impl Acceptor {
     /// The first page of `[start, end)`: at most `answer_max_frames` chunks of at most
     /// `budget` entry bytes each, and where the page ends (`end` if it holds everything).
     /// Instances below the trim point are covered, with no entries.
-    #[allow(clippy::type_complexity)]
-    fn page(
-        &self,
-        start: InstanceId,
-        end: InstanceId,
-        budget: usize,
-    ) -> (
-        Vec<(InstanceId, InstanceId, Vec<AcceptedEntry>)>,
-        InstanceId,
-    ) {
+    fn page(&self, start: InstanceId, end: InstanceId, budget: usize) -> (Vec<Chunk>, InstanceId) {
         let mut chunks = Vec::new();
         let mut cur = Vec::new();
         let mut cur_start = start;

@@ -607,9 +607,7 @@ impl Simulation {
                 }
             }
             What::CrashLeader(k) => {
-                let leader = (0..self.cfg.proposers).find(
-                    |n| matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader()),
-                );
+                let leader = self.leader();
                 if let Some(n) = leader {
                     self.leader_victims.push((k, n));
                     self.crash(n);
@@ -625,9 +623,7 @@ impl Simulation {
             What::Partition(k) => {
                 let p = self.cfg.plan.partitions[k].clone();
                 self.cut.clear();
-                let leader = (0..self.cfg.proposers).find(
-                    |n| matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader()),
-                );
+                let leader = self.leader();
                 let standby = (0..self.cfg.proposers)
                     .find(|n| Some(*n) != leader && self.nodes[*n].role.is_some());
                 match (p.isolate_leader, leader) {

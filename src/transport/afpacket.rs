@@ -119,23 +119,21 @@ fn open_socket(iface: &str) -> Result<(OwnedFd, i32, MacAddr), AfPacketError> {
     if rc < 0 {
         return Err(sock_err("bind"));
     }
-    let set = |level, name, value: libc::c_int| {
-        // SAFETY: `value` is a c_int that outlives the call, and its size is passed.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                level,
-                name,
-                &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
     // Best effort: each only speeds things up. Our own frames are not echoed back with
     // PACKET_IGNORE_OUTGOING (Linux 4.20+); without it they are dropped by source MAC.
-    set(libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1);
-    set(libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
-    grow_buffers(fd.as_raw_fd(), 0);
+    set_int_option(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_QDISC_BYPASS,
+        1,
+    );
+    set_int_option(
+        fd.as_raw_fd(),
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        1,
+    );
+    grow_buffers(fd.as_raw_fd());
     Ok((fd, ifindex, mac))
 }
 
@@ -143,34 +141,47 @@ fn open_socket(iface: &str) -> Result<(OwnedFd, i32, MacAddr), AfPacketError> {
 /// answer makes (a 1b page or catch-up page from every acceptor at once) are never cut.
 pub const SOCKET_BUFFER_BYTES: libc::c_int = 16 << 20;
 
-/// `grow_buffers` on a socket the standard library opened.
+/// Sets an integer socket option; false if the kernel refused it.
+fn set_int_option(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> bool {
+    // SAFETY: `value` is a c_int that outlives the call, and its size is passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// `grow_buffers` on a node's socket the standard library opened, saying so when the kernel
+/// gives less than asked.
 pub(crate) fn grow_socket_buffers(socket: &impl AsRawFd, node: u16) {
-    grow_buffers(socket.as_raw_fd(), node);
+    warn_if_small(node, grow_buffers(socket.as_raw_fd()));
 }
 
 /// Asks for `SOCKET_BUFFER_BYTES` of receive and send buffer: past `net.core.rmem_max` as
-/// root (SO_RCVBUFFORCE), up to it otherwise. Says so when the kernel gives less.
-fn grow_buffers(fd: libc::c_int, node: u16) {
-    let set = |name, value: libc::c_int| {
-        // SAFETY: `value` is a c_int that outlives the call, and its size is passed.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                name,
-                &value as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ) == 0
-        }
-    };
+/// root (SO_RCVBUFFORCE), up to it otherwise. Returns the receive buffer the kernel gave.
+fn grow_buffers(fd: libc::c_int) -> Option<libc::c_int> {
     for (force, plain) in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
     ] {
-        if !set(force, SOCKET_BUFFER_BYTES) {
-            set(plain, SOCKET_BUFFER_BYTES);
+        if !set_int_option(fd, libc::SOL_SOCKET, force, SOCKET_BUFFER_BYTES) {
+            set_int_option(fd, libc::SOL_SOCKET, plain, SOCKET_BUFFER_BYTES);
         }
     }
+    receive_buffer(fd)
+}
+
+/// The receive buffer the kernel gives `fd`, in bytes.
+fn receive_buffer(fd: libc::c_int) -> Option<libc::c_int> {
     let mut got: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `got` and `len` are live locals of the sizes getsockopt is told.
@@ -183,8 +194,13 @@ fn grow_buffers(fd: libc::c_int, node: u16) {
             &mut len,
         )
     };
+    (rc == 0).then_some(got)
+}
+
+/// A node's receive buffer under what it asked for cuts bursts of answers: say how to fix it.
+fn warn_if_small(node: u16, got: Option<libc::c_int>) {
     // The kernel reports twice what it was asked for (its bookkeeping share).
-    if rc == 0 && got < SOCKET_BUFFER_BYTES {
+    if let Some(got) = got.filter(|g| *g < SOCKET_BUFFER_BYTES) {
         tracing::warn!(
             "node {node}: receive buffer is {got} bytes, under the {} asked for; as root, or with `sysctl -w net.core.rmem_max={}`, bursts of answers are not cut",
             SOCKET_BUFFER_BYTES,
@@ -329,6 +345,8 @@ impl AfPacketTransport {
         check: FrameCheck,
     ) -> Result<Self, AfPacketError> {
         let (fd, _, mac) = open_socket(iface)?;
+        // open_socket grew its buffers; a node says so when they are short.
+        warn_if_small(me, receive_buffer(fd.as_raw_fd()));
         Ok(Self::on_socket(fd, iface, mac, me, check, peers))
     }
 
