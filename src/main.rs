@@ -4,9 +4,10 @@ use ethpaxos::cluster::{self, DemoOptions};
 use ethpaxos::config::{NodeConfig, Polling, Stages, TransportKind};
 use ethpaxos::node;
 use ethpaxos::protocol::ProtocolConfig;
-use ethpaxos::sim::{self, FaultKind, SimConfig};
+use ethpaxos::sim::{self, FaultKind, Layout, SimConfig};
 use ethpaxos::storage::{FsyncPolicy, StorageConfig};
 use ethpaxos::testbed;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -216,13 +217,18 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         start_seed: u64,
         /// Inject only this fault kind (none, loss, duplication-reordering, partition,
-        /// acceptor-crash, leader-crash, learner-crash, everything) instead of cycling by seed.
+        /// acceptor-crash, leader-crash, learner-crash, everything, proposer-crash,
+        /// learner-away, power-cut, standby-flap, forged) instead of cycling by seed.
         #[arg(long, value_parser = parse_kind)]
         kind: Option<FaultKind>,
         /// The acceptors' fsync policy: sync (crash safe), async (a power loss may lose the
         /// last interval) or none (memory only).
         #[arg(long, default_value = "sync", value_parser = parse_policy)]
         policy: FsyncPolicy,
+        /// Run every seed on this layout (split: a node per role; replicas: proposer,
+        /// acceptor and learner in each node) instead of alternating by seed.
+        #[arg(long, value_parser = parse_layout)]
+        layout: Option<Layout>,
         /// Print one line per seed, not only failures.
         #[arg(long)]
         verbose: bool,
@@ -415,8 +421,9 @@ fn run() -> Result<()> {
             start_seed,
             kind,
             policy,
+            layout,
             verbose,
-        } => simulate(seeds, start_seed, kind, policy, verbose),
+        } => simulate(seeds, start_seed, kind, policy, layout, verbose),
         Command::Demo {
             duration,
             clients,
@@ -586,24 +593,37 @@ fn parse_policy(s: &str) -> Result<FsyncPolicy, String> {
         .ok_or_else(|| format!("unknown fsync policy `{s}`; one of: sync, async, none"))
 }
 
+fn parse_layout(s: &str) -> Result<Layout, String> {
+    Layout::from_name(s).ok_or_else(|| format!("unknown layout `{s}`; one of: split, replicas"))
+}
+
 fn simulate(
     seeds: u64,
     start: u64,
     kind: Option<FaultKind>,
     policy: FsyncPolicy,
+    layout: Option<Layout>,
     verbose: bool,
 ) -> Result<()> {
     let started = Instant::now();
+    // Written, not printed: a closed pipe (`| head`) ends the run with an error, not a panic.
+    let mut out = std::io::stdout().lock();
     let mut failed = Vec::new();
     let mut last_report = Instant::now();
     for seed in start..start.saturating_add(seeds) {
         let kind = kind.unwrap_or_else(|| FaultKind::for_seed(seed));
-        let report = sim::run(SimConfig::with_kind(seed, kind).with_policy(policy));
+        let mut cfg = SimConfig::with_kind(seed, kind).with_policy(policy);
+        if let Some(layout) = layout {
+            cfg = cfg.with_layout(layout);
+        }
+        let report = sim::run(cfg);
         if verbose {
             let s = &report.stats;
-            println!(
-                "seed {seed} {:<22} {} values delivered, {} frames ({} lost, {} of them to full receive queues, {} duplicated), {} elections, {} crashes, {} catch-up requests, {} learners trimmed out, acceptors refused {} oversized 2a and {} top-round ballots and put off {} prepares, {:.2}s virtual",
+            writeln!(
+                out,
+                "seed {seed} {:<22} {:<8} {} values delivered, {} frames ({} lost, {} of them to full receive queues, {} duplicated), {} elections, {} crashes, {} catch-up requests, {} learners trimmed out, acceptors refused {} oversized 2a and {} top-round ballots and put off {} prepares, {:.2}s virtual",
                 report.kind.to_string(),
+                report.layout.name(),
                 s.values_delivered,
                 s.frames_sent,
                 s.frames_lost,
@@ -617,17 +637,22 @@ fn simulate(
                 s.acceptors.refused_top_round,
                 s.acceptors.deferred_prepares,
                 s.virtual_time.as_secs_f64()
-            );
+            )?;
         }
         if !report.ok() {
-            println!("FAIL seed {seed} ({}):", report.kind);
+            writeln!(
+                out,
+                "FAIL seed {seed} ({}, {} layout):",
+                report.kind,
+                report.layout.name()
+            )?;
             for v in &report.violations {
-                println!("  {v}");
+                writeln!(out, "  {v}")?;
             }
             if verbose {
-                println!("  final state: {}", report.final_state);
+                writeln!(out, "  final state: {}", report.final_state)?;
             }
-            println!("  replay: {}", report.replay_command());
+            writeln!(out, "  replay: {}", report.replay_command())?;
             failed.push(seed);
         }
         if !verbose && last_report.elapsed() >= Duration::from_secs(1) {
@@ -639,13 +664,14 @@ fn simulate(
             );
         }
     }
-    println!(
+    writeln!(
+        out,
         "{} seeds from {start}: {} passed, {} failed in {:.1}s",
         seeds,
         seeds - failed.len() as u64,
         failed.len(),
         started.elapsed().as_secs_f64()
-    );
+    )?;
     if !failed.is_empty() {
         eprintln!(
             "error: {} seeds violated a property: {failed:?}",

@@ -59,3 +59,20 @@ fn async_can_lose_the_last_interval_on_power_loss() {
     let found = found.expect("async acceptors lost unsynced votes, yet no violation was found");
     println!("{found}");
 }
+
+/// The driver commits before it sends whatever store it is given; a store that acknowledges
+/// a `sync` commit before the disk has it (a lying write cache) breaks the promise underneath
+/// it, and the checker must catch that from what the learners did.
+#[test]
+fn a_disk_that_acknowledges_before_it_syncs_is_caught() {
+    let found = (0..1000).find_map(|seed| {
+        let report = sim::run(SimConfig::with_kind(seed, FaultKind::Everything).with_lying_disks());
+        report
+            .violations
+            .iter()
+            .find(|v| ["agreement", "same-order", "acknowledged-lost"].contains(&v.property))
+            .map(|v| format!("seed {seed}: {v}"))
+    });
+    let found = found.expect("lying disks lost acknowledged votes, yet no violation was found");
+    println!("{found}");
+}

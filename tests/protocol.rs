@@ -24,8 +24,15 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
+/// What a state machine sent, released the only way there is: through a commit (to a store
+/// that keeps nothing, as these tests need none).
+fn sent(out: &mut Actions) -> Vec<Envelope> {
+    let Ok(sends) = out.take_pending().commit(&mut Volatile, Duration::ZERO);
+    sends
+}
+
 fn sent_to(out: &Actions, to: NodeId) -> Vec<&Message> {
-    out.send
+    out.sends()
         .iter()
         .filter(|e| e.to == to)
         .map(|e| &e.msg)
@@ -53,7 +60,7 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
         },
         &mut out,
     );
-    assert_eq!(out.persist, vec![Change::Promise(Ballot::new(5, 2))]);
+    assert_eq!(out.changes(), [Change::Promise(Ballot::new(5, 2))]);
     assert!(matches!(sent_to(&out, 2)[..], [Message::Promise { .. }]));
 
     let mut out = Actions::new();
@@ -68,7 +75,10 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
         },
         &mut out,
     );
-    assert!(out.persist.is_empty(), "a rejected accept changes nothing");
+    assert!(
+        out.changes().is_empty(),
+        "a rejected accept changes nothing"
+    );
     assert_eq!(
         sent_to(&out, 1),
         vec![&Message::Reject {
@@ -88,7 +98,7 @@ fn acceptor_separates_persistence_from_votes_and_rejects_stale_ballots() {
         },
         &mut out,
     );
-    assert!(matches!(&out.persist[..], [Change::Accept(e)] if e.instance == 0 && e.value == value));
+    assert!(matches!(out.changes(), [Change::Accept(e)] if e.instance == 0 && e.value == value));
     // The vote goes to the ballot's proposer and every learner, after the change above.
     for to in [2, 21, 22] {
         assert_eq!(
@@ -194,18 +204,18 @@ fn leader_elected_batches_and_decides() {
     let mut out = Actions::new();
     p.tick(ms(cfg.leader_timeout_ms), &mut out);
     assert_eq!(
-        out.persist,
+        out.changes(),
         vec![Change::ProposerRound(1)],
         "the round is made durable before the prepare leaves"
     );
-    let prepares: Vec<_> = out.send.drain(..).collect();
+    let prepares: Vec<_> = sent(&mut out);
     assert_eq!(prepares.len(), 3);
     let now = ms(cfg.leader_timeout_ms);
     // Two promises make a quorum.
     for (k, env) in prepares.into_iter().take(2).enumerate() {
         let mut a_out = Actions::new();
         acceptors[k].handle(now, 1, env.msg, &mut a_out);
-        for e in a_out.send {
+        for e in sent(&mut a_out) {
             p.handle(now, acceptors[k].id(), e.msg, &mut out);
         }
     }
@@ -225,7 +235,7 @@ fn leader_elected_batches_and_decides() {
         &mut out,
     );
     let accepts = |out: &Actions| {
-        out.send
+        out.sends()
             .iter()
             .filter(|e| e.to == 11 && matches!(e.msg, Message::Accept { .. }))
             .count()
@@ -250,7 +260,7 @@ fn leader_elected_batches_and_decides() {
         &mut out,
     );
     assert_eq!(accepts(&out), 1, "a full batch of 3 leaves");
-    let first_batch = out.send.iter().find_map(|e| match &e.msg {
+    let first_batch = out.sends().iter().find_map(|e| match &e.msg {
         Message::Accept { value, .. } if e.to == 11 => Some(value.len()),
         _ => None,
     });
@@ -311,10 +321,10 @@ fn standbys_take_over_in_rank_order() {
     p2.tick(t, &mut o2);
     p3.tick(t, &mut o3);
     assert!(o2
-        .send
+        .sends()
         .iter()
         .any(|e| matches!(e.msg, Message::Prepare { ballot, .. } if ballot == Ballot::new(2, 2))));
-    assert!(o3.send.is_empty(), "the second standby waits its turn");
+    assert!(o3.sends().is_empty(), "the second standby waits its turn");
 }
 
 #[test]
@@ -460,8 +470,7 @@ fn learner_catches_up_whole_ranges_from_acceptors() {
         now += ms(cfg.catchup_interval_ms.max(cfg.catchup_delay_ms));
         let mut out = Actions::new();
         l.tick(now, &mut out);
-        let requests: Vec<_> = out
-            .send
+        let requests: Vec<_> = sent(&mut out)
             .into_iter()
             .filter(|e| matches!(e.msg, Message::CatchupRequest { .. }))
             .collect();
@@ -474,9 +483,9 @@ fn learner_catches_up_whole_ranges_from_acceptors() {
             let mut a_out = Actions::new();
             a.handle(ms(0), 21, env.msg, &mut a_out);
             // An answer is bounded, however much is asked for.
-            assert!(a_out.send.len() as u64 <= cfg.answer_max_frames);
-            max_answer = max_answer.max(a_out.send.len());
-            for reply in a_out.send {
+            assert!(a_out.sends().len() as u64 <= cfg.answer_max_frames);
+            max_answer = max_answer.max(a_out.sends().len());
+            for reply in sent(&mut a_out) {
                 l.handle(now, a.id(), reply.msg, &mut Actions::new());
             }
         }
@@ -493,7 +502,7 @@ fn learner_below_the_trim_point_gets_a_clear_error() {
     let mut a = Acceptor::new(11, &cfg, members());
     let mut out = Actions::new();
     a.handle(ms(0), 1, Message::Trim { below: 500 }, &mut out);
-    assert_eq!(out.persist, vec![Change::Trim(500)]);
+    assert_eq!(out.changes(), [Change::Trim(500)]);
     let mut out = Actions::new();
     a.handle(
         ms(0),
@@ -503,7 +512,7 @@ fn learner_below_the_trim_point_gets_a_clear_error() {
     );
     let mut l = Learner::new(21, &cfg, members(), Duration::ZERO);
     let mut l_out = Actions::new();
-    for e in out.send {
+    for e in sent(&mut out) {
         l.handle(ms(1), 11, e.msg, &mut l_out);
     }
     assert_eq!(
@@ -518,7 +527,7 @@ fn learner_below_the_trim_point_gets_a_clear_error() {
     l.tick(ms(10_000), &mut l_out);
     assert!(
         !l_out
-            .send
+            .sends()
             .iter()
             .any(|e| matches!(e.msg, Message::CatchupRequest { .. })),
         "it stops asking instead of hanging on requests that cannot succeed"
@@ -545,11 +554,11 @@ fn client_retries_with_the_same_sequence_number() {
     let seq = c.submit(Duration::ZERO, Bytes::from_static(b"x")).unwrap();
     let mut out = Actions::new();
     c.flush(&mut out);
-    assert_eq!(out.send.len(), 1, "to the presumed leader only");
+    assert_eq!(out.sends().len(), 1, "to the presumed leader only");
     let mut out = Actions::new();
     c.tick(ms(cfg.client_timeout_ms), &mut out);
-    assert_eq!(out.send.len(), 2, "after a timeout, to every proposer");
-    for e in &out.send {
+    assert_eq!(out.sends().len(), 2, "after a timeout, to every proposer");
+    for e in out.sends() {
         assert!(matches!(&e.msg, Message::ClientRequest { values } if values[0].seq == seq));
     }
     assert!(c.on_delivered(ms(600), seq).is_some());
@@ -638,20 +647,20 @@ fn phase1_over_a_long_history_completes_in_bounded_pages_through_a_small_receive
         rounds += 1;
         assert!(rounds < 2_000, "phase 1 never completed");
         let mut answers = Vec::new();
-        for env in to_acceptors.send.drain(..) {
+        for env in sent(&mut to_acceptors) {
             let Some(a) = acceptors.iter_mut().find(|a| a.id() == env.to) else {
                 continue;
             };
             let mut out = Actions::new();
             a.handle(now, 2, env.msg, &mut out);
-            largest_answer = largest_answer.max(out.send.len());
-            answers.extend(out.send.into_iter().map(|e| (a.id(), e.msg)));
+            largest_answer = largest_answer.max(out.sends().len());
+            answers.extend(sent(&mut out).into_iter().map(|e| (a.id(), e.msg)));
         }
         dropped += answers.len().saturating_sub(RX_QUEUE);
         for (from, msg) in answers.into_iter().take(RX_QUEUE) {
             p.handle(now, from, msg, &mut to_acceptors);
         }
-        if to_acceptors.send.is_empty() {
+        if to_acceptors.sends().is_empty() {
             // Nothing more asked for: the retransmit timeout re-asks for what is missing.
             now += ms(cfg.retransmit_timeout_ms);
             p.tick(now, &mut to_acceptors);
@@ -666,7 +675,7 @@ fn phase1_over_a_long_history_completes_in_bounded_pages_through_a_small_receive
         "the queue never overflowed: the test proves nothing"
     );
     // It leads, and re-proposes the history at its ballot from the first instance on.
-    let first = to_acceptors.send.iter().find_map(|e| match &e.msg {
+    let first = to_acceptors.sends().iter().find_map(|e| match &e.msg {
         Message::Accept {
             instance: 0, value, ..
         } => Some(value.clone()),
@@ -695,7 +704,7 @@ fn an_acceptor_follows_its_leader_for_a_lease_and_then_lets_another_prepare() {
     a.handle(ms(100), 1, hb, &mut out);
     let mut out = Actions::new();
     a.handle(ms(150), 2, prepare(2, 2), &mut out);
-    assert!(out.send.is_empty() && out.persist.is_empty());
+    assert!(out.sends().is_empty() && out.changes().is_empty());
     assert_eq!(a.promised(), Ballot::new(1, 1));
     assert_eq!(a.counters().deferred_prepares, 1);
     // The leader itself may always prepare again (it restarted).
@@ -705,7 +714,7 @@ fn an_acceptor_follows_its_leader_for_a_lease_and_then_lets_another_prepare() {
     let mut out = Actions::new();
     a.handle(ms(160) + cfg.leader_lease(), 2, prepare(4, 2), &mut out);
     assert_eq!(a.promised(), Ballot::new(4, 2));
-    assert_eq!(out.persist, vec![Change::Promise(Ballot::new(4, 2))]);
+    assert_eq!(out.changes(), [Change::Promise(Ballot::new(4, 2))]);
 }
 
 #[test]
@@ -767,7 +776,10 @@ fn a_proposer_never_wraps_its_round() {
     );
     let mut out = Actions::new();
     p.tick(ms(cfg.leader_timeout_ms + 10), &mut out);
-    assert!(out.send.is_empty() && out.persist.is_empty(), "{out:?}");
+    assert!(
+        out.sends().is_empty() && out.changes().is_empty(),
+        "{out:?}"
+    );
     assert_eq!(
         out.events,
         vec![Event::NoRoundLeft {
@@ -803,7 +815,7 @@ fn leader(cfg: &ProtocolConfig, now: Duration) -> Proposer {
 }
 
 fn trims(out: &Actions) -> Vec<InstanceId> {
-    out.send
+    out.sends()
         .iter()
         .filter_map(|e| match e.msg {
             Message::Trim { below } if e.to == 11 => Some(below),
@@ -875,7 +887,7 @@ fn a_preparing_proposer_keeps_standbys_quiet_once_a_quorum_answers() {
     let mut out = Actions::new();
     p.tick(now, &mut out);
     let heartbeats = |out: &Actions| {
-        out.send
+        out.sends()
             .iter()
             .filter(|e| e.to == 1 && matches!(e.msg, Message::Heartbeat { .. }))
             .count()
@@ -886,11 +898,11 @@ fn a_preparing_proposer_keeps_standbys_quiet_once_a_quorum_answers() {
     assert_eq!(heartbeats(&out), 0);
     // One page answered by each acceptor: it has a quorum answering and says so.
     let mut asks = Actions::new();
-    for env in out.send.drain(..) {
+    for env in sent(&mut out) {
         if let Some(a) = acceptors.iter_mut().find(|a| a.id() == env.to) {
             let mut a_out = Actions::new();
             a.handle(now, 2, env.msg, &mut a_out);
-            for e in a_out.send {
+            for e in sent(&mut a_out) {
                 p.handle(now, a.id(), e.msg, &mut asks);
             }
         }
@@ -903,4 +915,70 @@ fn a_preparing_proposer_keeps_standbys_quiet_once_a_quorum_answers() {
     let mut out = Actions::new();
     p.tick(now, &mut out);
     assert_eq!(heartbeats(&out), 1);
+}
+
+/// A replica (proposer and acceptor in one node) cut off from the others times out and
+/// prepares, but asks its own acceptor only once another acceptor's promise would make a
+/// quorum with it: cut off, it never raises its own acceptor's promise, so when the link is
+/// back that acceptor does not reject the healthy leader's 2a's and force an election.
+#[test]
+fn an_isolated_replica_does_not_raise_its_own_acceptors_promise() {
+    let replicas = Membership {
+        proposers: vec![1, 2, 3],
+        acceptors: vec![1, 2, 3],
+        learners: vec![1, 2, 3],
+    };
+    let cfg = ProtocolConfig::default();
+    let mut p = Proposer::new(2, &cfg, replicas.clone(), ms(0), 0);
+    let mut own = Acceptor::new(2, &cfg, replicas.clone());
+    let mut other = Acceptor::new(3, &cfg, replicas);
+    // Long silence: rank 1 times out and prepares; the retransmits go on, unanswered.
+    let mut out = Actions::new();
+    let mut t = ms(0);
+    for _ in 0..20 {
+        t += ms(cfg.leader_timeout_ms + cfg.takeover_backoff_ms);
+        p.tick(t, &mut out);
+    }
+    let prepares: Vec<_> = out
+        .sends()
+        .iter()
+        .filter(|e| matches!(e.msg, Message::Prepare { .. }))
+        .collect();
+    assert!(!prepares.is_empty(), "it prepares after the timeout");
+    assert!(
+        prepares.iter().all(|e| e.to != 2),
+        "cut off, it never asks its own acceptor: {prepares:?}"
+    );
+    // The link is back and acceptor 3 promises: now its own acceptor completes a quorum.
+    let mut to_own = Vec::new();
+    for env in sent(&mut out) {
+        if env.to != 3 {
+            continue;
+        }
+        let mut a_out = Actions::new();
+        other.handle(t, 2, env.msg, &mut a_out);
+        for reply in sent(&mut a_out) {
+            if reply.to == 2 {
+                let mut p_out = Actions::new();
+                p.handle(t, 3, reply.msg, &mut p_out);
+                to_own.extend(sent(&mut p_out).into_iter().filter(|e| e.to == 2));
+            }
+        }
+    }
+    assert!(
+        matches!(
+            to_own.first().map(|e| &e.msg),
+            Some(Message::Prepare { .. })
+        ),
+        "{to_own:?}"
+    );
+    for env in to_own {
+        let mut a_out = Actions::new();
+        own.handle(t, 2, env.msg, &mut a_out);
+        for reply in sent(&mut a_out) {
+            let mut p_out = Actions::new();
+            p.handle(t, 2, reply.msg, &mut p_out);
+        }
+    }
+    assert!(p.is_leader(), "its own promise completed the quorum");
 }

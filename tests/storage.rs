@@ -102,7 +102,7 @@ fn a_restored_acceptor_keeps_its_promise() {
             },
             &mut out,
         );
-        db.commit(&out.persist, true).unwrap();
+        db.commit(out.changes(), true).unwrap();
     } // crash: the process and its memory are gone
     let mut db = RocksStorage::open(&dir.0).unwrap();
     let mut a = Acceptor::restore(11, &cfg, members(), db.load().unwrap());
@@ -119,11 +119,11 @@ fn a_restored_acceptor_keeps_its_promise() {
         &mut out,
     );
     assert!(
-        out.persist.is_empty(),
+        out.changes().is_empty(),
         "no vote against the promise made before the crash"
     );
     assert!(matches!(
-        out.send[..],
+        out.sends(),
         [Envelope {
             to: 1,
             msg: Message::Reject { .. }

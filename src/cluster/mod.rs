@@ -1,6 +1,7 @@
 //! An in-process cluster: every node on its own thread, joined by the in-memory transport
-//! (crossbeam channels carrying messages). It drives the same state machines as the simulator
-//! and, later, the real nodes; acceptors here keep their state in memory.
+//! (crossbeam channels carrying messages). Each node is the one driver (driver/) on one
+//! thread, as in `ethpaxos run`: two proposers, three acceptors (RocksDB group commit under
+//! the fsync policy, or memory), two learners, and the clients on the first learner.
 
 #![forbid(unsafe_code)]
 
@@ -10,15 +11,17 @@ mod transport;
 pub use digest::SequenceDigest;
 pub use transport::{Inbound, MemTransport};
 
-use crate::protocol::{
-    Acceptor, Actions, Client, ClientId, Event, Learner, Membership, Message, NodeId, Proposer,
-    ProtocolConfig,
+use crate::driver::single::{self, Link};
+use crate::driver::{
+    Acked, Driver, Latency, Load, NodeError, NodeStats, NodeStore, RoundStore, Sessions, Sink,
 };
-use crate::storage::{dir_bytes, BatchBudget, FsyncPolicy, GroupCommit, StorageConfig};
+use crate::protocol::{
+    Acceptor, Envelope, Event, Learner, Membership, Message, NodeId, Proposer, ProtocolConfig,
+};
+use crate::storage::{dir_bytes, BatchBudget, FsyncPolicy, GroupCommit, RoundFile, StorageConfig};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use hdrhistogram::Histogram;
+use crossbeam_channel::Receiver;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,13 +171,13 @@ impl fmt::Display for DemoSummary {
 #[derive(Default)]
 struct Shared {
     stop: AtomicBool,
-    stop_clients: AtomicBool,
+    stop_clients: Arc<AtomicBool>,
+    /// Values the clients have submitted and not yet seen acknowledged.
+    outstanding: AtomicU64,
     acked: AtomicU64,
     delivered: [AtomicU64; 2],
     leader: AtomicU64,
     elections: AtomicU64,
-    commits: AtomicU64,
-    committed_changes: AtomicU64,
     failures: Mutex<Vec<String>>,
 }
 
@@ -186,8 +189,6 @@ impl Shared {
             .push(why);
     }
 }
-
-const CLIENT_NODE: NodeId = 100;
 
 /// This process's resident memory, from /proc (0 where there is none).
 fn rss_bytes() -> u64 {
@@ -270,145 +271,117 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     let mut ids: Vec<NodeId> = members.proposers.clone();
     ids.extend(&members.acceptors);
     ids.extend(&members.learners);
-    ids.push(CLIENT_NODE);
     let (transport, mut inboxes) = MemTransport::new(&ids);
     let shared = Arc::new(Shared::default());
     let start = Instant::now();
-    let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Vec<(ClientId, u64)>>();
     let mut handles = Vec::new();
     let mut kill_switches = HashMap::new();
-
-    for id in &members.proposers {
-        let kill = Arc::new(AtomicBool::new(false));
-        kill_switches.insert(*id, kill.clone());
-        let mut node = Proposer::new(*id, &opts.protocol, members.clone(), Duration::ZERO, 0);
-        let shared = shared.clone();
-        let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
-        let id = *id;
-        handles.push(spawn_named(format!("epx-proposer-{id}"), move || {
-            let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
-                match input {
-                    Some((from, m)) => node.handle(now, from, m, out),
-                    None => node.tick(now, out),
-                }
-                for e in out.events.drain(..) {
-                    if let Event::BecameLeader { .. } = e {
-                        shared.leader.store(id as u64, Ordering::Relaxed);
-                        shared.elections.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            };
-            // In memory: the round needs no disk here, as nothing of this demo survives it.
-            node_loop(
+    // Every demo value carries the same bytes; static storage makes each clone free, where a
+    // shared heap buffer's reference count would bounce between the cores of every stage.
+    let payload = Bytes::from_static(Box::leak(vec![0xA5u8; opts.value_size].into_boxed_slice()));
+    let budget = BatchBudget::of(&storage_cfg);
+    for &id in &ids {
+        let mut driver = Driver::new(id, &opts.protocol, budget);
+        let mut votes = None;
+        let mut round = None;
+        let role = if members.proposers.contains(&id) {
+            driver = driver.with_proposer(Proposer::new(
                 id,
-                rx,
-                tx,
-                &shared,
-                &kill,
-                start,
-                stateless_burst(),
-                step,
-                |_, _| Ok(()),
+                &opts.protocol,
+                members.clone(),
+                Duration::ZERO,
+                0,
+            ));
+            round = Some(match &storage_path {
+                Some(dir) => RoundStore::File(RoundFile::new(dir, id)),
+                None => RoundStore::Memory,
+            });
+            "proposer"
+        } else if members.acceptors.contains(&id) {
+            let mut storage = storage_cfg
+                .open(id)
+                .with_context(|| format!("acceptor {id}: cannot open its storage"))?;
+            let state = storage
+                .load()
+                .with_context(|| format!("acceptor {id}: cannot load its storage"))?;
+            driver = driver.with_acceptor(Box::new(Acceptor::restore(
+                id,
+                &opts.protocol,
+                members.clone(),
+                state,
+            )));
+            votes = Some(GroupCommit::new(storage, &storage_cfg));
+            "acceptor"
+        } else {
+            driver = driver.with_learner(Learner::new(
+                id,
+                &opts.protocol,
+                members.clone(),
+                Duration::ZERO,
+            ));
+            "learner"
+        };
+        let learner = members.learners.iter().position(|l| *l == id);
+        if learner == Some(0) {
+            // The clients live on the first learner, which acknowledges them.
+            driver = driver.with_sessions(
+                Sessions::new(id, 1, opts.clients, &opts.protocol, &members.proposers)
+                    .with_load(Load {
+                        outstanding: opts.outstanding,
+                        limit: 0,
+                        payload: payload.clone(),
+                        hold: Some(shared.stop_clients.clone()),
+                    })
+                    .with_warmup(opts.warmup),
             );
-            None
-        }));
-    }
-    for id in &members.acceptors {
-        let mut storage = storage_cfg
-            .open(*id)
-            .with_context(|| format!("acceptor {id}: cannot open its storage"))?;
-        let state = storage
-            .load()
-            .with_context(|| format!("acceptor {id}: cannot load its storage"))?;
-        let mut node = Acceptor::restore(*id, &opts.protocol, members.clone(), state);
-        let mut stage = GroupCommit::new(storage, &storage_cfg);
-        let shared = shared.clone();
+        }
         let kill = Arc::new(AtomicBool::new(false));
-        let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
-        let id = *id;
-        let max_payload = opts.protocol.max_payload();
-        let burst = BatchBudget::of(&storage_cfg);
-        handles.push(spawn_named(format!("epx-acceptor-{id}"), move || {
-            let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
-                if let Some((from, m)) = input {
-                    node.handle(now, from, m, out);
-                }
-            };
-            // The group commit: everything the burst changed, in one batch, before any of
-            // the burst's replies leave.
-            let flush = |now: Duration, out: &mut Actions| {
-                let committed = stage
-                    .commit(now, &out.persist)
-                    .map_err(|e| e.to_string())?
-                    .changes;
-                if committed > 0 {
-                    shared.commits.fetch_add(1, Ordering::Relaxed);
+        kill_switches.insert(id, kill.clone());
+        let mut link = MemLink {
+            rx: inboxes.remove(&id).expect("inbox"),
+            tx: transport.clone(),
+            id,
+        };
+        let mut store = NodeStore::new(round, votes);
+        let mut sink = DemoSink {
+            shared: shared.clone(),
+            learner,
+            digest: SequenceDigest::default(),
+        };
+        let shared = shared.clone();
+        handles.push(spawn_named(format!("epx-{role}-{id}"), move || {
+            let mut stop = |d: &Driver| {
+                if learner == Some(0) {
                     shared
-                        .committed_changes
-                        .fetch_add(committed as u64, Ordering::Relaxed);
+                        .outstanding
+                        .store(d.sessions.outstanding() as u64, Ordering::Relaxed);
                 }
-                out.coalesce_accepted(max_payload);
-                Ok(())
+                shared.stop.load(Ordering::Relaxed) || kill.load(Ordering::Relaxed)
             };
-            node_loop(id, rx, tx, &shared, &kill, start, burst, step, flush);
-            None
-        }));
-    }
-    for (k, id) in members.learners.iter().enumerate() {
-        let mut node = Learner::new(*id, &opts.protocol, members.clone(), Duration::ZERO);
-        let shared = shared.clone();
-        let kill = Arc::new(AtomicBool::new(false));
-        let (rx, tx) = (inboxes.remove(id).expect("inbox"), transport.clone());
-        let acks = (k == 0).then(|| ack_tx.clone());
-        let id = *id;
-        handles.push(spawn_named(format!("epx-learner-{id}"), move || {
-            let mut digest = SequenceDigest::default();
-            let step = |input: Option<(NodeId, Message)>, now, out: &mut Actions| {
-                match input {
-                    Some((from, m)) => node.handle(now, from, m, out),
-                    None => node.tick(now, out),
-                }
-                let mut batch = Vec::new();
-                for d in out.deliver.drain(..) {
-                    for v in &d.values {
-                        digest.add(v);
-                        if acks.is_some() {
-                            batch.push((v.client, v.seq));
-                        }
-                    }
-                }
-                shared.delivered[k].store(digest.count(), Ordering::Relaxed);
-                if let (Some(tx), false) = (&acks, batch.is_empty()) {
-                    let _ = tx.send(batch);
-                }
-            };
-            node_loop(
-                id,
-                rx,
-                tx,
-                &shared,
-                &kill,
+            let run = single::run(
+                &mut driver,
+                &mut link,
+                &mut store,
+                &mut sink,
+                &mut stop,
                 start,
-                stateless_burst(),
-                step,
-                |_, _| Ok(()),
+                false,
             );
-            Some(digest.finish())
+            if let Err(e) = run {
+                shared.fail(format!("node {id} stopped: {e}"));
+            }
+            // A crashed node neither reads nor sends until the demo ends.
+            while !shared.stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(10));
+                while link.rx.try_recv().is_ok() {}
+            }
+            NodeEnd {
+                learner: learner.map(|_| sink.digest.finish()),
+                stats: driver.summary(),
+                latency: (learner == Some(0)).then(|| driver.sessions.take_latency()),
+            }
         }));
     }
-    drop(ack_tx);
-
-    // The clients share one thread and one node id; each has its own session.
-    let client_handle = {
-        let shared = shared.clone();
-        let rx = inboxes.remove(&CLIENT_NODE).expect("client inbox");
-        let tx = transport.clone();
-        let opts = opts.clone();
-        let proposers = members.proposers.clone();
-        spawn_named("epx-client".into(), move || {
-            client_loop(&opts, proposers, rx, ack_rx, tx, &shared, start)
-        })
-    };
 
     let mut last = Instant::now();
     let mut last_acked = 0u64;
@@ -479,10 +452,11 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     cpu.sort_by(|a, b| a.0.cmp(&b.0));
     // Stop submitting, then let both learners drain what was proposed before comparing them.
     shared.stop_clients.store(true, Ordering::Relaxed);
-    let (hist, client_acked) = client_handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
     let drain_deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < drain_deadline && shared.outstanding.load(Ordering::Relaxed) > 0 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let client_acked = shared.acked.load(Ordering::Relaxed);
     while Instant::now() < drain_deadline {
         let d0 = shared.delivered[0].load(Ordering::Relaxed);
         let d1 = shared.delivered[1].load(Ordering::Relaxed);
@@ -498,11 +472,17 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     }
     shared.stop.store(true, Ordering::Relaxed);
     let mut learners = Vec::new();
+    let mut latency = Latency::default();
+    let mut totals = NodeStats::default();
     for h in handles {
-        let learner = h
+        let end = h
             .join()
             .map_err(|_| anyhow::anyhow!("node thread panicked"))?;
-        learners.extend(learner);
+        learners.extend(end.learner);
+        if let Some(l) = end.latency {
+            latency.add(&l);
+        }
+        totals.absorb(&end.stats);
     }
     let failures = std::mem::take(&mut *shared.failures.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(DemoSummary {
@@ -511,18 +491,18 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         window: Window {
             length: window_length,
             acknowledged: acked_at_end - acked_at_warmup,
-            latency_mean: Duration::from_nanos(hist.mean() as u64),
-            latency_p50: Duration::from_nanos(hist.value_at_quantile(0.5)),
-            latency_p99: Duration::from_nanos(hist.value_at_quantile(0.99)),
-            latency_p999: Duration::from_nanos(hist.value_at_quantile(0.999)),
+            latency_mean: latency.mean(),
+            latency_p50: latency.quantile(0.5),
+            latency_p99: latency.quantile(0.99),
+            latency_p999: latency.quantile(0.999),
             cpu,
         },
         leader_changes: shared.elections.load(Ordering::Relaxed),
         learners,
         policy: storage_cfg.fsync_policy,
         storage_path,
-        commits: shared.commits.load(Ordering::Relaxed),
-        committed_changes: shared.committed_changes.load(Ordering::Relaxed),
+        commits: totals.commits,
+        committed_changes: totals.committed_changes,
         failures,
     })
 }
@@ -537,141 +517,66 @@ fn spawn_named<T: Send + 'static>(
         .expect("the demo can start its threads")
 }
 
-/// Roles without storage take bursts of up to 256 messages.
-fn stateless_burst() -> BatchBudget {
-    BatchBudget::new(256, usize::MAX)
-}
-
-/// One node's thread: handle a burst of inbound messages, tick every millisecond, `flush`
-/// (an acceptor commits the burst's changes there), then send. A flush error stops the node
-/// as a crash would, and is reported.
-#[allow(clippy::too_many_arguments)]
-fn node_loop(
+/// A demo node's link: its inbox, and the channels to the others.
+struct MemLink {
+    rx: Receiver<Inbound>,
+    tx: MemTransport,
     id: NodeId,
-    rx: Receiver<Inbound>,
-    tx: MemTransport,
-    shared: &Shared,
-    kill: &AtomicBool,
-    start: Instant,
-    burst: BatchBudget,
-    mut step: impl FnMut(Option<(NodeId, Message)>, Duration, &mut Actions),
-    mut flush: impl FnMut(Duration, &mut Actions) -> Result<(), String>,
-) {
-    let tick = Duration::from_millis(1);
-    let mut next_tick = Duration::ZERO;
-    let mut out = Actions::new();
-    while !shared.stop.load(Ordering::Relaxed) {
-        if kill.load(Ordering::Relaxed) {
-            // A crashed node: it neither reads nor sends until the demo ends.
-            thread::sleep(Duration::from_millis(10));
-            while rx.try_recv().is_ok() {}
-            continue;
-        }
-        let now = start.elapsed();
-        let wait = next_tick.saturating_sub(now);
-        match rx.recv_timeout(wait) {
-            Ok(first) => {
-                let now = start.elapsed();
-                let mut budget = burst.fresh();
-                step(Some((first.from, first.msg)), now, &mut out);
-                let mut more = budget.add(&out.persist);
-                while more {
-                    let Ok(m) = rx.try_recv() else { break };
-                    let before = out.persist.len();
-                    step(Some((m.from, m.msg)), now, &mut out);
-                    more = budget.add(&out.persist[before..]);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        let now = start.elapsed();
-        if now >= next_tick {
-            step(None, now, &mut out);
-            next_tick = now + tick;
-        }
-        if let Err(e) = flush(now, &mut out) {
-            shared.fail(format!("node {id} stopped: {e}"));
-            kill.store(true, Ordering::Relaxed);
-            out.clear();
-            continue;
-        }
-        tx.send_all(id, out.send.drain(..));
-        out.clear();
+}
+
+impl Link for MemLink {
+    fn recv(&mut self, wait: Duration) -> Result<Option<(NodeId, Message)>, NodeError> {
+        let got = if wait.is_zero() {
+            self.rx.try_recv().ok()
+        } else {
+            self.rx.recv_timeout(wait).ok()
+        };
+        Ok(got.map(|m| (m.from, m.msg)))
+    }
+
+    fn send(&mut self, env: &Envelope) -> Result<(), NodeError> {
+        self.tx.send_all(self.id, std::iter::once(env.clone()));
+        Ok(())
     }
 }
 
-fn client_loop(
-    opts: &DemoOptions,
-    proposers: Vec<NodeId>,
-    rx: Receiver<Inbound>,
-    acks: Receiver<Vec<(ClientId, u64)>>,
-    tx: MemTransport,
-    shared: &Shared,
-    start: Instant,
-) -> (Histogram<u64>, u64) {
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram bounds");
-    let mut clients: Vec<Client> = (0..opts.clients)
-        .map(|k| Client::new(k as u64 + 1, &opts.protocol, proposers.clone()))
-        .collect();
-    // Every demo value carries the same bytes; static storage makes each clone free, where a
-    // shared heap buffer's reference count would bounce between the cores of every stage.
-    let payload = Bytes::from_static(Box::leak(vec![0xA5u8; opts.value_size].into_boxed_slice()));
-    let mut out = Actions::new();
-    let mut acked = 0u64;
-    let mut last_tick = Duration::ZERO;
-    let stopping =
-        || shared.stop_clients.load(Ordering::Relaxed) || shared.stop.load(Ordering::Relaxed);
-    loop {
-        let now = start.elapsed();
-        if !stopping() {
-            for c in clients.iter_mut() {
-                while c.outstanding() < opts.outstanding {
-                    if c.submit(now, payload.clone()).is_err() {
-                        break;
-                    }
-                }
-                c.flush(&mut out);
-            }
-        } else if clients.iter().all(|c| c.outstanding() == 0)
-            || now > opts.duration + Duration::from_secs(10)
-        {
-            break;
+/// What the demo watches of a node: a learner's digest and count, acknowledgements, the
+/// leader.
+struct DemoSink {
+    shared: Arc<Shared>,
+    learner: Option<usize>,
+    digest: SequenceDigest,
+}
+
+impl Sink for DemoSink {
+    fn delivered(
+        &mut self,
+        _now: Duration,
+        v: &crate::protocol::ClientValue,
+    ) -> std::io::Result<()> {
+        self.digest.add(v);
+        if let Some(k) = self.learner {
+            self.shared.delivered[k].store(self.digest.count(), Ordering::Relaxed);
         }
-        if now.saturating_sub(last_tick) >= Duration::from_millis(1) {
-            last_tick = now;
-            clients.iter_mut().for_each(|c| c.tick(now, &mut out));
-        }
-        tx.send_all(CLIENT_NODE, out.send.drain(..));
-        for m in rx.try_iter() {
-            if let Message::Redirect { client, .. } = &m.msg {
-                if let Some(c) = clients.get_mut((*client as usize).wrapping_sub(1)) {
-                    c.handle(&m.msg);
-                }
-            }
-        }
-        match acks.recv_timeout(Duration::from_millis(1)) {
-            Ok(first) => {
-                let now = start.elapsed();
-                for batch in std::iter::once(first).chain(acks.try_iter()) {
-                    for (client, seq) in batch {
-                        let Some(c) = clients.get_mut((client as usize).wrapping_sub(1)) else {
-                            continue;
-                        };
-                        if let Some(lat) = c.on_delivered(now, seq) {
-                            if now >= opts.warmup {
-                                let _ = hist.record(lat.as_nanos() as u64);
-                            }
-                            acked += 1;
-                        }
-                    }
-                }
-                shared.acked.store(acked, Ordering::Relaxed);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        Ok(())
+    }
+
+    fn acknowledged(&mut self, _ack: &Acked) -> std::io::Result<()> {
+        self.shared.acked.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn event(&mut self, node: NodeId, e: &Event) {
+        if let Event::BecameLeader { .. } = e {
+            self.shared.leader.store(node as u64, Ordering::Relaxed);
+            self.shared.elections.fetch_add(1, Ordering::Relaxed);
         }
     }
-    (hist, acked)
+}
+
+/// What a demo node's thread hands back.
+struct NodeEnd {
+    learner: Option<(u64, String)>,
+    stats: NodeStats,
+    latency: Option<Latency>,
 }

@@ -4,12 +4,14 @@
 //!   every role that takes it (a 2a goes to the acceptor and the learner); when a ring is
 //!   full the frame is shed there and counted, as a lost frame (the protocol retransmits).
 //! - **Role stages**: the acceptor, the proposer, and the learner with this node's client
-//!   sessions and application, each on its own thread with its own ring. Each hands every
-//!   turn's changes and messages, in order, to the commit stage.
+//!   sessions and application, each on its own thread with its own ring, each the one driver
+//!   (driver/) holding that role alone. Each hands every turn's `Pending` (changes, and the
+//!   messages that wait on them), in order, to the commit stage.
 //! - **Commit** makes the changes of all waiting turns durable in one group commit (the
-//!   acceptor's votes, the proposer's round), then releases their messages in order: to TX,
-//!   or to this node's own role stages. Nothing leaves before the changes of its own turn and
-//!   of every earlier turn are durable (the rule of `protocol::Actions`).
+//!   acceptor's votes, the proposer's round) through `Pending::commit`, then releases their
+//!   messages in order, 2b votes merged: to TX, or to this node's own role stages by the
+//!   driver's routing table. Nothing leaves before the changes of its own turn and of every
+//!   earlier turn are durable.
 //! - **TX** encodes and sends, in batches.
 //!
 //! Rings to the commit and TX stages block when full (backpressure reaches RX, which sheds);
@@ -19,13 +21,14 @@
 
 #![forbid(unsafe_code)]
 
-use crate::app::AppLink;
 use crate::config::{NodeConfig, Polling, Role};
-use crate::metrics::{Metrics, Recorder};
-use crate::node::{
-    acceptor_metrics, make_durable, proposer_metrics, Node, NodeError, NodeStats, ADAPTIVE_SPINS,
+use crate::driver::{
+    single::ADAPTIVE_SPINS, split_released, takers, Driver, Logged, NodeError, NodeStats,
+    NodeStore, Sink,
 };
-use crate::protocol::{AcceptorCounters, Actions, Change, Envelope, Message, NodeId};
+use crate::metrics::{Metrics, Recorder};
+use crate::node::Node;
+use crate::protocol::{Envelope, Message, NodeId, Pending};
 use crate::storage::BatchBudget;
 use crate::transport::TransportStats;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
@@ -34,28 +37,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// One role turn's output: what must be durable, and the messages that wait for it.
-struct Turn {
-    changes: Vec<Change>,
-    sends: Vec<Envelope>,
-}
-
-/// Which roles take a message, as [acceptor, proposer, learner-and-clients] (the same table
-/// as the single loop's dispatch).
-fn takers(msg: &Message) -> [bool; 3] {
-    match msg {
-        Message::Prepare { .. } | Message::CatchupRequest { .. } | Message::Trim { .. } => {
-            [true, false, false]
-        }
-        Message::Accept { .. } => [true, false, true],
-        Message::Heartbeat { .. } => [true, true, true],
-        Message::Accepted { .. } => [false, true, true],
-        Message::Promise { .. }
-        | Message::Reject { .. }
-        | Message::ClientRequest { .. }
-        | Message::Progress { .. } => [false, true, false],
-        Message::CatchupReply { .. } | Message::Redirect { .. } => [false, false, true],
-    }
+/// Which ring each column of the driver's routing table feeds.
+fn rings_taking(msg: &Message) -> [bool; 3] {
+    let t = takers(msg);
+    [t.acceptor, t.proposer, t.learner]
 }
 
 fn pin(cfg: &NodeConfig, stage: usize) {
@@ -92,14 +77,14 @@ fn next<T>(rx: &Receiver<T>, polling: Polling, wait: Duration) -> Result<Option<
 /// waits on a role that waits on it).
 struct Inputs {
     ring: Receiver<(NodeId, Message)>,
-    local: Receiver<(NodeId, Message)>,
+    local: Receiver<Message>,
 }
 
 /// The senders into every role stage this node has.
 #[derive(Clone)]
 struct Routes {
     rings: [Option<Sender<(NodeId, Message)>>; 3],
-    locals: [Option<crossbeam_channel::Sender<(NodeId, Message)>>; 3],
+    locals: [Option<Sender<Message>>; 3],
 }
 
 impl Routes {
@@ -127,7 +112,7 @@ impl Routes {
     /// From RX: onto every ring that takes `msg`; returns how many were full (shed there).
     fn route_received(&self, from: NodeId, msg: Message) -> u64 {
         let mut shed = 0;
-        for (k, take) in takers(&msg).into_iter().enumerate() {
+        for (k, take) in rings_taking(&msg).into_iter().enumerate() {
             if let (true, Some(ring)) = (take, &self.rings[k]) {
                 if let Err(TrySendError::Full(_)) = ring.try_send((from, msg.clone())) {
                     shed += 1;
@@ -138,10 +123,10 @@ impl Routes {
     }
 
     /// From the commit stage: a message to ourselves, never dropped.
-    fn route_own(&self, me: NodeId, msg: Message) {
-        for (k, take) in takers(&msg).into_iter().enumerate() {
+    fn route_own(&self, msg: Message) {
+        for (k, take) in rings_taking(&msg).into_iter().enumerate() {
             if let (true, Some(local)) = (take, &self.locals[k]) {
-                let _ = local.send((me, msg.clone()));
+                let _ = local.send(msg.clone());
             }
         }
     }
@@ -158,23 +143,40 @@ const ACCEPTOR: usize = 0;
 const PROPOSER: usize = 1;
 const LEARNER: usize = 2;
 
-pub fn run_staged(
+pub(crate) fn run_staged(
     cfg: &NodeConfig,
     stop: &AtomicBool,
-    app: Option<AppLink>,
+    node: Node,
     metrics: Option<&Arc<Metrics>>,
 ) -> Result<NodeStats, NodeError> {
-    let mut node = Node::start(cfg, app, metrics)?;
+    let Node {
+        driver: mut learner,
+        store,
+        transport,
+        mut outputs,
+    } = node;
     let recorder = || metrics.map(|m| m.recorder());
-    let me = node.id;
+    let me = learner.id;
+    let protocol = cfg.effective_protocol();
     let polling = cfg.pipeline.polling;
-    let acceptor = node.acceptor.take();
-    let proposer = node.proposer.take();
+    let budget = BatchBudget::of(&cfg.storage);
+    // The role stages: the node's driver keeps the learner and the sessions; the acceptor and
+    // the proposer each get a driver of their own.
+    let acceptor = learner.acceptor.take().map(|a| {
+        Driver::new(me, &protocol, budget)
+            .with_acceptor(a)
+            .with_metrics(recorder())
+    });
+    let proposer = learner.proposer.take().map(|p| {
+        Driver::new(me, &protocol, budget)
+            .with_proposer(p)
+            .with_metrics(recorder())
+    });
     let (routes, mut inputs) = Routes::new(
         cfg.pipeline.ring_size,
         [acceptor.is_some(), proposer.is_some(), true],
     );
-    let (turn_tx, turn_rx) = crossbeam_channel::bounded::<Turn>(cfg.pipeline.ring_size);
+    let (turn_tx, turn_rx) = crossbeam_channel::bounded::<Pending>(cfg.pipeline.ring_size);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Envelope>(cfg.pipeline.ring_size);
     if let Some(m) = metrics {
         for (name, input) in ["acceptor", "proposer", "learner"].into_iter().zip(&inputs) {
@@ -190,7 +192,7 @@ pub fn run_staged(
     let halt = Arc::new(AtomicBool::new(false));
 
     let rx = {
-        let mut transport = node.transport.try_clone()?;
+        let mut transport = transport.try_clone()?;
         let (halt, routes, cfg) = (halt.clone(), routes.clone(), cfg.clone());
         let mut rec = recorder();
         spawn("rx", move || -> Result<TransportStats, NodeError> {
@@ -217,72 +219,44 @@ pub fn run_staged(
         })?
     };
     let commit = {
-        let round_file = node.round_file.take();
-        let mut storage = node.storage.take();
-        let budget = BatchBudget::of(&cfg.storage);
         let (routes, cfg) = (routes.clone(), cfg.clone());
+        let max_payload = protocol.max_payload();
         let start = Instant::now();
         let mut rec = recorder();
+        let mut store = store;
         spawn("commit", move || -> Result<NodeStats, NodeError> {
             pin(&cfg, 1);
-            let mut stats = NodeStats::default();
-            let mut changes = Vec::new();
-            let mut turns = Vec::new();
             loop {
-                let first = match next(&turn_rx, polling, Duration::from_millis(1)) {
+                let mut batch = match next(&turn_rx, polling, Duration::from_millis(1)) {
                     Ok(Some(t)) => t,
                     Ok(None) => continue,
                     Err(()) => break,
                 };
                 // Group commit: every turn already waiting joins this one.
-                let mut batch = budget.fresh();
-                batch.add(&first.changes);
-                turns.push(first);
-                while let Ok(t) = turn_rx.try_recv() {
-                    let more = batch.add(&t.changes);
-                    turns.push(t);
-                    if !more {
-                        break;
-                    }
+                let mut room = budget.fresh();
+                let mut more = room.add(batch.changes());
+                while more {
+                    let Ok(t) = turn_rx.try_recv() else { break };
+                    more = room.add(t.changes());
+                    batch.append(t);
                 }
-                for t in &mut turns {
-                    changes.append(&mut t.changes);
-                }
-                make_durable(
-                    &round_file,
-                    &mut storage,
-                    start.elapsed(),
-                    &mut changes,
-                    &mut stats,
-                    rec.as_mut(),
-                )?;
-                if let Some(m) = rec.as_mut().filter(|m| m.due()) {
-                    m.counters.commits = stats.commits;
-                    m.counters.committed_changes = stats.committed_changes;
-                    m.publish();
-                }
-                for t in turns.drain(..) {
-                    for env in t.sends {
-                        if env.to == me {
-                            routes.route_own(me, env.msg);
-                        } else if out_tx.send(env).is_err() {
-                            return Ok(stats);
-                        }
+                let released = batch.commit(&mut store, start.elapsed())?;
+                commit_metrics(&mut rec, &mut store, false);
+                let (own, remote) = split_released(me, released, max_payload);
+                own.into_iter().for_each(|m| routes.route_own(m));
+                for env in remote {
+                    if out_tx.send(env).is_err() {
+                        return Ok(committed(&store));
                     }
                 }
             }
-            if let Some(s) = &mut storage {
-                s.sync()?;
-            }
-            if let Some(m) = &mut rec {
-                m.counters.commits = stats.commits;
-                m.counters.committed_changes = stats.committed_changes;
-            }
-            Ok(stats)
+            store.sync()?;
+            commit_metrics(&mut rec, &mut store, true);
+            Ok(committed(&store))
         })?
     };
     let tx = {
-        let mut transport = node.transport.try_clone()?;
+        let mut transport = transport.try_clone()?;
         let cfg = cfg.clone();
         let mut rec = recorder();
         spawn("tx", move || -> Result<TransportStats, NodeError> {
@@ -306,121 +280,125 @@ pub fn run_staged(
             Ok(transport.stats().clone())
         })?
     };
-    let acceptor_stage = match (acceptor, inputs[ACCEPTOR].take()) {
-        (Some(mut a), Some(input)) => {
-            let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
-            let mut rec = recorder();
-            Some(spawn(
-                "acceptor",
-                move || -> Result<AcceptorCounters, NodeError> {
-                    pin(&cfg, 4);
-                    role_loop(
-                        &halt,
-                        &input,
-                        polling,
-                        &turns,
-                        |input, now, out| match input {
-                            Some((from, msg)) => a.handle(now, from, msg, out),
-                            None => publish_role(&mut rec, |m| acceptor_metrics(&a, m)),
-                        },
-                    )?;
-                    Ok(a.counters())
-                },
-            )?)
-        }
-        _ => None,
-    };
     // Stage numbers for pinning: RX 0, commit 1, TX 2, learner 3, then the roles present.
-    let proposer_core = 4 + usize::from(acceptor_stage.is_some());
-    let proposer_stage = match (proposer, inputs[PROPOSER].take()) {
-        (Some(mut p), Some(input)) => {
-            let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
-            let mut rec = recorder();
-            Some(spawn("proposer", move || -> Result<u64, NodeError> {
-                pin(&cfg, proposer_core);
-                let mut shed = 0u64;
-                role_loop(&halt, &input, polling, &turns, |input, now, out| {
-                    match input {
-                        Some((from, msg)) => p.handle(now, from, msg, out),
-                        None => {
-                            p.tick(now, out);
-                            publish_role(&mut rec, |m| proposer_metrics(&mut p, m));
-                        }
-                    }
-                    for e in out.events.drain(..) {
-                        if let crate::protocol::Event::Shed { values } = &e {
-                            shed += *values as u64;
-                            if let Some(m) = &mut rec {
-                                m.counters.shed += *values as u64;
-                            }
-                        }
-                        crate::node::report_event(me, &e);
-                    }
-                })?;
-                // The summary counts shed values as the single loop's does.
-                Ok(shed)
-            })?)
-        }
-        _ => None,
-    };
+    let mut roles = Vec::new();
+    for (k, (name, driver)) in [("acceptor", acceptor), ("proposer", proposer)]
+        .into_iter()
+        .enumerate()
+    {
+        let (Some(mut d), Some(input)) = (driver, inputs[[ACCEPTOR, PROPOSER][k]].take()) else {
+            continue;
+        };
+        let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
+        let core = 4 + roles.len();
+        roles.push(spawn(name, move || -> Result<NodeStats, NodeError> {
+            pin(&cfg, core);
+            stage_loop(&mut d, &mut Logged, &input, polling, &turns, &|| {
+                halt.load(Ordering::Relaxed)
+            })?;
+            Ok(d.summary())
+        })?);
+    }
 
     // The learner stage (with the client sessions and the application) runs on this thread.
     pin(cfg, 3);
     let input = inputs[LEARNER]
         .take()
         .expect("every node has a learner stage");
-    let result = learner_stage(&mut node, cfg, stop, &input, &turn_tx);
+    let result = stage_loop(
+        &mut learner,
+        &mut outputs,
+        &input,
+        polling,
+        &turn_tx,
+        &|| stop.load(Ordering::Relaxed),
+    );
     halt.store(true, Ordering::Relaxed);
-    let acceptor_result = acceptor_stage.map(join);
-    let proposer_result = proposer_stage.map(join);
+    let role_results: Vec<_> = roles.into_iter().map(join).collect();
     drop(turn_tx);
     let commit_stats = join(commit)?;
     let tx_stats = join(tx)?;
     let rx_stats = join(rx)?;
     result?;
-    let shed = proposer_result.transpose()?;
-    let acceptor = acceptor_result.transpose()?;
-    let mut stats = node.finish()?;
-    stats.shed += shed.unwrap_or(0);
-    stats.acceptor = acceptor.unwrap_or_default();
-    stats.commits += commit_stats.commits;
-    stats.committed_changes += commit_stats.committed_changes;
+    learner.publish_metrics(true, None);
+    let mut stats = learner.summary();
+    stats.dropped_readers = outputs.dropped_readers();
+    for r in role_results {
+        stats.absorb(&r?);
+    }
+    stats.absorb(&commit_stats);
     stats.transport = rx_stats;
     stats.transport.add(&tx_stats);
     Ok(stats)
 }
 
-/// A role stage: handle what arrives (its own messages first), tick every millisecond, and
-/// pass each turn on to the commit stage in order.
-fn role_loop(
-    halt: &AtomicBool,
+fn committed(store: &NodeStore) -> NodeStats {
+    NodeStats {
+        commits: store.commits,
+        committed_changes: store.committed_changes,
+        ..NodeStats::default()
+    }
+}
+
+/// The commit stage's report into its metrics shard; published when due (or `force`).
+fn commit_metrics(rec: &mut Option<Recorder>, store: &mut NodeStore, force: bool) {
+    let Some(m) = rec else { return };
+    if let Some(r) = store.take_report() {
+        m.commit(&r);
+    }
+    if force || m.due() {
+        m.counters.commits = store.commits;
+        m.counters.committed_changes = store.committed_changes;
+        m.publish();
+    }
+}
+
+/// A role stage: the driver's turn on a ring (its own messages first), each turn's `Pending`
+/// passed on to the commit stage in order.
+fn stage_loop(
+    d: &mut Driver,
+    sink: &mut dyn Sink,
     input: &Inputs,
     polling: Polling,
-    turns: &Sender<Turn>,
-    mut step: impl FnMut(Option<(NodeId, Message)>, Duration, &mut Actions),
+    turns: &Sender<Pending>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(), NodeError> {
     let start = Instant::now();
-    let mut next_tick = Duration::ZERO;
-    let mut out = Actions::new();
-    while !halt.load(Ordering::Relaxed) {
-        for m in input.local.try_iter() {
-            step(Some(m), start.elapsed(), &mut out);
+    while !stop() {
+        let now = start.elapsed();
+        d.begin_turn(now);
+        for msg in input.local.try_iter() {
+            d.handle_own(now, msg);
         }
-        let wait = next_tick
-            .saturating_sub(start.elapsed())
-            .max(Duration::from_micros(50));
-        if let Ok(Some(m)) = next(&input.ring, polling, wait) {
-            step(Some(m), start.elapsed(), &mut out);
-            for m in input.ring.try_iter().take(1023) {
-                step(Some(m), start.elapsed(), &mut out);
+        let wait = if d.has_work() {
+            Duration::ZERO
+        } else {
+            d.next_tick()
+                .saturating_sub(now)
+                .max(Duration::from_micros(50))
+        };
+        if let Ok(Some((from, msg))) = next(&input.ring, polling, wait) {
+            let mut more = d.handle(start.elapsed(), from, msg);
+            while more {
+                let Ok((from, msg)) = input.ring.try_recv() else {
+                    break;
+                };
+                more = d.handle(start.elapsed(), from, msg);
             }
         }
         let now = start.elapsed();
-        if now >= next_tick {
-            step(None, now, &mut out);
-            next_tick = now + Duration::from_millis(1);
+        if d.tick_if_due(now) {
+            d.publish_metrics(false, None);
         }
-        pass_on(&mut out, turns)?;
+        let pending = d
+            .end_turn(now, sink)
+            .map_err(crate::driver::io("cannot write the node's outputs"))?;
+        if !pending.is_empty() && turns.send(pending).is_err() {
+            return Err(NodeError::Io {
+                what: "the commit stage".into(),
+                source: std::io::Error::other("stopped"),
+            });
+        }
     }
     Ok(())
 }
@@ -432,31 +410,6 @@ fn publish_transport(rec: &mut Option<Recorder>, stats: &TransportStats, shed: u
         m.counters.transport.shed_ring_full = shed;
         m.publish();
     }
-}
-
-/// A role stage's counts and gauges into its metrics shard, when due.
-fn publish_role(rec: &mut Option<Recorder>, fill: impl FnOnce(&mut Recorder)) {
-    if let Some(m) = rec.as_mut().filter(|m| m.due()) {
-        fill(m);
-        m.publish();
-    }
-}
-
-fn pass_on(out: &mut Actions, turns: &Sender<Turn>) -> Result<(), NodeError> {
-    if !out.persist.is_empty() || !out.send.is_empty() {
-        let turn = Turn {
-            changes: std::mem::take(&mut out.persist),
-            sends: std::mem::take(&mut out.send),
-        };
-        if turns.send(turn).is_err() {
-            return Err(NodeError::Io {
-                what: "the commit stage".into(),
-                source: std::io::Error::other("stopped"),
-            });
-        }
-    }
-    out.clear();
-    Ok(())
 }
 
 fn spawn<T: Send + 'static>(
@@ -477,42 +430,4 @@ fn join<T>(h: JoinHandle<Result<T, NodeError>>) -> Result<T, NodeError> {
         what: "a pipeline stage".into(),
         source: std::io::Error::other("panicked"),
     })?
-}
-
-/// The learner stage: the learner, this node's client sessions and application, its outputs.
-fn learner_stage(
-    node: &mut Node,
-    cfg: &NodeConfig,
-    stop: &AtomicBool,
-    input: &Inputs,
-    turns: &Sender<Turn>,
-) -> Result<(), NodeError> {
-    let start = Instant::now();
-    let mut next_tick = Duration::ZERO;
-    let mut out = Actions::new();
-    while !stop.load(Ordering::Relaxed) {
-        let now = start.elapsed();
-        node.submit(cfg, now, &mut out);
-        node.take_app_requests(now, &mut out);
-        for (from, msg) in input.local.try_iter() {
-            node.dispatch(now, from, msg, &mut out);
-        }
-        let wait = next_tick.saturating_sub(now).max(Duration::from_micros(50));
-        if let Ok(Some((from, msg))) = next(&input.ring, cfg.pipeline.polling, wait) {
-            node.dispatch(start.elapsed(), from, msg, &mut out);
-            for (from, msg) in input.ring.try_iter().take(1023) {
-                node.dispatch(start.elapsed(), from, msg, &mut out);
-            }
-        }
-        let now = start.elapsed();
-        if now >= next_tick {
-            node.tick(now, &mut out);
-            next_tick = now + Duration::from_millis(1);
-            node.publish_metrics(false);
-        }
-        node.deliver(now, &mut out)?;
-        node.report(out.events.drain(..));
-        pass_on(&mut out, turns)?;
-    }
-    Ok(())
 }

@@ -4,9 +4,9 @@
 
 use super::actions::{Actions, Change};
 use super::config::{Membership, ProtocolConfig};
+use super::limits as sizes;
 use super::message::Message;
 use super::types::{AcceptedEntry, Ballot, Batch, InstanceId, NodeId};
-use crate::wire::sizes;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::Duration;
@@ -148,7 +148,7 @@ impl Acceptor {
                 if below > self.state.trim {
                     let change = Change::Trim(below);
                     self.state.apply(&change);
-                    out.persist.push(change);
+                    out.change(change);
                 }
             }
             _ => {}
@@ -187,7 +187,7 @@ impl Acceptor {
             }
             let change = Change::Promise(ballot);
             self.state.apply(&change);
-            out.persist.push(change);
+            out.change(change);
         }
         self.leader_heard = Some(now);
         let log_end = self
@@ -242,7 +242,7 @@ impl Acceptor {
                 value,
             });
             self.state.apply(&change);
-            out.persist.push(change);
+            out.change(change);
         }
         self.heard(now, ballot);
         let msg = Message::Accepted {

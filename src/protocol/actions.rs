@@ -1,7 +1,12 @@
-//! What a state machine asks its driver to do. The one rule every driver must keep:
-//! messages in `send` may leave only once `persist` of the same call, and of every earlier
-//! call, is durable (tikv raft-rs calls these "persisted messages"). A vote is never sent
-//! before the vote is safe on storage.
+//! What a state machine asks its driver to do, and the rule every driver keeps as a type:
+//! a message leaves only once the changes of its own call, and of every earlier call, are
+//! durable (tikv raft-rs calls these "persisted messages"). A vote is never sent before the
+//! vote is safe on storage.
+//!
+//! The messages a state machine produced can be taken out of `Actions` only as a [`Pending`],
+//! and out of a `Pending` only by [`Pending::commit`], which hands its changes to a
+//! [`Persist`] store first and returns the messages only if the store says they are durable.
+//! A driver that tried to send before committing would not compile.
 
 use super::message::{Envelope, Message};
 use super::types::{AcceptedEntry, Ballot, Batch, ClientValue, InstanceId, NodeId};
@@ -65,10 +70,68 @@ pub enum Event {
 
 #[derive(Clone, Debug, Default)]
 pub struct Actions {
-    pub persist: Vec<Change>,
-    pub send: Vec<Envelope>,
+    persist: Vec<Change>,
+    send: Vec<Envelope>,
     pub deliver: Vec<Delivery>,
     pub events: Vec<Event>,
+}
+
+/// Durable storage as the protocol needs it: `persist` returns once `changes` (and every
+/// earlier call's) are as durable as the node's fsync policy promises, or fails.
+pub trait Persist {
+    type Error;
+    fn persist(&mut self, now: std::time::Duration, changes: &[Change]) -> Result<(), Self::Error>;
+}
+
+/// Storage for tests and fsync policy `none` callers that keep nothing: every change is
+/// "durable" at once because nothing is promised across a restart.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Volatile;
+
+impl Persist for Volatile {
+    type Error = std::convert::Infallible;
+    fn persist(&mut self, _: std::time::Duration, _: &[Change]) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Changes, and the messages that may leave only once they are durable.
+#[derive(Clone, Debug, Default)]
+#[must_use = "a Pending holds changes that must be committed and messages that must be sent"]
+pub struct Pending {
+    changes: Vec<Change>,
+    sends: Vec<Envelope>,
+}
+
+impl Pending {
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    pub fn sends(&self) -> &[Envelope] {
+        &self.sends
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.sends.is_empty()
+    }
+
+    /// Appends a later turn's output: one commit then covers both, in order.
+    pub fn append(&mut self, mut later: Pending) {
+        self.changes.append(&mut later.changes);
+        self.sends.append(&mut later.sends);
+    }
+
+    /// Makes the changes durable in `store`, then gives the messages that waited for them.
+    /// A store that fails keeps the messages from ever leaving.
+    pub fn commit<S: Persist + ?Sized>(
+        self,
+        store: &mut S,
+        now: std::time::Duration,
+    ) -> Result<Vec<Envelope>, S::Error> {
+        store.persist(now, &self.changes)?;
+        Ok(self.sends)
+    }
 }
 
 impl Actions {
@@ -81,6 +144,28 @@ impl Actions {
             && self.send.is_empty()
             && self.deliver.is_empty()
             && self.events.is_empty()
+    }
+
+    /// The changes asked for so far (to look at; they leave only through `take_pending`).
+    pub fn changes(&self) -> &[Change] {
+        &self.persist
+    }
+
+    /// The messages asked for so far (to look at; they leave only through `take_pending`).
+    pub fn sends(&self) -> &[Envelope] {
+        &self.send
+    }
+
+    /// Takes the changes and the messages that wait for them.
+    pub fn take_pending(&mut self) -> Pending {
+        Pending {
+            changes: std::mem::take(&mut self.persist),
+            sends: std::mem::take(&mut self.send),
+        }
+    }
+
+    pub(crate) fn change(&mut self, change: Change) {
+        self.persist.push(change);
     }
 
     pub fn clear(&mut self) {
@@ -104,31 +189,29 @@ impl Actions {
     }
 }
 
-impl Actions {
-    /// Merges 2b votes for one ballot to one destination into as few messages as fit a frame
-    /// of `max_payload` bytes; an acceptor that handled a burst of 2a's then sends one vote
-    /// message per destination instead of one per instance.
-    pub fn coalesce_accepted(&mut self, max_payload: usize) {
-        let per_msg = (max_payload.saturating_sub(crate::wire::sizes::ACCEPTED_FIXED) / 8).max(1);
-        let mut merged: Vec<Envelope> = Vec::with_capacity(self.send.len());
-        let mut open: std::collections::HashMap<(NodeId, Ballot), usize> = Default::default();
-        for env in self.send.drain(..) {
-            if let Message::Accepted { ballot, instances } = &env.msg {
-                if let Some(&k) = open.get(&(env.to, *ballot)) {
-                    if let Message::Accepted {
-                        instances: into, ..
-                    } = &mut merged[k].msg
-                    {
-                        if into.len() + instances.len() <= per_msg {
-                            into.extend_from_slice(instances);
-                            continue;
-                        }
+/// Merges 2b votes for one ballot to one destination into as few messages as fit a frame of
+/// `max_payload` bytes: an acceptor that handled a burst of 2a's sends one vote message per
+/// destination instead of one per instance. Every driver applies it to what it releases.
+pub fn coalesce_accepted(sends: &mut Vec<Envelope>, max_payload: usize) {
+    let per_msg = (max_payload.saturating_sub(super::limits::ACCEPTED_FIXED) / 8).max(1);
+    let mut merged: Vec<Envelope> = Vec::with_capacity(sends.len());
+    let mut open: std::collections::HashMap<(NodeId, Ballot), usize> = Default::default();
+    for env in sends.drain(..) {
+        if let Message::Accepted { ballot, instances } = &env.msg {
+            if let Some(&k) = open.get(&(env.to, *ballot)) {
+                if let Message::Accepted {
+                    instances: into, ..
+                } = &mut merged[k].msg
+                {
+                    if into.len() + instances.len() <= per_msg {
+                        into.extend_from_slice(instances);
+                        continue;
                     }
                 }
-                open.insert((env.to, *ballot), merged.len());
             }
-            merged.push(env);
+            open.insert((env.to, *ballot), merged.len());
         }
-        self.send = merged;
+        merged.push(env);
     }
+    *sends = merged;
 }

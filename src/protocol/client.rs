@@ -4,9 +4,9 @@
 
 use super::actions::Actions;
 use super::config::ProtocolConfig;
+use super::limits as sizes;
 use super::message::Message;
 use super::types::{ClientId, ClientValue, NodeId};
-use crate::wire::sizes;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Protocol tunables and cluster membership. Every role reads the same values; the YAML node
 //! config (config/) embeds a `protocol:` section of this shape.
 
+use super::limits::{self as sizes, MAX_MAX_FRAME, MIN_MAX_FRAME};
 use super::types::NodeId;
-use crate::wire::{sizes, MAX_MAX_FRAME, MIN_MAX_FRAME};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -55,13 +55,16 @@ pub struct ProtocolConfig {
     pub trim_keep: u64,
     /// A client resends an unacknowledged value after this long.
     pub client_timeout_ms: u64,
+    /// How often a node's driver ticks its roles (timers: heartbeats, retransmits, batch
+    /// delays). Finer than every timeout above.
+    pub tick_us: u64,
 }
 
 impl Default for ProtocolConfig {
     fn default() -> Self {
         ProtocolConfig {
             cluster_id: 1,
-            max_frame: crate::wire::DEFAULT_MAX_FRAME,
+            max_frame: super::limits::DEFAULT_MAX_FRAME,
             window: 1024,
             batch_max_values: 1024,
             batch_max_bytes: usize::MAX,
@@ -81,6 +84,7 @@ impl Default for ProtocolConfig {
             trim_interval_ms: 100,
             trim_keep: 10_000,
             client_timeout_ms: 500,
+            tick_us: 1_000,
         }
     }
 }
@@ -170,6 +174,7 @@ impl ProtocolConfig {
             ("trim_interval_ms", self.trim_interval_ms, 0, HOUR_MS),
             ("trim_keep", self.trim_keep, 0, 1 << 32),
             ("client_timeout_ms", self.client_timeout_ms, 1, HOUR_MS),
+            ("tick_us", self.tick_us, 10, 100_000),
         ] {
             if v < min || v > max {
                 return Err(invalid(field, format!("{v} is outside {min}..={max}")));
@@ -216,6 +221,10 @@ impl ProtocolConfig {
     /// from it, before it lets another proposer prepare: a heartbeat period less than a
     /// standby's timeout, so a healthy leader is never deposed by a standby that merely
     /// missed heartbeats, and a dead one is replaced as soon as its first standby asks.
+    pub fn tick(&self) -> Duration {
+        Duration::from_micros(self.tick_us)
+    }
+
     pub fn leader_lease(&self) -> Duration {
         Self::ms(
             self.leader_timeout_ms

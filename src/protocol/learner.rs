@@ -119,6 +119,12 @@ impl Learner {
                 instance,
                 value,
             } if ballot.proposer == from && self.members.proposers.contains(&from) => {
+                // A batch acceptors refuse as too large for a 1b page gets no vote: keeping
+                // it would let a forged 2a at the leader's ballot stand in for the value the
+                // leader really proposes there.
+                if super::limits::batch(&value) > self.cfg.max_batch_bytes() {
+                    return;
+                }
                 self.record(instance, ballot, Some(value), None);
                 self.deliver(now, out);
             }

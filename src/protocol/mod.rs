@@ -9,12 +9,15 @@ mod actions;
 mod client;
 mod config;
 mod learner;
+pub mod limits;
 mod message;
 mod proposer;
 mod types;
 
 pub use acceptor::{Acceptor, AcceptorCounters, AcceptorState};
-pub use actions::{Actions, Change, Delivery, Event};
+pub use actions::{
+    coalesce_accepted, Actions, Change, Delivery, Event, Pending, Persist, Volatile,
+};
 pub use client::{Client, SubmitError};
 pub use config::{ConfigError, Membership, ProtocolConfig};
 pub use learner::{ClientDedup, Learner, LearnerSnapshot};

@@ -5,9 +5,9 @@
 
 use super::actions::{Actions, Change, Event};
 use super::config::{Membership, ProtocolConfig};
+use super::limits as sizes;
 use super::message::Message;
 use super::types::{Ballot, Batch, ClientValue, InstanceId, NodeId};
-use crate::wire::sizes;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -306,7 +306,11 @@ impl Proposer {
             Role::Preparing(p) => {
                 let retransmit = ProtocolConfig::ms(self.cfg.retransmit_timeout_ms);
                 let ballot = p.ballot;
+                let own_waits = !Self::may_ask_own(self.id, &self.members, p);
                 for a in &self.members.acceptors {
+                    if *a == self.id && own_waits {
+                        continue;
+                    }
                     // Only the missing part: from where this acceptor's answer stops.
                     let (from, asked_at) = match p.answers.get(a) {
                         Some(x) if x.complete() => continue,
@@ -430,7 +434,7 @@ impl Proposer {
             return;
         };
         self.max_round = round;
-        out.persist.push(Change::ProposerRound(round));
+        out.change(Change::ProposerRound(round));
         let ballot = Ballot::new(round, self.id);
         // From the slowest live learner's delivery point, not our own decided point: an
         // instance decided long ago may be held by acceptors under different ballots (a leader
@@ -453,7 +457,25 @@ impl Proposer {
             end: from,
             trim: 0,
         })));
-        out.send_all(&self.members.acceptors, &Message::Prepare { ballot, from });
+        let msg = Message::Prepare { ballot, from };
+        for a in &self.members.acceptors {
+            if *a != self.id || self.members.quorum() <= 1 {
+                out.send(*a, msg.clone());
+            }
+        }
+    }
+
+    /// A replica asks its own acceptor only once the others' promises would make a quorum
+    /// with it: a replica cut off from the rest would otherwise raise its own acceptor's
+    /// promise (no leader's heartbeat reaches it to hold the lease), and once the link is
+    /// back that acceptor would reject the healthy leader's 2a's and force an election.
+    fn may_ask_own(id: NodeId, members: &Membership, p: &Preparing) -> bool {
+        let others = p
+            .answers
+            .iter()
+            .filter(|(a, x)| **a != id && x.heard.is_some())
+            .count();
+        others + 1 >= members.quorum()
     }
 
     fn on_promise(&mut self, now: Duration, acceptor: NodeId, msg: Message, out: &mut Actions) {
@@ -506,6 +528,14 @@ impl Proposer {
                     from: x.covered,
                 },
             );
+        }
+        if self.members.acceptor_index(self.id).is_some()
+            && !p.answers.contains_key(&self.id)
+            && Self::may_ask_own(self.id, &self.members, p)
+        {
+            let from = p.from;
+            p.answers.insert(self.id, Answer::new(from, now));
+            out.send(self.id, Message::Prepare { ballot, from });
         }
         let complete = p.answers.values().filter(|a| a.complete()).count();
         if complete >= self.members.quorum() {

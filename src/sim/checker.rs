@@ -33,6 +33,12 @@ pub struct Observations {
     pub trimmed_out: Vec<bool>,
     /// No proposer led when the run ended after the heal.
     pub no_leader: bool,
+    /// Values whose client session died with its node before they were acknowledged: nothing
+    /// will resend them, so they may be delivered (once) or not at all.
+    pub abandoned: HashSet<(ClientId, u64)>,
+    /// Per learner: the values it delivered, and how many of them are owed (not abandoned).
+    got: Vec<HashSet<(ClientId, u64)>>,
+    owed_got: Vec<usize>,
 }
 
 impl Observations {
@@ -46,8 +52,41 @@ impl Observations {
             decided: vec![Vec::new(); learners],
             delivered: vec![Vec::new(); learners],
             trimmed_out: vec![false; learners],
+            got: vec![HashSet::new(); learners],
+            owed_got: vec![0; learners],
             ..Default::default()
         }
+    }
+
+    /// Learner `l` delivered `v`.
+    pub fn deliver(&mut self, l: usize, v: &ClientValue) {
+        let key = (v.client, v.seq);
+        if self.got[l].insert(key) && !self.abandoned.contains(&key) {
+            self.owed_got[l] += 1;
+        }
+        self.delivered[l].push(v.clone());
+    }
+
+    /// A session died unacknowledged with this value outstanding.
+    pub fn abandon(&mut self, key: (ClientId, u64)) {
+        if self.acked.contains(&key) || !self.abandoned.insert(key) {
+            return;
+        }
+        for (l, got) in self.got.iter().enumerate() {
+            if got.contains(&key) {
+                self.owed_got[l] -= 1;
+            }
+        }
+    }
+
+    /// Every learner that can (one trimmed out needs state transfer) delivered every value
+    /// it owes.
+    pub fn all_delivered(&self) -> bool {
+        let owed = self.submitted.len() - self.abandoned.len();
+        self.owed_got
+            .iter()
+            .zip(&self.trimmed_out)
+            .all(|(got, trimmed)| *trimmed || *got >= owed)
     }
 
     fn missing(&self) -> Vec<(usize, ClientId, u64)> {
@@ -58,7 +97,7 @@ impl Observations {
             }
             let got: HashSet<_> = stream.iter().map(|v| (v.client, v.seq)).collect();
             for key in self.submitted.keys() {
-                if !got.contains(key) {
+                if !got.contains(key) && !self.abandoned.contains(key) {
                     out.push((l, key.0, key.1));
                 }
             }

@@ -1,110 +1,110 @@
-//! An acceptor's disk in the simulator, under the node's fsync policy. A crash here is a power
-//! loss: whatever the policy had not made durable is gone.
+//! A simulated node's disk behind the one storage seam (`protocol::Persist`), under the
+//! node's fsync policy. A crash here is a power loss: whatever had not reached the platter is
+//! gone.
+//!
+//! Under `sync` a commit takes `fsync_latency` of virtual time, during which the node is busy
+//! (as a real node loop is, blocked in fsync): its messages leave and its changes become
+//! durable when the commit completes; a crash before that loses both. Under `async` changes
+//! are durable at the next periodic fsync; under `none` never. A lying disk (`lies`)
+//! acknowledges a `sync` commit at once and keeps it in its cache until the next periodic
+//! fsync: the checker must catch what that does.
 
-use crate::protocol::{AcceptorState, Change, Envelope};
+use crate::protocol::{AcceptorState, Change, Persist};
 use crate::storage::FsyncPolicy;
-
-/// Changes and the replies that must wait for them.
-#[derive(Default)]
-pub struct Batch {
-    pub changes: Vec<Change>,
-    pub sends: Vec<Envelope>,
-}
+use std::time::Duration;
 
 pub struct SimDisk {
-    pub policy: FsyncPolicy,
-    /// What a restart loads.
+    policy: FsyncPolicy,
+    fsync_latency: Duration,
+    lies: bool,
+    /// What a restart loads: the acceptor's state and the proposer's round.
     pub durable: AcceptorState,
-    /// async: written to the OS, not yet fsynced.
+    pub round: u32,
+    /// Written, not yet synced (async, or a lying disk's cache).
     unsynced: Vec<Change>,
-    /// sync: the batch being committed, and the one gathering behind it (group commit).
-    in_flight: Option<Batch>,
-    gathering: Batch,
-    /// Bumped by every crash, so a commit that completes after one is dropped.
-    pub incarnation: u64,
-    /// Commits completed and the changes they carried (sync), to see group commit at work.
+    /// The sync commit under way: durable once `complete` is called.
+    in_flight: Vec<Change>,
+    /// How long the last commit keeps the node busy.
+    busy: Duration,
+    /// Commits that wrote changes, and the changes they carried (group commit at work).
     pub commits: u64,
     pub committed_changes: u64,
 }
 
-/// What `write` asks of the simulation.
-pub enum Write {
-    /// Send these now.
-    SendNow(Vec<Envelope>),
-    /// Start a commit; when it completes call `commit_done`.
-    StartCommit,
-    /// Joined the batch behind the commit in flight.
-    Queued,
-}
-
 impl SimDisk {
-    pub fn new(policy: FsyncPolicy) -> Self {
+    pub fn new(policy: FsyncPolicy, fsync_latency: Duration, lies: bool) -> Self {
         SimDisk {
             policy,
+            fsync_latency,
+            lies,
             durable: AcceptorState::default(),
+            round: 0,
             unsynced: Vec::new(),
-            in_flight: None,
-            gathering: Batch::default(),
-            incarnation: 0,
+            in_flight: Vec::new(),
+            busy: Duration::ZERO,
             commits: 0,
             committed_changes: 0,
         }
     }
 
-    /// An acceptor's step produced `changes` and `sends`.
-    pub fn write(&mut self, changes: Vec<Change>, sends: Vec<Envelope>) -> Write {
-        match self.policy {
-            FsyncPolicy::None => Write::SendNow(sends),
-            FsyncPolicy::Async => {
-                self.unsynced.extend(changes);
-                Write::SendNow(sends)
-            }
-            FsyncPolicy::Sync => {
-                // Replies wait for their own changes and for every earlier commit.
-                if changes.is_empty() && self.in_flight.is_none() {
-                    return Write::SendNow(sends);
-                }
-                self.gathering.changes.extend(changes);
-                self.gathering.sends.extend(sends);
-                if self.in_flight.is_some() {
-                    return Write::Queued;
-                }
-                self.in_flight = Some(std::mem::take(&mut self.gathering));
-                Write::StartCommit
-            }
+    /// How long the last commit keeps the node busy (zero: its messages leave now). Once.
+    pub fn take_busy(&mut self) -> Duration {
+        std::mem::take(&mut self.busy)
+    }
+
+    /// The sync commit under way reached the disk.
+    pub fn complete(&mut self) {
+        for c in self.in_flight.drain(..) {
+            self.durable.apply(&c);
         }
     }
 
-    /// The commit in flight is durable: its replies may leave. Returns them, and whether
-    /// another commit starts (the batch that gathered meanwhile).
-    pub fn commit_done(&mut self) -> (Vec<Envelope>, bool) {
-        let Some(batch) = self.in_flight.take() else {
-            return (Vec::new(), false);
-        };
-        self.commits += 1;
-        self.committed_changes += batch.changes.len() as u64;
-        for c in &batch.changes {
-            self.durable.apply(c);
-        }
-        let more = !self.gathering.changes.is_empty() || !self.gathering.sends.is_empty();
-        if more {
-            self.in_flight = Some(std::mem::take(&mut self.gathering));
-        }
-        (batch.sends, more)
-    }
-
-    /// async: the background fsync.
+    /// The periodic fsync (async, and a lying disk's cache flush).
     pub fn fsync(&mut self) {
         for c in self.unsynced.drain(..) {
             self.durable.apply(&c);
         }
     }
 
+    /// Whether this disk is flushed periodically.
+    pub fn periodic(&self) -> bool {
+        self.policy == FsyncPolicy::Async || (self.policy == FsyncPolicy::Sync && self.lies)
+    }
+
     /// Power loss: everything not durable is gone.
     pub fn crash(&mut self) {
-        self.incarnation += 1;
         self.unsynced.clear();
-        self.in_flight = None;
-        self.gathering = Batch::default();
+        self.in_flight.clear();
+        self.busy = Duration::ZERO;
+    }
+}
+
+impl Persist for SimDisk {
+    type Error = std::convert::Infallible;
+
+    fn persist(&mut self, _now: Duration, changes: &[Change]) -> Result<(), Self::Error> {
+        let mut votes = Vec::new();
+        for c in changes {
+            match c {
+                // A proposer's round is one small file, synced at once.
+                Change::ProposerRound(r) => self.round = self.round.max(*r),
+                c => votes.push(c.clone()),
+            }
+        }
+        if votes.is_empty() {
+            return Ok(());
+        }
+        self.commits += 1;
+        self.committed_changes += votes.len() as u64;
+        match self.policy {
+            FsyncPolicy::None => {}
+            FsyncPolicy::Async => self.unsynced.extend(votes),
+            FsyncPolicy::Sync if self.lies => self.unsynced.extend(votes),
+            FsyncPolicy::Sync => {
+                self.in_flight.extend(votes);
+                self.busy = self.fsync_latency;
+            }
+        }
+        Ok(())
     }
 }

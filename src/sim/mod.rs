@@ -13,38 +13,22 @@ mod faults;
 pub use checker::{Observations, Violation};
 pub use faults::{CrashFault, CrashTarget, FaultKind, FaultPlan, Forgery, PartitionFault};
 
+pub use crate::driver::AcceptorLogic;
+
+use crate::driver::{Acked, Driver, Sessions, Sink};
 use crate::protocol::{
-    Acceptor, AcceptorCounters, AcceptorState, Actions, Ballot, Batch, Change, Client, ClientValue,
+    Acceptor, AcceptorCounters, AcceptorState, Ballot, Batch, ClientId, ClientValue, Envelope,
     Event, Learner, LearnerSnapshot, Membership, Message, NodeId, Proposer, ProtocolConfig,
 };
-use crate::storage::FsyncPolicy;
+use crate::storage::{BatchBudget, FsyncPolicy, StorageConfig};
 use crate::wire::{self, FrameHeader};
 use bytes::Bytes;
-use disk::{SimDisk, Write};
+use disk::SimDisk;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
-
-/// The acceptor logic the simulator drives: the real one, or a deliberately broken one in
-/// tests that prove the checker catches unsafe acceptors.
-pub trait AcceptorLogic {
-    fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions);
-    /// What it refused or put off (the real acceptor's counters).
-    fn counters(&self) -> AcceptorCounters {
-        AcceptorCounters::default()
-    }
-}
-
-impl AcceptorLogic for Acceptor {
-    fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
-        Acceptor::handle(self, now, from, msg, out)
-    }
-    fn counters(&self) -> AcceptorCounters {
-        Acceptor::counters(self)
-    }
-}
 
 /// Builds an acceptor from what its storage made durable (also at restart).
 pub type AcceptorFactory =
@@ -70,8 +54,12 @@ pub struct SimConfig {
     pub value_size: usize,
     /// After the heal, everything submitted must be delivered within this.
     pub liveness_bound: Duration,
-    pub tick: Duration,
     pub protocol: ProtocolConfig,
+    /// Which roles share a node.
+    pub layout: Layout,
+    /// The acceptors' disks acknowledge a `sync` commit before it is synced (only tests that
+    /// prove the checker catches it set this).
+    pub disk_lies: bool,
     pub plan: FaultPlan,
     /// The acceptors' fsync policy, and how long a commit takes / how often async syncs.
     pub policy: FsyncPolicy,
@@ -89,7 +77,11 @@ impl SimConfig {
     pub fn with_kind(seed: u64, kind: FaultKind) -> SimConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_fa17);
         let acceptors = if rng.gen_bool(0.25) { 5 } else { 3 };
-        let learners = 2;
+        let layout = Layout::for_seed(seed);
+        let learners = match layout {
+            Layout::Split => 2,
+            Layout::Replicas => acceptors,
+        };
         let protocol = ProtocolConfig {
             // Small frames and windows make chunking, batching limits and window stalls common.
             max_frame: *[256usize, 600, 1500]
@@ -114,8 +106,9 @@ impl SimConfig {
             think_time: Duration::from_micros(rng.gen_range(500..20_000)),
             value_size: rng.gen_range(0..=64),
             liveness_bound: Duration::from_secs(10),
-            tick: Duration::from_millis(2),
             protocol,
+            layout,
+            disk_lies: false,
             plan,
             policy: FsyncPolicy::Sync,
             fsync_latency: Duration::from_micros(rng.gen_range(50..500)),
@@ -124,6 +117,9 @@ impl SimConfig {
         // Drawn last, so the draws above (and what older seeds ran) stay as they were.
         // Short pages make paged phase 1 and paged catch-up common.
         cfg.protocol.answer_max_frames = rng.gen_range(1..=32);
+        // Nodes tick every 2 ms: half the production rate, for speed; every timeout is
+        // still many ticks long.
+        cfg.protocol.tick_us = 2_000;
         if kind == FaultKind::PowerCut {
             // A long history that nothing trims: after the cut, phase 1 must read all of it
             // through receive queues that hold a fraction of it.
@@ -144,6 +140,26 @@ impl SimConfig {
         self.policy = policy;
         self
     }
+
+    /// The same seed on the other layout (the layout changes no other draw).
+    pub fn with_layout(mut self, layout: Layout) -> SimConfig {
+        if layout != self.layout {
+            let learners = match layout {
+                Layout::Split => 2,
+                Layout::Replicas => self.acceptors,
+            };
+            self.layout = layout;
+            // Crash targets are reduced modulo the nodes that play the role (node_of).
+            self.learners = learners;
+        }
+        self
+    }
+
+    /// Disks that acknowledge before they sync: the checker must catch what follows.
+    pub fn with_lying_disks(mut self) -> SimConfig {
+        self.disk_lies = true;
+        self
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -156,6 +172,8 @@ pub struct SimStats {
     pub values_delivered: u64,
     pub leader_elections: u64,
     pub crashes: u64,
+    /// Nodes in the run (a power cut crashes every one).
+    pub nodes: u64,
     pub catchup_requests: u64,
     /// Acceptor commits (sync policy) and the changes they carried.
     pub commits: u64,
@@ -170,6 +188,7 @@ pub struct SimStats {
 pub struct SimReport {
     pub seed: u64,
     pub kind: FaultKind,
+    pub layout: Layout,
     pub policy: FsyncPolicy,
     pub violations: Vec<Violation>,
     pub stats: SimStats,
@@ -188,6 +207,9 @@ impl SimReport {
         if self.kind != FaultKind::for_seed(self.seed) {
             cmd.push_str(&format!(" --kind {}", self.kind.name()));
         }
+        if self.layout != Layout::for_seed(self.seed) {
+            cmd.push_str(&format!(" --layout {}", self.layout.name()));
+        }
         if self.policy != FsyncPolicy::Sync {
             cmd.push_str(&format!(" --policy {}", self.policy));
         }
@@ -195,31 +217,79 @@ impl SimReport {
     }
 }
 
-enum Role {
-    Proposer(Box<Proposer>),
-    Acceptor(Box<dyn AcceptorLogic>),
-    Learner(Box<Learner>),
-    Client(Client),
+/// Which roles share a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Proposers, acceptors and learners on nodes of their own; clients on the learners.
+    Split,
+    /// Every node a replica: proposer, acceptor and learner in one driver (its proposer's 2a
+    /// to its own acceptor never touches the network); clients on the replicas.
+    Replicas,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 2] = [Layout::Split, Layout::Replicas];
+
+    /// Consecutive runs of `FaultKind::ALL.len()` seeds alternate layouts, so any range of
+    /// seeds covers every fault kind in both.
+    pub fn for_seed(seed: u64) -> Layout {
+        Layout::ALL[((seed / FaultKind::ALL.len() as u64) % 2) as usize]
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layout::Split => "split",
+            Layout::Replicas => "replicas",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Layout> {
+        Layout::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// What one simulated node plays.
+#[derive(Clone, Copy, Default)]
+struct Plays {
+    proposer: bool,
+    acceptor: bool,
+    learner: Option<usize>,
+    /// How many client sessions it hosts.
+    clients: usize,
 }
 
 struct Node {
     id: NodeId,
-    role: Option<Role>,
-    /// What survives a crash: acceptor disk, proposer round, learner snapshot.
+    plays: Plays,
+    /// The production driver; None while the node is down.
+    driver: Option<Driver>,
+    /// What survives a power loss: acceptor state and proposer round.
     disk: SimDisk,
-    durable_round: u32,
+    /// The application state a learner restarts from (its snapshot).
     durable_learner: LearnerSnapshot,
-    /// Index among learners (learners) or home learner (clients).
-    learner_index: usize,
-    /// Frames on their way to this node: like a socket's receive buffer, it holds at most
-    /// `RX_QUEUE_FRAMES`, and a burst past that is dropped.
+    /// Bumped by every crash: a commit that completes after one is dropped.
+    incarnation: u64,
+    /// Frames on their way to this node or waiting in its receive queue: like a socket's
+    /// receive buffer, it holds at most `RX_QUEUE_FRAMES`, and a burst past that is dropped.
     inflight: usize,
+    /// Frames that arrived while the node was busy in a commit: its next burst.
+    inbox: Vec<(NodeId, Vec<u8>)>,
+    busy_until: Duration,
+    /// Messages a commit under way released: they leave when it completes.
+    held: Vec<Envelope>,
 }
 
 /// Frames a node's receive queue holds: about what a kernel's default UDP receive buffer
 /// holds of full 1500-byte frames, doubled. A burst of answers larger than this loses its
 /// tail, as it does on a real socket.
 pub const RX_QUEUE_FRAMES: usize = 256;
+
+/// A client session the simulator submits on: which node hosts it and its index there.
+struct SimClient {
+    node: usize,
+    local: usize,
+    submitted: usize,
+}
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum What {
@@ -230,8 +300,10 @@ enum What {
         frame: Vec<u8>,
     },
     Submit(usize),
-    /// An acceptor's commit completes (ignored if the node crashed since: incarnation).
+    /// A node's commit completes (ignored if the node crashed since: incarnation).
     Commit(usize, u64),
+    /// A node has messages to itself to handle.
+    Wake(usize),
     Fsync(usize),
     Crash(usize),
     CrashLeader(u64),
@@ -243,6 +315,28 @@ enum What {
     CrashAll,
     RestartAll,
     Forge(usize),
+}
+
+/// What a turn delivered and reported, for the checker.
+#[derive(Default)]
+struct Collected {
+    delivered: Vec<ClientValue>,
+    acked: Vec<(ClientId, u64)>,
+    events: Vec<Event>,
+}
+
+impl Sink for Collected {
+    fn delivered(&mut self, _now: Duration, v: &ClientValue) -> std::io::Result<()> {
+        self.delivered.push(v.clone());
+        Ok(())
+    }
+    fn acknowledged(&mut self, ack: &Acked) -> std::io::Result<()> {
+        self.acked.push((ack.client, ack.seq));
+        Ok(())
+    }
+    fn event(&mut self, _node: NodeId, e: &Event) {
+        self.events.push(e.clone());
+    }
 }
 
 pub struct Simulation {
@@ -260,8 +354,9 @@ pub struct Simulation {
     /// Nodes cut off from the rest by the current partition.
     cut: HashSet<usize>,
     leader_victims: Vec<(u64, usize)>,
-    submitted_per_client: Vec<usize>,
+    clients: Vec<SimClient>,
     frame_buf: Vec<u8>,
+    sink: Collected,
 }
 
 fn mac(id: NodeId) -> wire::MacAddr {
@@ -272,43 +367,105 @@ fn mac(id: NodeId) -> wire::MacAddr {
 impl Simulation {
     pub fn new(cfg: SimConfig, factory: AcceptorFactory) -> Self {
         let id_of = |base: u16, k: usize| base + k as u16;
-        let members = Membership {
-            proposers: (0..cfg.proposers).map(|k| id_of(1, k)).collect(),
-            acceptors: (0..cfg.acceptors).map(|k| id_of(11, k)).collect(),
-            learners: (0..cfg.learners).map(|k| id_of(21, k)).collect(),
+        let mut plays: Vec<(NodeId, Plays)> = Vec::new();
+        let members = match cfg.layout {
+            Layout::Split => {
+                let m = Membership {
+                    proposers: (0..cfg.proposers).map(|k| id_of(1, k)).collect(),
+                    acceptors: (0..cfg.acceptors).map(|k| id_of(11, k)).collect(),
+                    learners: (0..cfg.learners).map(|k| id_of(21, k)).collect(),
+                };
+                for id in &m.proposers {
+                    plays.push((
+                        *id,
+                        Plays {
+                            proposer: true,
+                            ..Plays::default()
+                        },
+                    ));
+                }
+                for id in &m.acceptors {
+                    plays.push((
+                        *id,
+                        Plays {
+                            acceptor: true,
+                            ..Plays::default()
+                        },
+                    ));
+                }
+                for (k, id) in m.learners.iter().enumerate() {
+                    plays.push((
+                        *id,
+                        Plays {
+                            learner: Some(k),
+                            ..Plays::default()
+                        },
+                    ));
+                }
+                m
+            }
+            Layout::Replicas => {
+                let ids: Vec<NodeId> = (0..cfg.acceptors).map(|k| id_of(1, k)).collect();
+                for (k, id) in ids.iter().enumerate() {
+                    plays.push((
+                        *id,
+                        Plays {
+                            proposer: true,
+                            acceptor: true,
+                            learner: Some(k),
+                            clients: 0,
+                        },
+                    ));
+                }
+                Membership {
+                    proposers: ids.clone(),
+                    acceptors: ids.clone(),
+                    learners: ids,
+                }
+            }
         };
-        let mut nodes = Vec::new();
-        let mut add = |id: NodeId, learner_index: usize| {
-            nodes.push(Node {
-                id,
-                role: None,
-                disk: SimDisk::new(cfg.policy),
-                durable_round: 0,
-                durable_learner: LearnerSnapshot::default(),
-                learner_index,
-                inflight: 0,
-            })
-        };
-        members.proposers.iter().for_each(|id| add(*id, 0));
-        members.acceptors.iter().for_each(|id| add(*id, 0));
-        for (k, id) in members.learners.iter().enumerate() {
-            add(*id, k);
-        }
+        // Clients live on learner nodes, spread over them.
+        let hosts: Vec<usize> = (0..plays.len())
+            .filter(|n| plays[*n].1.learner.is_some())
+            .collect();
+        let mut clients = Vec::new();
         for k in 0..cfg.clients {
-            add(id_of(31, k), k % cfg.learners);
+            let node = hosts[k % hosts.len()];
+            clients.push(SimClient {
+                node,
+                local: plays[node].1.clients,
+                submitted: 0,
+            });
+            plays[node].1.clients += 1;
         }
+        let nodes = plays
+            .into_iter()
+            .map(|(id, plays)| Node {
+                id,
+                plays,
+                driver: None,
+                disk: SimDisk::new(cfg.policy, cfg.fsync_latency, cfg.disk_lies),
+                durable_learner: LearnerSnapshot::default(),
+                incarnation: 0,
+                inflight: 0,
+                inbox: Vec::new(),
+                busy_until: Duration::ZERO,
+                held: Vec::new(),
+            })
+            .collect();
         let mut sim = Simulation {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             now: Duration::ZERO,
             queue: BinaryHeap::new(),
             seq: 0,
-            obs: Observations::new(cfg.learners),
+            obs: Observations::new(members.learners.len()),
             stats: SimStats::default(),
             healed: false,
             cut: HashSet::new(),
             leader_victims: Vec::new(),
-            submitted_per_client: vec![0; cfg.clients],
+            clients,
             frame_buf: Vec::with_capacity(cfg.protocol.max_frame),
+            sink: Collected::default(),
             nodes,
             members,
             factory,
@@ -319,20 +476,34 @@ impl Simulation {
             // Spread ticks so nodes do not all act at the same instant.
             let offset = Duration::from_micros(sim.rng.gen_range(0..2000));
             sim.schedule(offset, What::Tick(n));
-        }
-        sim.schedule_faults();
-        if sim.cfg.policy == FsyncPolicy::Async {
-            for k in 0..sim.cfg.acceptors {
+            if sim.nodes[n].disk.periodic() {
                 let at = sim.cfg.fsync_interval;
-                sim.schedule(at, What::Fsync(sim.cfg.proposers + k));
+                sim.schedule(at, What::Fsync(n));
             }
         }
+        sim.schedule_faults();
         sim
     }
 
     fn schedule(&mut self, at: Duration, what: What) {
         self.seq += 1;
         self.queue.push(Reverse((at, self.seq, what)));
+    }
+
+    /// The node index of the acceptor, proposer or learner with this index.
+    fn node_of(&self, target: CrashTarget) -> Option<usize> {
+        let find = |want: &dyn Fn(&Plays) -> bool, i: usize| {
+            let of: Vec<usize> = (0..self.nodes.len())
+                .filter(|n| want(&self.nodes[*n].plays))
+                .collect();
+            (!of.is_empty()).then(|| of[i % of.len()])
+        };
+        match target {
+            CrashTarget::Acceptor(i) => find(&|p| p.acceptor, i),
+            CrashTarget::Proposer(i) => find(&|p| p.proposer, i),
+            CrashTarget::Learner(i) => find(&|p| p.learner.is_some(), i),
+            CrashTarget::Leader | CrashTarget::All => None,
+        }
     }
 
     fn schedule_faults(&mut self) {
@@ -347,24 +518,15 @@ impl Simulation {
                     self.schedule(c.at, What::CrashLeader(k as u64));
                     self.schedule(c.restart_at, What::RestartLeaderVictim(k as u64));
                 }
-                CrashTarget::Acceptor(i) => {
-                    let n = self.cfg.proposers + i;
-                    self.schedule(c.at, What::Crash(n));
-                    self.schedule(c.restart_at, What::Restart(n));
-                }
-                CrashTarget::Proposer(i) => {
-                    let n = i % self.cfg.proposers;
-                    self.schedule(c.at, What::Crash(n));
-                    self.schedule(c.restart_at, What::Restart(n));
-                }
-                CrashTarget::Learner(i) => {
-                    let n = self.cfg.proposers + self.cfg.acceptors + i;
-                    self.schedule(c.at, What::Crash(n));
-                    self.schedule(c.restart_at, What::Restart(n));
-                }
                 CrashTarget::All => {
                     self.schedule(c.at, What::CrashAll);
                     self.schedule(c.restart_at, What::RestartAll);
+                }
+                target => {
+                    if let Some(n) = self.node_of(target) {
+                        self.schedule(c.at, What::Crash(n));
+                        self.schedule(c.restart_at, What::Restart(n));
+                    }
                 }
             }
         }
@@ -374,44 +536,82 @@ impl Simulation {
         self.schedule(plan.heal_at, What::Heal);
     }
 
-    /// (Re)starts node `n` from its durable state.
+    /// (Re)starts node `n` from its durable state: the production driver with the roles
+    /// its layout gives it.
     fn start(&mut self, n: usize) {
         let cfg = &self.cfg.protocol;
         let members = self.members.clone();
         let node = &mut self.nodes[n];
-        let id = node.id;
-        let first_client = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
-        node.role = Some(if members.proposers.contains(&id) {
-            Role::Proposer(Box::new(Proposer::new(
+        let (id, plays) = (node.id, node.plays);
+        let mut d = Driver::new(id, cfg, BatchBudget::of(&StorageConfig::default()));
+        if plays.proposer {
+            d = d.with_proposer(Proposer::new(
                 id,
                 cfg,
-                members,
+                members.clone(),
                 self.now,
-                node.durable_round,
-            )))
-        } else if members.acceptors.contains(&id) {
-            Role::Acceptor((self.factory)(id, cfg, members, node.disk.durable.clone()))
-        } else if members.learners.contains(&id) {
-            Role::Learner(Box::new(Learner::restore(
+                node.disk.round,
+            ));
+        }
+        if plays.acceptor {
+            d = d.with_acceptor((self.factory)(
                 id,
                 cfg,
-                members,
+                members.clone(),
+                node.disk.durable.clone(),
+            ));
+        }
+        if plays.learner.is_some() {
+            d = d.with_learner(Learner::restore(
+                id,
+                cfg,
+                members.clone(),
                 self.now,
                 node.durable_learner.clone(),
-            )))
-        } else {
-            debug_assert!(n >= first_client);
-            Role::Client(Client::new(id as u64, cfg, members.proposers))
-        });
-        if n >= first_client {
-            self.client_submit(n);
+            ));
+        }
+        if plays.clients > 0 {
+            // A new session each incarnation: a restarted node never reuses client ids.
+            let session = node.incarnation as u32 + 1;
+            d = d.with_sessions(Sessions::new(
+                id,
+                session,
+                plays.clients,
+                cfg,
+                &members.proposers,
+            ));
+        }
+        node.driver = Some(d);
+        node.busy_until = self.now;
+        for c in 0..self.clients.len() {
+            if self.clients[c].node == n {
+                self.client_submit(c);
+            }
         }
     }
 
     fn crash(&mut self, n: usize) {
-        if self.nodes[n].role.take().is_some() {
-            self.stats.crashes += 1;
-            self.nodes[n].disk.crash();
+        let node = &mut self.nodes[n];
+        let Some(d) = node.driver.take() else { return };
+        self.stats.crashes += 1;
+        node.disk.crash();
+        node.incarnation += 1;
+        node.inflight -= node.inbox.len();
+        node.inbox.clear();
+        node.held.clear();
+        node.busy_until = Duration::ZERO;
+        // Its client sessions die with it: what they had not seen acknowledged, nothing
+        // resends.
+        let ids: HashSet<ClientId> = d.sessions.ids().collect();
+        if !ids.is_empty() {
+            let orphans: Vec<_> = self
+                .obs
+                .submitted
+                .keys()
+                .filter(|k| ids.contains(&k.0))
+                .copied()
+                .collect();
+            orphans.into_iter().for_each(|k| self.obs.abandon(k));
         }
     }
 
@@ -431,11 +631,12 @@ impl Simulation {
             }
         }
         self.stats.virtual_time = self.now;
+        self.stats.nodes = self.nodes.len() as u64;
         self.stats.values_delivered = self.obs.delivered.iter().map(|d| d.len() as u64).sum();
         self.stats.commits = self.nodes.iter().map(|n| n.disk.commits).sum();
         self.stats.committed_changes = self.nodes.iter().map(|n| n.disk.committed_changes).sum();
         for node in &self.nodes {
-            if let Some(Role::Acceptor(a)) = &node.role {
+            if let Some(a) = node.driver.as_ref().and_then(|d| d.acceptor.as_ref()) {
                 let c = a.counters();
                 let sum = &mut self.stats.acceptors;
                 sum.refused_oversized += c.refused_oversized;
@@ -456,6 +657,7 @@ impl Simulation {
         SimReport {
             seed: self.cfg.seed,
             kind: self.cfg.plan.kind,
+            layout: self.cfg.layout,
             policy: self.cfg.policy,
             violations,
             stats: self.stats,
@@ -464,59 +666,76 @@ impl Simulation {
     }
 
     fn describe(&self) -> String {
-        let mut out = format!("submitted {} values; ", self.obs.submitted.len());
+        let mut out = format!(
+            "submitted {} values ({} abandoned with their session); ",
+            self.obs.submitted.len(),
+            self.obs.abandoned.len()
+        );
         for node in &self.nodes {
-            let state = match &node.role {
-                None => "down".to_string(),
-                Some(Role::Proposer(p)) => format!(
-                    "proposer leader={} ballot={:?} decided_below={} open={} pending={}",
-                    p.is_leader(),
-                    p.leader_ballot(),
-                    p.decided_below(),
-                    p.open_instances(),
-                    p.pending_values()
-                ),
-                Some(Role::Acceptor(_)) => "acceptor".to_string(),
-                Some(Role::Learner(l)) => format!(
-                    "learner next={} trimmed={:?} delivered={}",
-                    l.next_instance(),
-                    l.trimmed(),
-                    self.obs.delivered[node.learner_index].len()
-                ),
-                Some(Role::Client(c)) => format!("client outstanding={}", c.outstanding()),
-            };
-            out.push_str(&format!("\n    node {}: {state}", node.id));
+            let mut parts = Vec::new();
+            match &node.driver {
+                None => parts.push("down".to_string()),
+                Some(d) => {
+                    if let Some(p) = &d.proposer {
+                        parts.push(format!(
+                            "proposer leader={} ballot={:?} decided_below={} open={} pending={}",
+                            p.is_leader(),
+                            p.leader_ballot(),
+                            p.decided_below(),
+                            p.open_instances(),
+                            p.pending_values()
+                        ));
+                    }
+                    if d.acceptor.is_some() {
+                        parts.push("acceptor".to_string());
+                    }
+                    if let (Some(l), Some(k)) = (&d.learner, node.plays.learner) {
+                        parts.push(format!(
+                            "learner next={} trimmed={:?} delivered={}",
+                            l.next_instance(),
+                            l.trimmed(),
+                            self.obs.delivered[k].len()
+                        ));
+                    }
+                    if node.plays.clients > 0 {
+                        parts.push(format!("clients outstanding={}", d.sessions.outstanding()));
+                    }
+                }
+            }
+            out.push_str(&format!("\n    node {}: {}", node.id, parts.join("; ")));
         }
         out
     }
 
-    /// A leader leads, and every learner that can (one trimmed out needs state transfer)
-    /// delivered as many values as were submitted (the final check then tells whether they
-    /// are the right ones).
+    /// A leader leads, and every learner that can delivered every value it owes (the final
+    /// check then tells whether they are the right ones).
     fn done(&self) -> bool {
-        let total = self.obs.submitted.len();
-        self.leader().is_some()
-            && self
-                .obs
-                .delivered
-                .iter()
-                .zip(&self.obs.trimmed_out)
-                .all(|(d, trimmed)| *trimmed || d.len() >= total)
+        self.leader().is_some() && self.obs.all_delivered()
     }
 
     /// The node index of a proposer that leads, if one does.
     fn leader(&self) -> Option<usize> {
-        (0..self.cfg.proposers)
-            .find(|n| matches!(&self.nodes[*n].role, Some(Role::Proposer(p)) if p.is_leader()))
+        (0..self.nodes.len()).find(|n| {
+            self.nodes[*n]
+                .driver
+                .as_ref()
+                .and_then(|d| d.proposer.as_ref())
+                .is_some_and(|p| p.is_leader())
+        })
     }
 
     /// Sends a frame a hostile station made under a member's id.
     fn forge(&mut self, k: usize) {
         let Some(leader) = self.leader() else { return };
-        let Some(Role::Proposer(p)) = &self.nodes[leader].role else {
+        let Some(p) = self.nodes[leader]
+            .driver
+            .as_ref()
+            .and_then(|d| d.proposer.as_ref())
+        else {
             return;
         };
         let (leader_id, ballot) = (self.nodes[leader].id, p.leader_ballot());
+        let decided_below = p.decided_below();
         let standby = self
             .members
             .proposers
@@ -558,7 +777,7 @@ impl Simulation {
                     leader_id,
                     Message::Accept {
                         ballot,
-                        instance: p.decided_below() + 3 * self.cfg.protocol.window as u64,
+                        instance: decided_below + 3 * self.cfg.protocol.window as u64,
                         value: Batch::new(vec![value]),
                     },
                 )
@@ -569,30 +788,49 @@ impl Simulation {
         }
     }
 
+    fn up(&self, n: usize) -> bool {
+        self.nodes[n].driver.is_some()
+    }
+
+    fn busy(&self, n: usize) -> bool {
+        self.now < self.nodes[n].busy_until
+    }
+
     fn step(&mut self, what: What) {
         match what {
             What::Tick(n) => {
-                let mut out = Actions::new();
-                let now = self.now;
-                match self.nodes[n].role.as_mut() {
-                    Some(Role::Proposer(p)) => p.tick(now, &mut out),
-                    Some(Role::Learner(l)) => l.tick(now, &mut out),
-                    Some(Role::Client(c)) => c.tick(now, &mut out),
-                    Some(Role::Acceptor(_)) | None => {}
+                if self.up(n) && !self.busy(n) {
+                    self.turn(n, Vec::new());
                 }
-                self.apply(n, out);
-                let next = self.now + self.cfg.tick;
+                let next = self.now + self.cfg.protocol.tick();
                 self.schedule(next, What::Tick(n));
             }
-            What::Deliver { from, to, frame } => self.deliver(from, to, frame),
+            What::Deliver { from, to, frame } => {
+                if !self.up(to) {
+                    self.nodes[to].inflight -= 1;
+                } else if self.busy(to) {
+                    self.nodes[to].inbox.push((from, frame));
+                } else {
+                    self.nodes[to].inflight -= 1;
+                    self.turn(to, vec![(from, frame)]);
+                }
+            }
             What::Submit(c) => self.client_submit(c),
             What::Commit(n, incarnation) => {
-                if self.nodes[n].disk.incarnation == incarnation && self.nodes[n].role.is_some() {
-                    let (sends, more) = self.nodes[n].disk.commit_done();
-                    if more {
-                        self.schedule_commit(n);
-                    }
-                    self.send_from(n, sends);
+                if self.nodes[n].incarnation == incarnation && self.up(n) {
+                    // The commit reached the disk: its messages leave, and the frames that
+                    // queued meanwhile are the next burst.
+                    self.nodes[n].disk.complete();
+                    let held = std::mem::take(&mut self.nodes[n].held);
+                    self.send_from(n, held);
+                    let inbox = std::mem::take(&mut self.nodes[n].inbox);
+                    self.nodes[n].inflight -= inbox.len();
+                    self.turn(n, inbox);
+                }
+            }
+            What::Wake(n) => {
+                if self.up(n) && !self.busy(n) {
+                    self.turn(n, Vec::new());
                 }
             }
             What::Fsync(n) => {
@@ -602,20 +840,19 @@ impl Simulation {
             }
             What::Crash(n) => self.crash(n),
             What::Restart(n) => {
-                if self.nodes[n].role.is_none() {
+                if !self.up(n) {
                     self.start(n);
                 }
             }
             What::CrashLeader(k) => {
-                let leader = self.leader();
-                if let Some(n) = leader {
+                if let Some(n) = self.leader() {
                     self.leader_victims.push((k, n));
                     self.crash(n);
                 }
             }
             What::RestartLeaderVictim(k) => {
                 if let Some(&(_, n)) = self.leader_victims.iter().find(|(v, _)| *v == k) {
-                    if self.nodes[n].role.is_none() {
+                    if !self.up(n) {
                         self.start(n);
                     }
                 }
@@ -624,8 +861,13 @@ impl Simulation {
                 let p = self.cfg.plan.partitions[k].clone();
                 self.cut.clear();
                 let leader = self.leader();
-                let standby = (0..self.cfg.proposers)
-                    .find(|n| Some(*n) != leader && self.nodes[*n].role.is_some());
+                let standby = (0..self.nodes.len()).find(|n| {
+                    Some(*n) != leader
+                        && self.nodes[*n]
+                            .driver
+                            .as_ref()
+                            .is_some_and(|d| d.proposer.is_some())
+                });
                 match (p.isolate_leader, leader) {
                     _ if p.isolate_standby => {
                         self.cut.extend(standby);
@@ -634,11 +876,11 @@ impl Simulation {
                         self.cut.insert(n);
                     }
                     _ => {
-                        // A random minority of the servers (clients stay connected).
-                        let servers = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
+                        // A random minority of the nodes.
+                        let nodes = self.nodes.len();
                         let mut pick = p.minority_pick;
-                        for _ in 0..(servers - 1) / 2 {
-                            self.cut.insert((pick % servers as u64) as usize);
+                        for _ in 0..(nodes - 1) / 2 {
+                            self.cut.insert((pick % nodes as u64) as usize);
                             pick = pick.rotate_left(13).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                         }
                     }
@@ -646,15 +888,13 @@ impl Simulation {
             }
             What::Unpartition => self.cut.clear(),
             What::CrashAll => {
-                let servers = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
-                for n in 0..servers {
+                for n in 0..self.nodes.len() {
                     self.crash(n);
                 }
             }
             What::RestartAll => {
-                let servers = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
-                for n in 0..servers {
-                    if self.nodes[n].role.is_none() {
+                for n in 0..self.nodes.len() {
+                    if !self.up(n) {
                         self.start(n);
                     }
                 }
@@ -666,7 +906,7 @@ impl Simulation {
                 self.cfg.plan.loss = 0.0;
                 self.cfg.plan.duplicate = 0.0;
                 for n in 0..self.nodes.len() {
-                    if self.nodes[n].role.is_none() {
+                    if !self.up(n) {
                         self.start(n);
                     }
                 }
@@ -674,85 +914,108 @@ impl Simulation {
         }
     }
 
-    fn deliver(&mut self, from: NodeId, to: usize, frame: Vec<u8>) {
-        self.nodes[to].inflight -= 1;
-        let Some(role) = self.nodes[to].role.as_mut() else {
+    /// One turn of node `n`'s driver, as a node loop runs it: the frames as one burst, a
+    /// tick if due, then commit, and the messages released when the commit completes.
+    fn turn(&mut self, n: usize, frames: Vec<(NodeId, Vec<u8>)>) {
+        let now = self.now;
+        let mut msgs = Vec::with_capacity(frames.len());
+        for (from, frame) in frames {
+            match wire::decode_bytes(Bytes::from(frame)) {
+                Ok(f) => {
+                    debug_assert_eq!(f.header.sender, from);
+                    msgs.push((from, f.msg));
+                }
+                Err(e) => self
+                    .obs
+                    .codec_error(format!("a frame node {from} sent does not decode: {e}")),
+            }
+        }
+        let node = &mut self.nodes[n];
+        let Some(d) = node.driver.as_mut() else {
             return;
         };
-        let decoded = match wire::decode_bytes(Bytes::from(frame)) {
-            Ok(f) => f,
-            Err(e) => {
-                self.obs
-                    .codec_error(format!("a frame node {from} sent does not decode: {e}"));
-                return;
-            }
-        };
-        debug_assert_eq!(decoded.header.sender, from);
-        let mut out = Actions::new();
-        let now = self.now;
-        match role {
-            Role::Proposer(p) => p.handle(now, from, decoded.msg, &mut out),
-            Role::Acceptor(a) => a.handle(now, from, decoded.msg, &mut out),
-            Role::Learner(l) => l.handle(now, from, decoded.msg, &mut out),
-            Role::Client(c) => c.handle(&decoded.msg),
+        d.begin_turn(now);
+        for (from, msg) in msgs {
+            d.handle(now, from, msg);
         }
-        self.apply(to, out);
-    }
-
-    /// Carries out a node's actions: storage first, then messages, deliveries, events.
-    fn apply(&mut self, n: usize, mut out: Actions) {
-        let node = &mut self.nodes[n];
-        let mut sends = std::mem::take(&mut out.send);
-        if matches!(node.role, Some(Role::Acceptor(_))) {
-            match node.disk.write(std::mem::take(&mut out.persist), sends) {
-                Write::SendNow(now) => sends = now,
-                Write::StartCommit => {
-                    sends = Vec::new();
-                    self.schedule_commit(n);
-                }
-                Write::Queued => sends = Vec::new(),
-            }
-        }
-        let node = &mut self.nodes[n];
-        for change in &out.persist {
-            if let Change::ProposerRound(r) = change {
-                // A proposer's round is one tiny record, synced at once.
-                node.durable_round = node.durable_round.max(*r);
-            }
-        }
-        for ev in &out.events {
-            match ev {
-                Event::BecameLeader { .. } => self.stats.leader_elections += 1,
-                Event::Trimmed { .. } => {
-                    let l = self.nodes[n].learner_index;
-                    self.obs.trimmed_out[l] = true;
-                }
-                Event::Decided { instance, value } => {
-                    let l = self.nodes[n].learner_index;
-                    self.obs.decided[l].push((*instance, value.clone()));
-                }
-                _ => {}
-            }
-        }
-        if let Some(Role::Learner(learner)) = &self.nodes[n].role {
+        d.tick_if_due(now);
+        let pending = d
+            .end_turn(now, &mut self.sink)
+            .expect("the simulator's sink never fails");
+        let Ok(released) = pending.commit(&mut node.disk, now);
+        let remote = d.release(released);
+        let more = d.has_work();
+        if let Some(l) = &d.learner {
             // The application keeps the snapshot with its state, no-op instances included.
-            if learner.next_instance() != self.nodes[n].durable_learner.next {
-                self.nodes[n].durable_learner = learner.snapshot().clone();
+            if l.next_instance() != node.durable_learner.next {
+                node.durable_learner = l.snapshot().clone();
             }
         }
-        if !out.deliver.is_empty() {
-            self.on_deliveries(n, &out.deliver);
+        let busy = node.disk.take_busy();
+        if busy.is_zero() {
+            self.send_from(n, remote);
+            if more {
+                self.schedule(now, What::Wake(n));
+            }
+        } else {
+            node.held = remote;
+            node.busy_until = now + busy;
+            let incarnation = node.incarnation;
+            self.schedule(now + busy, What::Commit(n, incarnation));
         }
-        self.send_from(n, sends);
+        self.collect(n);
     }
 
-    fn schedule_commit(&mut self, n: usize) {
-        let at = self.now + self.cfg.fsync_latency;
-        let incarnation = self.nodes[n].disk.incarnation;
-        self.schedule(at, What::Commit(n, incarnation));
+    /// What the last turn delivered and reported, into the observations.
+    fn collect(&mut self, n: usize) {
+        let sink = std::mem::take(&mut self.sink);
+        if let Some(l) = self.nodes[n].plays.learner {
+            for v in &sink.delivered {
+                self.obs.deliver(l, v);
+            }
+            for e in &sink.events {
+                match e {
+                    Event::BecameLeader { .. } => self.stats.leader_elections += 1,
+                    Event::Trimmed { .. } => self.obs.trimmed_out[l] = true,
+                    Event::Decided { instance, value } => {
+                        self.obs.decided[l].push((*instance, value.clone()))
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            let elections = sink
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::BecameLeader { .. }))
+                .count();
+            self.stats.leader_elections += elections as u64;
+        }
+        let mut wake = Vec::new();
+        for key in &sink.acked {
+            self.obs.acked.insert(*key);
+            let local = (key.0 & 0xFFFF) as usize;
+            if let Some(c) = self
+                .clients
+                .iter()
+                .position(|c| c.node == n && c.local == local)
+            {
+                wake.push(c);
+            }
+        }
+        wake.dedup();
+        for c in wake {
+            let at = self.now + self.cfg.think_time;
+            self.schedule(at, What::Submit(c));
+        }
+        let mut sink = sink;
+        sink.delivered.clear();
+        sink.acked.clear();
+        sink.events.clear();
+        self.sink = sink;
     }
 
-    fn send_from(&mut self, n: usize, sends: Vec<crate::protocol::Envelope>) {
+    fn send_from(&mut self, n: usize, sends: Vec<Envelope>) {
         let from = self.nodes[n].id;
         for env in sends {
             if matches!(env.msg, Message::CatchupRequest { .. }) {
@@ -762,55 +1025,34 @@ impl Simulation {
         }
     }
 
-    fn on_deliveries(&mut self, n: usize, deliveries: &[crate::protocol::Delivery]) {
-        let l = self.nodes[n].learner_index;
-        let first_client = self.cfg.proposers + self.cfg.acceptors + self.cfg.learners;
-        let mut wake = Vec::new();
-        for d in deliveries {
-            for v in &d.values {
-                self.obs.delivered[l].push(v.clone());
-                let c = first_client + (v.client as usize - 31);
-                if self.nodes[c].learner_index != l {
-                    continue;
-                }
-                if let Some(Role::Client(client)) = self.nodes[c].role.as_mut() {
-                    if client.on_delivered(self.now, v.seq).is_some() {
-                        self.obs.acked.insert((v.client, v.seq));
-                        wake.push(c);
-                    }
-                }
-            }
-        }
-        wake.dedup();
-        for c in wake {
-            let at = self.now + self.cfg.think_time;
-            self.schedule(at, What::Submit(c));
-        }
-    }
-
-    /// Tops the client up to its window of outstanding values and sends them.
+    /// Tops client `c` up to its window of outstanding values; they leave with its node's
+    /// next turn (now, unless the node is in a commit).
     fn client_submit(&mut self, c: usize) {
-        let k = c - (self.cfg.proposers + self.cfg.acceptors + self.cfg.learners);
         let now = self.now;
-        let mut out = Actions::new();
-        let Some(Role::Client(client)) = self.nodes[c].role.as_mut() else {
+        let n = self.clients[c].node;
+        let local = self.clients[c].local;
+        let Some(d) = self.nodes[n].driver.as_mut() else {
             return;
         };
+        let mut submitted = false;
         while !self.healed
-            && client.outstanding() < self.cfg.client_window
-            && self.submitted_per_client[k] < self.cfg.values_per_client
+            && d.sessions.outstanding_of(local) < self.cfg.client_window
+            && self.clients[c].submitted < self.cfg.values_per_client
         {
             let mut payload = vec![0u8; self.cfg.value_size];
             self.rng.fill(&mut payload[..]);
             let payload = Bytes::from(payload);
-            let seq = client
-                .submit(now, payload.clone())
+            let (client, seq) = d
+                .sessions
+                .submit(now, local, payload.clone())
                 .expect("simulated values are within the frame limit");
-            self.obs.submitted.insert((client.id(), seq), payload);
-            self.submitted_per_client[k] += 1;
+            self.obs.submitted.insert((client, seq), payload);
+            self.clients[c].submitted += 1;
+            submitted = true;
         }
-        client.flush(&mut out);
-        self.apply(c, out);
+        if submitted && !self.busy(n) {
+            self.turn(n, Vec::new());
+        }
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, msg: &Message) {

@@ -2,7 +2,6 @@
 //! counts what is not for this cluster.
 
 pub mod afpacket;
-#[cfg(feature = "dpdk")]
 pub mod dpdk;
 pub mod udp;
 

@@ -7,7 +7,6 @@
 pub mod auth;
 mod decode;
 mod encode;
-pub mod sizes;
 
 pub use decode::{decode, decode_bytes, decode_payload, DecodeError};
 pub use encode::{encode, encode_payload, EncodeError};
@@ -19,18 +18,13 @@ pub const ETHERTYPE: u16 = 0x88B5;
 /// The header version this build writes and accepts. Version 2: Promise carries `log_end`
 /// (paged phase 1b).
 pub const VERSION: u8 = 2;
-/// dst MAC + src MAC + EtherType.
-pub const ETH_HEADER_LEN: usize = 14;
-/// version, type, flags, reserved, cluster id (u32), sender (u16), payload length (u16).
-pub const PAXOS_HEADER_LEN: usize = 12;
-/// Everything before the payload.
-pub const FRAME_OVERHEAD: usize = ETH_HEADER_LEN + PAXOS_HEADER_LEN;
-/// Default maximum frame size (a standard Ethernet MTU's worth of payload plus header).
-pub const DEFAULT_MAX_FRAME: usize = 1500;
-/// Smallest frame size we accept in config: enough for every fixed-size message and a value.
-pub const MIN_MAX_FRAME: usize = 128;
-/// Largest frame size we accept in config (jumbo frames).
-pub const MAX_MAX_FRAME: usize = 9216;
+/// The frame-size model lives with the protocol, which plans messages by it; the codec
+/// implements it.
+pub use crate::protocol::limits as sizes;
+pub use crate::protocol::limits::{
+    DEFAULT_MAX_FRAME, ETH_HEADER_LEN, FRAME_OVERHEAD, MAX_MAX_FRAME, MIN_MAX_FRAME,
+    PAXOS_HEADER_LEN,
+};
 /// Ethernet pads frames shorter than this; bytes past the payload are tolerated only then.
 pub const ETH_MIN_FRAME: usize = 60;
 

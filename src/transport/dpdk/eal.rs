@@ -2,7 +2,7 @@
 //! I/O of byte frames; every mbuf is freed on every path. Dropping the last handle stops the
 //! port, frees the pool and cleans EAL up (hugepages and runtime files).
 
-use crate::config::{DpdkConfig, DPDK_MBUF_BYTES};
+use super::config::{DpdkConfig, DPDK_MBUF_BYTES};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,23 @@
-//! Encoded sizes, so the protocol can split long answers and refuse values before they are
-//! sent rather than discover at encode time that a frame overflows.
+//! The frame-size model: how large every message is once encoded, and the frame limits.
+//! The protocol owns it, so it can split long answers and refuse values before they are sent
+//! rather than discover at encode time that a frame overflows; the codec (wire/) implements
+//! exactly these sizes and checks them in debug builds.
 
-use crate::protocol::{AcceptedEntry, Batch, ClientValue, Message};
+use super::message::Message;
+use super::types::{AcceptedEntry, Batch, ClientValue};
+
+/// dst MAC + src MAC + EtherType.
+pub const ETH_HEADER_LEN: usize = 14;
+/// version, type, flags, reserved, cluster id (u32), sender (u16), payload length (u16).
+pub const PAXOS_HEADER_LEN: usize = 12;
+/// Everything before the payload.
+pub const FRAME_OVERHEAD: usize = ETH_HEADER_LEN + PAXOS_HEADER_LEN;
+/// Default maximum frame size (a standard Ethernet MTU's worth of payload plus header).
+pub const DEFAULT_MAX_FRAME: usize = 1500;
+/// Smallest frame size we accept in config: enough for every fixed-size message and a value.
+pub const MIN_MAX_FRAME: usize = 128;
+/// Largest frame size we accept in config (jumbo frames).
+pub const MAX_MAX_FRAME: usize = 9216;
 
 pub const BALLOT: usize = 6;
 /// client id, sequence number, payload length.
@@ -79,5 +95,5 @@ pub fn max_value_payload(max_frame: usize) -> usize {
 
 /// The most payload bytes a frame of `max_frame` bytes can hold.
 pub fn max_payload(max_frame: usize) -> usize {
-    max_frame.saturating_sub(super::FRAME_OVERHEAD)
+    max_frame.saturating_sub(FRAME_OVERHEAD)
 }

@@ -1,0 +1,424 @@
+//! The one driver: the roles one node plays, in any combination, and everything between
+//! them and the outside world. Every runtime runs it: the node loop and the demo's threads
+//! (`single::run`), the staged pipeline (a driver per role stage, one commit stage), and the
+//! simulator (a driver per simulated node over a simulated disk and network).
+//!
+//! A turn: `top_up` (client sessions submit), `handle` a burst of messages (routed to the
+//! roles by the one table, `takers`; the node's own messages first), `tick_if_due`, then
+//! `end_turn`, which delivers decided values to the sessions, the application and the node's
+//! outputs, accounts for events, and returns a [`Pending`]: the turn's changes and the
+//! messages that wait for them. The runtime commits it to its store (`Pending::commit`, the
+//! only way to get the messages out) and hands what comes back to `release`, which merges 2b
+//! votes and keeps the node's messages to itself for the next turn; the rest goes on the
+//! network.
+
+#![forbid(unsafe_code)]
+
+mod sessions;
+pub mod single;
+mod stats;
+mod store;
+
+pub use sessions::{client_id, Acked, Latency, Load, Sessions, APP_CLIENT};
+pub use stats::{report_event, NodeStats};
+pub use store::{NodeStore, RoundStore, StoreError};
+
+use crate::metrics::Recorder;
+use crate::protocol::{
+    coalesce_accepted, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Learner,
+    Message, NodeId, Pending, Proposer, ProtocolConfig,
+};
+use crate::storage::BatchBudget;
+use crate::transport::TransportStats;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Which of a node's roles take a message: the one routing table. The learner column also
+/// covers the node's client sessions (redirects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Takers {
+    pub acceptor: bool,
+    pub proposer: bool,
+    pub learner: bool,
+}
+
+pub fn takers(msg: &Message) -> Takers {
+    let t = |acceptor, proposer, learner| Takers {
+        acceptor,
+        proposer,
+        learner,
+    };
+    match msg {
+        Message::Prepare { .. } | Message::CatchupRequest { .. } | Message::Trim { .. } => {
+            t(true, false, false)
+        }
+        Message::Accept { .. } => t(true, false, true),
+        Message::Heartbeat { .. } => t(true, true, true),
+        Message::Accepted { .. } => t(false, true, true),
+        Message::Promise { .. }
+        | Message::Reject { .. }
+        | Message::ClientRequest { .. }
+        | Message::Progress { .. } => t(false, true, false),
+        Message::CatchupReply { .. } | Message::Redirect { .. } => t(false, false, true),
+    }
+}
+
+/// The acceptor a driver runs: the real one, or (in tests that prove the simulator's checker
+/// bites) a deliberately broken one.
+pub trait AcceptorLogic: Send {
+    fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions);
+    /// What it refused or put off.
+    fn counters(&self) -> AcceptorCounters {
+        AcceptorCounters::default()
+    }
+    /// The round it promised, for the metrics.
+    fn promised_round(&self) -> u32 {
+        0
+    }
+}
+
+impl AcceptorLogic for Acceptor {
+    fn handle(&mut self, now: Duration, from: NodeId, msg: Message, out: &mut Actions) {
+        Acceptor::handle(self, now, from, msg, out)
+    }
+    fn counters(&self) -> AcceptorCounters {
+        Acceptor::counters(self)
+    }
+    fn promised_round(&self) -> u32 {
+        self.promised().round
+    }
+}
+
+/// Where a node's delivered values, acknowledgements and events go besides the driver's own
+/// accounting: output files, a stream socket, a demo's digest, the simulator's checker.
+pub trait Sink {
+    fn delivered(&mut self, _now: Duration, _v: &ClientValue) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn acknowledged(&mut self, _ack: &Acked) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// By default, logs what an operator must see.
+    fn event(&mut self, node: NodeId, e: &Event) {
+        report_event(node, e)
+    }
+    /// The turn's deliveries are all in: flush what must be on record.
+    fn end_turn(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink that only logs events.
+pub struct Logged;
+impl Sink for Logged {}
+
+pub struct Driver {
+    pub id: NodeId,
+    pub proposer: Option<Proposer>,
+    pub acceptor: Option<Box<dyn AcceptorLogic>>,
+    pub learner: Option<Learner>,
+    pub sessions: Sessions,
+    out: Actions,
+    /// Messages this node sent itself, released by a commit: handled first next turn.
+    own: VecDeque<Message>,
+    tick: Duration,
+    next_tick: Duration,
+    max_payload: usize,
+    budget: BatchBudget,
+    burst: BatchBudget,
+    pub stats: NodeStats,
+    /// This driver's metrics shard, when the node serves metrics.
+    pub metrics: Option<Recorder>,
+}
+
+impl Driver {
+    /// A driver with no roles yet; `budget` bounds a burst by the group-commit batch.
+    pub fn new(id: NodeId, protocol: &ProtocolConfig, budget: BatchBudget) -> Driver {
+        Driver {
+            id,
+            proposer: None,
+            acceptor: None,
+            learner: None,
+            sessions: Sessions::none(),
+            out: Actions::new(),
+            own: VecDeque::new(),
+            tick: protocol.tick(),
+            next_tick: Duration::ZERO,
+            max_payload: protocol.max_payload(),
+            budget,
+            burst: budget.fresh(),
+            stats: NodeStats::default(),
+            metrics: None,
+        }
+    }
+
+    pub fn with_proposer(mut self, p: Proposer) -> Driver {
+        self.proposer = Some(p);
+        self
+    }
+
+    pub fn with_acceptor(mut self, a: Box<dyn AcceptorLogic>) -> Driver {
+        self.acceptor = Some(a);
+        self
+    }
+
+    pub fn with_learner(mut self, l: Learner) -> Driver {
+        self.learner = Some(l);
+        self
+    }
+
+    pub fn with_sessions(mut self, s: Sessions) -> Driver {
+        self.sessions = s;
+        self
+    }
+
+    pub fn with_metrics(mut self, m: Option<Recorder>) -> Driver {
+        if m.is_some() {
+            if let Some(p) = &mut self.proposer {
+                p.record_phase2();
+            }
+        }
+        self.metrics = m;
+        self
+    }
+
+    /// When the next tick is due.
+    pub fn next_tick(&self) -> Duration {
+        self.next_tick
+    }
+
+    /// Work is waiting (messages to itself, or output of this turn): the turn must not
+    /// sleep.
+    pub fn has_work(&self) -> bool {
+        !self.own.is_empty() || !self.out.is_empty()
+    }
+
+    /// Starts a turn: a fresh burst budget, the client sessions topped up, and the node's
+    /// messages to itself handled.
+    pub fn begin_turn(&mut self, now: Duration) {
+        self.burst = self.budget.fresh();
+        self.stats.submitted += self.sessions.top_up(now, &mut self.out);
+        while let Some(msg) = self.own.pop_front() {
+            self.route(now, self.id, msg);
+        }
+    }
+
+    /// Handles a message this node sent itself (a staged node's commit stage routes these).
+    pub fn handle_own(&mut self, now: Duration, msg: Message) {
+        self.route(now, self.id, msg);
+    }
+
+    /// Handles one message from the network; false once the burst fills a group-commit batch
+    /// (the turn should end).
+    pub fn handle(&mut self, now: Duration, from: NodeId, msg: Message) -> bool {
+        if let Some(m) = &mut self.metrics {
+            m.message_in(msg.kind());
+        }
+        let before = self.out.changes().len();
+        self.route(now, from, msg);
+        self.burst.add(&self.out.changes()[before..])
+    }
+
+    fn route(&mut self, now: Duration, from: NodeId, msg: Message) {
+        let t = takers(&msg);
+        let out = &mut self.out;
+        let acceptor = self.acceptor.as_mut().filter(|_| t.acceptor);
+        let learner = self.learner.as_mut().filter(|_| t.learner);
+        let proposer = self.proposer.as_mut().filter(|_| t.proposer);
+        if let Message::Redirect { .. } = msg {
+            self.sessions.redirect(&msg);
+            return;
+        }
+        // Clones only for a message more than one role here takes.
+        match (acceptor, learner, proposer) {
+            (Some(a), None, None) => a.handle(now, from, msg, out),
+            (None, Some(l), None) => l.handle(now, from, msg, out),
+            (None, None, Some(p)) => p.handle(now, from, msg, out),
+            (a, l, p) => {
+                if let Some(a) = a {
+                    a.handle(now, from, msg.clone(), out);
+                }
+                if let Some(l) = l {
+                    l.handle(now, from, msg.clone(), out);
+                }
+                if let Some(p) = p {
+                    p.handle(now, from, msg, out);
+                }
+            }
+        }
+    }
+
+    /// Ticks every role when a tick is due (the period is `protocol.tick_us`). Says whether
+    /// it ticked.
+    pub fn tick_if_due(&mut self, now: Duration) -> bool {
+        if now < self.next_tick {
+            return false;
+        }
+        if let Some(p) = &mut self.proposer {
+            p.tick(now, &mut self.out);
+        }
+        if let Some(l) = &mut self.learner {
+            l.tick(now, &mut self.out);
+        }
+        self.sessions.tick(now, &mut self.out);
+        self.next_tick = now + self.tick;
+        true
+    }
+
+    /// Ends a turn: delivers decided values (to the sessions, the application and `sink`),
+    /// accounts for events, and returns the changes to commit and the messages that wait on
+    /// them.
+    pub fn end_turn(&mut self, now: Duration, sink: &mut dyn Sink) -> std::io::Result<Pending> {
+        for d in std::mem::take(&mut self.out.deliver) {
+            for v in &d.values {
+                self.stats.delivered += 1;
+                sink.delivered(now, v)?;
+                if let Some(ack) = self.sessions.delivered(now, v) {
+                    self.stats.acknowledged += 1;
+                    if let Some(m) = &mut self.metrics {
+                        m.client_latency(ack.latency);
+                    }
+                    sink.acknowledged(&ack)?;
+                }
+            }
+        }
+        for e in std::mem::take(&mut self.out.events) {
+            match &e {
+                Event::Trimmed { needed, .. } => self.stats.trimmed_out = Some(*needed),
+                Event::Shed { values } => self.stats.shed += *values as u64,
+                Event::Decided { value, .. } => {
+                    if let Some(m) = &mut self.metrics {
+                        m.counters.decided_values += value.len() as u64;
+                    }
+                }
+                _ => {}
+            }
+            sink.event(self.id, &e);
+        }
+        sink.end_turn()?;
+        Ok(self.out.take_pending())
+    }
+
+    /// Takes what a commit released: 2b votes merged, the node's messages to itself kept for
+    /// the next turn; returns the rest, for the network.
+    pub fn release(&mut self, sends: Vec<Envelope>) -> Vec<Envelope> {
+        let (own, remote) = split_released(self.id, sends, self.max_payload);
+        self.own.extend(own);
+        if let Some(m) = &mut self.metrics {
+            for env in &remote {
+                m.message_out(env.msg.kind());
+            }
+        }
+        remote
+    }
+
+    /// Publishes this driver's counts and gauges to its metrics shard, when one is due (or
+    /// `force`).
+    pub fn publish_metrics(&mut self, force: bool, transport: Option<&TransportStats>) {
+        let Some(m) = &mut self.metrics else { return };
+        if !force && !m.due() {
+            return;
+        }
+        let c = &mut m.counters;
+        if let Some(t) = transport {
+            c.transport = t.clone();
+        }
+        c.submitted = self.stats.submitted;
+        c.acknowledged = self.stats.acknowledged;
+        c.delivered = self.stats.delivered;
+        c.shed = self.stats.shed;
+        c.commits = self.stats.commits;
+        c.committed_changes = self.stats.committed_changes;
+        if let Some(p) = &mut self.proposer {
+            for d in p.take_phase2() {
+                m.phase2(d);
+            }
+            let pc = p.counters();
+            let c = &mut m.counters;
+            c.instances_opened = pc.instances_opened;
+            c.instances_decided = pc.instances_decided;
+            c.retransmissions = pc.retransmissions;
+            c.leader_changes = pc.leader_changes;
+            let g = &mut c.gauges;
+            g.proposer_ballot = Some(p.highest_ballot().round as u64);
+            g.leader = Some(p.known_leader().map_or(0, u64::from));
+            g.is_leader = Some(p.is_leader());
+            g.proposer_decided = Some(p.decided_below());
+            g.in_flight = Some(p.open_instances() as u64);
+        }
+        if let Some(a) = &self.acceptor {
+            let g = &mut m.counters.gauges;
+            g.acceptor_ballot = Some(a.promised_round() as u64);
+            g.trim = Some(a.counters().trim);
+        }
+        if let Some(l) = &self.learner {
+            let g = &mut m.counters.gauges;
+            g.learner_decided = Some(l.known_decided());
+            g.delivered = Some(l.next_instance());
+            g.trimmed_out = Some(u64::from(l.trimmed().is_some()));
+        }
+        m.publish();
+    }
+
+    /// This driver's summary: its counts, the acceptor's refusals and the client latency.
+    pub fn summary(&self) -> NodeStats {
+        let mut s = self.stats.clone();
+        if let Some(a) = &self.acceptor {
+            s.acceptor = a.counters();
+        }
+        let l = self.sessions.latency();
+        s.latency_p50_us = l.quantile(0.5).as_micros() as u64;
+        s.latency_p99_us = l.quantile(0.99).as_micros() as u64;
+        s.latency_p999_us = l.quantile(0.999).as_micros() as u64;
+        s.latency_mean_us = l.mean().as_micros() as u64;
+        s
+    }
+}
+
+/// Splits what a commit released: the messages a node sent itself, and the rest (2b votes
+/// merged) for the network.
+pub fn split_released(
+    me: NodeId,
+    mut sends: Vec<Envelope>,
+    max_payload: usize,
+) -> (Vec<Message>, Vec<Envelope>) {
+    coalesce_accepted(&mut sends, max_payload);
+    let mut own = Vec::new();
+    let mut remote = Vec::with_capacity(sends.len());
+    for env in sends {
+        if env.to == me {
+            own.push(env.msg);
+        } else {
+            remote.push(env);
+        }
+    }
+    (own, remote)
+}
+
+/// Why a node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl From<crate::storage::StorageError> for NodeError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        NodeError::Storage(StoreError::Acceptor(e))
+    }
+}
+
+/// Maps an I/O error to a `NodeError` that says what was being done.
+pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Io { what, source }
+}

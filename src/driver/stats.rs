@@ -1,0 +1,150 @@
+//! What a node did (its stop summary and `output.summary` JSON), and what an operator must
+//! see of its events. Every runtime counts into these the same way (driver/mod.rs).
+
+use crate::protocol::{Event, NodeId};
+use crate::transport::TransportStats;
+
+/// What a node did, printed when it stops (and written as JSON to `output.summary`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct NodeStats {
+    pub transport: TransportStats,
+    pub commits: u64,
+    pub committed_changes: u64,
+    pub delivered: u64,
+    pub acknowledged: u64,
+    pub submitted: u64,
+    /// Client values the leader shed because its queue was full (clients resend them).
+    pub shed: u64,
+    /// Set when this learner needed instances the acceptors had trimmed: it cannot catch up
+    /// by itself (it needs its application state restored from a snapshot).
+    pub trimmed_out: Option<u64>,
+    /// The acceptor's refusals: forged or oversized votes, top-round ballots, and prepares
+    /// put off by the leader lease.
+    pub acceptor: crate::protocol::AcceptorCounters,
+    /// Stream readers (output.socket) disconnected for falling too far behind.
+    pub dropped_readers: u64,
+    /// Client sessions: submit-to-delivery latency of acknowledged values after
+    /// `load.warmup_ms`, microseconds.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_mean_us: u64,
+    pub latency_p999_us: u64,
+}
+
+impl NodeStats {
+    /// Adds what another part of the same node counted (a staged node's stages).
+    pub fn absorb(&mut self, o: &NodeStats) {
+        self.transport.add(&o.transport);
+        self.commits += o.commits;
+        self.committed_changes += o.committed_changes;
+        self.delivered += o.delivered;
+        self.acknowledged += o.acknowledged;
+        self.submitted += o.submitted;
+        self.shed += o.shed;
+        self.trimmed_out = self.trimmed_out.or(o.trimmed_out);
+        self.dropped_readers += o.dropped_readers;
+        let (a, b) = (&mut self.acceptor, &o.acceptor);
+        a.refused_oversized += b.refused_oversized;
+        a.refused_top_round += b.refused_top_round;
+        a.deferred_prepares += b.deferred_prepares;
+        a.trim = a.trim.max(b.trim);
+        a.votes_held += b.votes_held;
+    }
+}
+
+impl std::fmt::Display for NodeStats {
+    /// The stop summary a person reads (the JSON in `output.summary` is for programs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.transport;
+        writeln!(f, "  frames: {} sent, {} received", t.sent, t.received)?;
+        let drops = [
+            ("bad frame", t.dropped_bad_frame),
+            ("oversized", t.dropped_oversized),
+            ("foreign cluster", t.dropped_foreign_cluster),
+            ("non-member", t.dropped_non_member),
+            ("unauthenticated", t.dropped_unauthenticated),
+            ("not for us", t.dropped_not_for_us),
+            ("own MAC", t.dropped_own_mac),
+            ("ring full", t.shed_ring_full),
+            ("unencodable (outgoing)", t.dropped_unencodable),
+            ("send errors", t.send_errors),
+            ("link down", t.link_down),
+        ];
+        let shown: Vec<String> = drops
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{n} {what}"))
+            .collect();
+        if !shown.is_empty() {
+            writeln!(f, "  dropped: {}", shown.join(", "))?;
+        }
+        if self.commits > 0 {
+            writeln!(
+                f,
+                "  storage: {} group commits, {} changes",
+                self.commits, self.committed_changes
+            )?;
+        }
+        let a = &self.acceptor;
+        if self.commits > 0 || a.votes_held > 0 {
+            writeln!(
+                f,
+                "  acceptor log: {} votes held above trim point {}",
+                a.votes_held, a.trim
+            )?;
+        }
+        if a.refused_oversized + a.refused_top_round + a.deferred_prepares > 0 {
+            writeln!(
+                f,
+                "  acceptor: refused {} oversized 2a and {} top-round ballots; put off {} prepares (leader lease)",
+                a.refused_oversized, a.refused_top_round, a.deferred_prepares
+            )?;
+        }
+        writeln!(
+            f,
+            "  values: {} submitted, {} acknowledged, {} delivered, {} shed",
+            self.submitted, self.acknowledged, self.delivered, self.shed
+        )?;
+        if self.acknowledged > 0 {
+            writeln!(
+                f,
+                "  client latency: p50 {} us, p99 {} us, p99.9 {} us, mean {} us",
+                self.latency_p50_us,
+                self.latency_p99_us,
+                self.latency_p999_us,
+                self.latency_mean_us
+            )?;
+        }
+        if let Some(needed) = self.trimmed_out {
+            writeln!(
+                f,
+                "  TRIMMED OUT: this learner needed instance {needed}, which acceptors had trimmed"
+            )?;
+        }
+        if self.dropped_readers > 0 {
+            writeln!(f, "  stream readers cut off: {}", self.dropped_readers)?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints what an operator must see of an event: leadership changes, and a learner that
+/// cannot catch up.
+pub fn report_event(id: NodeId, e: &Event) {
+    match e {
+        Event::BecameLeader { ballot } => tracing::info!("node {id}: leading with ballot {ballot}"),
+        Event::FirstDecision { ballot, instance } => tracing::info!(
+            "node {id}: first decision at ballot {ballot} (instance {instance}): the leader change is complete"
+        ),
+        Event::SteppedDown { higher } => {
+            tracing::info!("node {id}: stepped down, ballot {higher} is higher")
+        }
+        Event::Trimmed { needed, trim } => tracing::error!(
+            "node {id}: this learner needs instance {needed} but acceptors trimmed everything below {trim}; restore its application state from a snapshot at or past {trim}"
+        ),
+        Event::NoRoundLeft { highest } => tracing::error!(
+            "node {id}: cannot prepare: ballot {highest} is at the top of the round range (a forged or runaway ballot); frame authentication prevents this (docs/nodes.md)"
+        ),
+        Event::Shed { .. } | Event::Decided { .. } => {}
+    }
+}
