@@ -3,13 +3,18 @@
 # clients, memory (none), async and sync back to back, for each outstanding count given.
 # Usage: benches/demo-grid.sh [CONFIG] [OUTSTANDING...]   (defaults: config/demo.yaml, 1 64)
 # Prints one markdown row per run; a run whose learners disagree prints "LEARNERS DIFFER".
+# BIN runs a prebuilt ethpaxos binary instead of building this checkout (before/after runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cfg=${1:-config/demo.yaml}
 shift || true
 [ $# -gt 0 ] || set -- 1 64
-cargo build --release --quiet
-bin=target/release/ethpaxos
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --quiet
+  bin=target/release/ethpaxos
+fi
 echo "| outstanding | clients | policy | values/s | p50 | p99 | changes/commit |"
 echo "|---|---|---|---|---|---|---|"
 for o in "$@"; do for c in 1 4 16 64 256; do for p in none async sync; do

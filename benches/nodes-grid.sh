@@ -5,7 +5,8 @@
 # seconds and prints a markdown row: values/s over the RUN window (acknowledged lines counted
 # at the client node), and the client node's p50/p99 submit-to-delivery latency.
 # Usage: benches/nodes-grid.sh [OUTSTANDING] [RUN_SECONDS]     (defaults: 1, 5)
-# Environment: TRANSPORTS, POLLINGS, POLICIES, CLIENTS, STAGES narrow or widen the grid.
+# Environment: TRANSPORTS, POLLINGS, POLICIES, CLIENTS, STAGES narrow or widen the grid;
+# BIN runs a prebuilt ethpaxos binary instead of building this checkout (before/after runs).
 # Transports: afpacket, udp, dpdk (net_af_packet on each veth), dpdk-virtio (virtio_user
 # ports of `ethpaxos vswitch`); the dpdk ones build with --features dpdk.
 set -euo pipefail
@@ -15,8 +16,12 @@ run=${2:-5}
 warm=2
 features=()
 case " ${TRANSPORTS:-} " in *" dpdk"*) features=(--features dpdk) ;; esac
-cargo build --release --quiet "${features[@]}"
-bin=$PWD/target/release/ethpaxos
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --quiet "${features[@]}"
+  bin=$PWD/target/release/ethpaxos
+fi
 dir=$(mktemp -d /tmp/ethpaxos-nodes-grid.XXXXXX)
 trap '"$bin" testbed down --name bench >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 echo "| transport | stages | polling | policy | clients x outstanding | values/s | p50 | p99 |"
@@ -37,9 +42,9 @@ for polling in ${POLLINGS:-adaptive busy}; do for policy in ${POLICIES:-none asy
     sleep "$run"
     a1=$(wc -l < "$dir/acknowledged.txt" 2>/dev/null || echo 0)
     "$bin" testbed down --name bench >/dev/null
-    stats=$(grep -h "stopped: NodeStats" "$dir/node-9.log" | tail -1)
-    p50=$(echo "$stats" | sed -n 's/.*latency_p50_us: \([0-9]*\).*/\1/p')
-    p99=$(echo "$stats" | sed -n 's/.*latency_p99_us: \([0-9]*\).*/\1/p')
+    # The client node's JSON summary (output.summary), written when it stops.
+    p50=$(grep -o '"latency_p50_us": *[0-9]*' "$dir/summary-9.json" 2>/dev/null | grep -o '[0-9]*$' || true)
+    p99=$(grep -o '"latency_p99_us": *[0-9]*' "$dir/summary-9.json" 2>/dev/null | grep -o '[0-9]*$' || true)
     echo "| $transport | $stages | $polling | $policy | $clients x $out | $(( (a1 - a0) / run )) | ${p50:-?} us | ${p99:-?} us |"
   done
 done; done; done; done

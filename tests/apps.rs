@@ -6,60 +6,34 @@
 mod common;
 
 use bytes::Bytes;
-use common::free_port;
+use common::cluster::{LoopNode, Loopback, ProcCluster};
 use ethpaxos::app::Embedded;
 use ethpaxos::config::NodeConfig;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Cluster {
-    dir: PathBuf,
-    ports: Vec<(u16, u16)>,
-    children: Vec<Child>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// Replicas 1-3 (replica 1 serves its stream on a socket) running, and configs for client
+/// nodes 8 (embedded) and 9 (`ethpaxos submit`), which the tests run themselves.
+struct Cluster(ProcCluster<Loopback>);
 
 impl Cluster {
-    /// Replicas 1-3 (replica 1 serves its stream on a socket) and configs for client nodes
-    /// 8 (embedded) and 9 (`ethpaxos submit`).
     fn start(name: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("ethpaxos-apps-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<(u16, u16)> = [1u16, 2, 3, 8, 9]
-            .iter()
-            .map(|id| (*id, free_port()))
-            .collect();
-        let mut c = Cluster {
-            dir,
-            ports,
-            children: Vec::new(),
-        };
-        for id in [1u16, 2, 3, 8, 9] {
-            std::fs::write(c.config(id), c.yaml(id)).unwrap();
-        }
-        for id in [1u16, 2, 3] {
-            let log = std::fs::File::create(c.dir.join(format!("node-{id}.log"))).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
-                .arg("run")
-                .arg("--config")
-                .arg(c.config(id))
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            c.children.push(child);
-        }
+        let socket = dir.join("stream-1.sock");
+        let nodes = vec![
+            LoopNode::new(1, "[replica]")
+                .with(format!("output: {{socket: \"{}\"}}\n", socket.display())),
+            LoopNode::new(2, "[replica]"),
+            LoopNode::new(3, "[replica]"),
+            LoopNode::new(8, "[learner, client]").manual(),
+            LoopNode::new(9, "[learner, client]").manual(),
+        ];
+        let c = Cluster(ProcCluster::start_all(Loopback::new(
+            &format!("apps-{name}"),
+            nodes,
+        )));
+        // Ready when replica 1 listens on its stream socket.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !c.socket().exists() {
             assert!(
@@ -72,33 +46,11 @@ impl Cluster {
     }
 
     fn config(&self, id: u16) -> PathBuf {
-        self.dir.join(format!("node-{id}.yaml"))
+        self.0.place.config(id)
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.join("stream-1.sock")
-    }
-
-    fn yaml(&self, id: u16) -> String {
-        let mut y = format!("node_id: {id}\nmembers:\n");
-        for (m, port) in &self.ports {
-            let roles = if *m <= 3 {
-                "[replica]"
-            } else {
-                "[learner, client]"
-            };
-            y += &format!("  - {{id: {m}, roles: {roles}, udp: \"127.0.0.1:{port}\"}}\n");
-        }
-        if id <= 3 {
-            y += &format!(
-                "storage: {{path: \"{}\"}}\n",
-                self.dir.join("data").display()
-            );
-        }
-        if id == 1 {
-            y += &format!("output: {{socket: \"{}\"}}\n", self.socket().display());
-        }
-        y
+        self.0.dir().join("stream-1.sock")
     }
 }
 
@@ -107,6 +59,25 @@ fn kv_example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     dir.join("examples").join("kv")
+}
+
+/// Waits (bounded) for a stream reader's first line on stderr, which it writes once it is
+/// connected: from then on it gets every value delivered. The rest of its stderr is drained.
+fn wait_connected(child: &mut Child, what: &str) {
+    use std::io::BufRead;
+    let err = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(err).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("{what} never said it was connected"));
+    assert!(first.contains("stream of"), "{what}: {first}");
 }
 
 fn wait_output(child: Child, within: Duration) -> String {
@@ -145,7 +116,7 @@ fn submit_tail_and_the_kv_example_agree() {
         })
         .collect();
     // Readers first: the stream carries what is delivered after they connect.
-    let tail = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
         .args(["tail", "--count", "40", "--socket"])
         .arg(c.socket())
         .stdout(Stdio::piped())
@@ -157,14 +128,15 @@ fn submit_tail_and_the_kv_example_agree() {
         "{} was not built",
         kv_example().display()
     );
-    let kv = Command::new(kv_example())
+    let mut kv = Command::new(kv_example())
         .arg(c.socket())
         .arg("40")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_connected(&mut tail, "ethpaxos tail");
+    wait_connected(&mut kv, "the kv example");
     let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
         .arg("submit")
         .arg("--config")

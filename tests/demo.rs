@@ -110,21 +110,41 @@ fn demo_on_rocksdb_keeps_the_data_dir_it_was_given() {
 
 #[test]
 fn demo_stops_cleanly_on_sigterm_and_removes_its_scratch_directory() {
-    let child = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
         .args(["demo", "--duration", "60s"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("runs");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let status = Command::new("kill")
+    // Interrupted once it is running: after its first progress line.
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("t=") {
+                let _ = first_tx.send(());
+            }
+            text += &line;
+            text.push('\n');
+        }
+        text
+    });
+    first_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the demo printed a progress line");
+    let killed = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status()
         .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().expect("exits");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}");
+    assert!(killed.success());
+    let exit = child.wait().expect("exits");
+    let text = reader.join().expect("the reader thread");
+    assert!(exit.success(), "{text}");
     assert!(text.contains("interrupted at"), "{text}");
     assert!(
         text.contains("learners agree: identical sequences"),

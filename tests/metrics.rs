@@ -7,16 +7,15 @@
 
 mod common;
 
-use common::{free_port, wait_for_acks};
+use common::cluster::{LoopNode, Loopback, ProcCluster};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Processes and a directory, gone when dropped.
+/// Processes besides the cluster's (Prometheus), gone when dropped.
 struct Running {
-    dir: PathBuf,
     children: Vec<Child>,
 }
 
@@ -25,9 +24,6 @@ impl Drop for Running {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        if std::env::var_os("ETHPAXOS_KEEP_TEST_DIRS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -92,48 +88,31 @@ fn dashboard_exprs() -> Vec<String> {
     exprs
 }
 
-/// Replicas 1-3 and a client node (9) with their metrics on `ports`.
-fn start_cluster(dir: &Path, metrics: &[(u16, u16)]) -> Vec<Child> {
-    let udp: Vec<(u16, u16)> = metrics.iter().map(|(id, _)| (*id, free_port())).collect();
-    let mut children = Vec::new();
-    for (id, mport) in metrics {
-        let mut y = format!("node_id: {id}\nmetrics_address: \"127.0.0.1:{mport}\"\nmembers:\n");
-        for (m, port) in &udp {
-            let roles = if *m <= 3 {
+/// Replicas 1-3 (3 on the staged pipeline) and a client node (9), each serving metrics on
+/// its port of `metrics`.
+fn start_cluster(metrics: &[(u16, u16)]) -> ProcCluster<Loopback> {
+    let nodes = metrics
+        .iter()
+        .map(|(id, port)| {
+            let roles = if *id <= 3 {
                 "[replica]"
             } else {
                 "[learner, client]"
             };
-            y += &format!("  - {{id: {m}, roles: {roles}, udp: \"127.0.0.1:{port}\"}}\n");
-        }
-        if *id <= 3 {
-            y += &format!(
-                "storage: {{fsync_policy: sync, path: \"{}\"}}\n",
-                dir.join("data").display()
-            );
-        } else {
-            y += &format!(
-                "load: {{clients: 8, outstanding: 2}}\noutput: {{acknowledged: \"{}\"}}\n",
-                dir.join("acknowledged.txt").display()
-            );
-        }
-        if *id == 3 {
-            y += "pipeline: {stages: staged}\n";
-        }
-        let config = dir.join(format!("node-{id}.yaml"));
-        std::fs::write(&config, y).unwrap();
-        let log = std::fs::File::create(dir.join(format!("node-{id}.log"))).unwrap();
-        children.push(
-            Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
-                .args(["run", "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-    }
-    children
+            let mut n =
+                LoopNode::new(*id, roles).with(format!("metrics_address: \"127.0.0.1:{port}\"\n"));
+            if *id == 3 {
+                n = n.with("pipeline: {stages: staged}\n");
+            }
+            if *id == 9 {
+                n = n.with("load: {clients: 8, outstanding: 2}\n");
+            }
+            n
+        })
+        .collect();
+    let mut c = ProcCluster::start_all(Loopback::new("metrics", nodes));
+    c.patience = Duration::from_secs(60);
+    c
 }
 
 #[test]
@@ -143,24 +122,18 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         have("prometheus") && have("promtool"),
         "needs prometheus and promtool: apt-get install prometheus"
     );
-    let dir = std::env::temp_dir().join(format!("ethpaxos-metrics-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let metrics: Vec<(u16, u16)> = [1u16, 2, 3, 9]
         .iter()
         .map(|id| (*id, free_tcp_port()))
         .collect();
+    let cluster = start_cluster(&metrics);
+    let dir = cluster.dir().to_path_buf();
+    // Declared after the cluster: dropped (Prometheus stopped) before the cluster's directory
+    // goes.
     let mut run = Running {
-        dir: dir.clone(),
-        children: start_cluster(&dir, &metrics),
+        children: Vec::new(),
     };
-    wait_for_acks(
-        &dir.join("acknowledged.txt"),
-        2000,
-        Duration::from_secs(60),
-        "at start",
-    )
-    .unwrap();
+    cluster.progress(2000, "at start");
 
     // Each node's exposition: served, clean for promtool, with its role's families.
     for (id, port) in &metrics {

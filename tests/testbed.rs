@@ -10,13 +10,14 @@
 
 mod common;
 
-use common::{check_delivery, pairs, read_lines, terminate, wait_for_acks};
+use common::cluster::{counter, Placement, ProcCluster};
+use common::{pairs, read_lines};
 use ethpaxos::config::{Role, TransportKind};
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::testbed::impair::Impairment;
 use ethpaxos::testbed::{self, Layout, LayoutSpec, Nodes, Spec, Testbed};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,7 +45,7 @@ fn testbed_slot() -> std::sync::MutexGuard<'static, ()> {
 /// Runs `ethpaxos inject` with `args` in the hub namespace, aimed at MAC `dst`.
 fn inject(bed: &Bed, dst: &str, args: &[&str]) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", &bed.tb.hub])
+        .args(["netns", "exec", &bed.tb().hub])
         .arg(env!("CARGO_BIN_EXE_ethpaxos"))
         .args(["inject", "--interface", "br0", "--dst", dst])
         .args(args)
@@ -58,27 +59,64 @@ fn inject(bed: &Bed, dst: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-struct Bed {
+/// The namespace testbed as a placement of the common process-cluster harness.
+struct Netns {
     tb: Testbed,
-    children: HashMap<u16, Child>,
     /// The software switch of virtio_user nodes (stopped with the hub by `testbed::down`).
     vswitch: Option<Child>,
 }
 
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for c in self.children.values_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl Placement for Netns {
+    fn dir(&self) -> &Path {
+        &self.tb.dir
+    }
+
+    fn ids(&self) -> Vec<u16> {
+        self.tb.nodes.iter().map(|n| n.id).collect()
+    }
+
+    fn plays(&self, id: u16, role: &str) -> bool {
+        let role = match role {
+            "proposer" => Role::Proposer,
+            "acceptor" => Role::Acceptor,
+            "learner" => Role::Learner,
+            _ => Role::Client,
+        };
+        self.tb.node(id).is_some_and(|n| n.plays(role))
+    }
+
+    fn spawn(&self, id: u16) -> Child {
+        self.tb
+            .start(id, env!("CARGO_BIN_EXE_ethpaxos").as_ref())
+            .expect("node starts")
+    }
+
+    fn link(&self, id: u16, up: bool) {
+        self.tb.link(id, up).expect("link set");
+    }
+
+    fn teardown(&mut self) {
         let _ = testbed::down(&self.tb.name);
         // down() stopped it with the hub; reap it.
         if let Some(v) = &mut self.vswitch {
             let _ = v.wait();
         }
-        if std::env::var_os("ETHPAXOS_KEEP_TEST_DIRS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.tb.dir);
-        }
+    }
+}
+
+/// A testbed cluster: the common harness (tests/common/cluster.rs) over namespaces.
+struct Bed(ProcCluster<Netns>);
+
+impl std::ops::Deref for Bed {
+    type Target = ProcCluster<Netns>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bed {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
@@ -106,16 +144,7 @@ impl Bed {
         let vswitch = tb
             .start_vswitch(env!("CARGO_BIN_EXE_ethpaxos").as_ref())
             .expect("the software switch starts");
-        let mut bed = Bed {
-            tb,
-            children: HashMap::new(),
-            vswitch,
-        };
-        let ids: Vec<u16> = bed.tb.nodes.iter().map(|n| n.id).collect();
-        for id in ids {
-            bed.start(id);
-        }
-        bed
+        Bed(ProcCluster::start_all(Netns { tb, vswitch }))
     }
 
     /// A cluster whose acceptors never trim, so a restarted learner (which starts again at
@@ -136,169 +165,23 @@ impl Bed {
         )
     }
 
+    fn tb(&self) -> &Testbed {
+        &self.0.place.tb
+    }
+
     /// Before a learner restarts: it delivers from instance 0 again, so its stream so far is
     /// moved aside and the new one is what gets checked.
     fn set_stream_aside(&self, id: u16) {
-        let node = self.tb.node(id).expect("a testbed node");
-        let d = node.delivered(&self.tb.dir);
+        let node = self.tb().node(id).expect("a testbed node");
+        let d = node.delivered(&self.tb().dir);
         if node.plays(Role::Learner) && d.exists() {
             std::fs::rename(&d, d.with_extension("before-restart")).unwrap();
         }
     }
 
-    fn start(&mut self, id: u16) {
-        let child = self
-            .tb
-            .start(id, env!("CARGO_BIN_EXE_ethpaxos").as_ref())
-            .expect("node starts");
-        self.children.insert(id, child);
+    fn finish_and_check(self) -> HashMap<u16, serde_json::Value> {
+        self.0.finish_and_check()
     }
-
-    /// `kill -9`: no chance to flush or sync anything.
-    fn kill9(&mut self, id: u16) {
-        let mut child = self.children.remove(&id).expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM and wait (bounded) for a clean exit.
-    fn terminate(&mut self, id: u16) {
-        let mut child = self.children.remove(&id).expect("running");
-        if let Err(e) = terminate(&mut child, &format!("node {id}")) {
-            panic!("{e}{}", self.logs());
-        }
-    }
-
-    /// `kill -9` node `id`, wait for `during` more acknowledgements (the cluster must go on
-    /// without it), restart it, wait for `after` more.
-    fn bounce(&mut self, id: u16, during: usize, after: usize) {
-        self.kill9(id);
-        self.progress(during, &format!("with node {id} killed"));
-        self.start(id);
-        self.progress(after, &format!("after node {id} restarted"));
-    }
-
-    /// Cuts the leader's link: another proposer must take over for the client to go on. Then
-    /// heals it and waits for more progress.
-    fn partition_leader_then_heal(&self) {
-        let leader = self.leader();
-        self.tb.link(leader, false).unwrap();
-        self.progress(2000, &format!("with leader {leader} cut off"));
-        assert_ne!(
-            self.leader(),
-            leader,
-            "nobody took over from the cut-off leader"
-        );
-        self.tb.link(leader, true).unwrap();
-        self.progress(2000, "after the heal");
-    }
-
-    fn acked(&self) -> PathBuf {
-        self.tb.dir.join("acknowledged.txt")
-    }
-
-    /// Waits (bounded) for `more` acknowledgements beyond what the client has now.
-    fn progress(&self, more: usize, why: &str) {
-        if let Err(e) = wait_for_acks(&self.acked(), more, Duration::from_secs(30), why) {
-            panic!("{e}{}", self.logs());
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for n in &self.tb.nodes {
-            let log = read_lines(&self.tb.dir.join(format!("node-{}.log", n.id)));
-            let tail: Vec<_> = log.iter().rev().take(4).rev().cloned().collect();
-            s += &format!("\n--- node {}:\n{}", n.id, tail.join("\n"));
-        }
-        s
-    }
-
-    /// The node that most recently said it leads.
-    fn leader(&self) -> u16 {
-        let mut best = (0u32, 0u16);
-        for n in self.tb.nodes.iter().filter(|n| n.plays(Role::Proposer)) {
-            for l in read_lines(&self.tb.dir.join(format!("node-{}.log", n.id))) {
-                if let Some(b) = l.split("leading with ballot ").nth(1) {
-                    let round: u32 = b.split('.').next().unwrap_or("0").parse().unwrap_or(0);
-                    best = best.max((round, n.id));
-                }
-            }
-        }
-        assert!(best.1 != 0, "no leader yet:{}", self.logs());
-        best.1
-    }
-
-    /// Stops the client, checks delivery at every learner, stops every node cleanly and
-    /// returns each node's JSON summary (`output.summary`).
-    fn finish_and_check(mut self) -> HashMap<u16, serde_json::Value> {
-        let client = self
-            .tb
-            .nodes
-            .iter()
-            .find(|n| n.plays(Role::Client))
-            .expect("a client node")
-            .id;
-        self.terminate(client);
-        // Learners a test left down are not asked to deliver.
-        let learners: Vec<(u16, PathBuf)> = self
-            .tb
-            .nodes
-            .iter()
-            .filter(|n| n.plays(Role::Learner) && n.id != client)
-            .filter(|n| self.children.contains_key(&n.id))
-            .map(|n| (n.id, n.delivered(&self.tb.dir)))
-            .collect();
-        let acked = check_delivery(&self.acked(), &learners, 200, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("{e}{}", self.logs()));
-        // The client node's own learner stopped with it: what it delivered is a prefix of
-        // everybody's stream.
-        let own = pairs(&self.tb.dir.join(format!("delivered-{client}.txt")));
-        let full = pairs(&learners[0].1);
-        assert!(
-            own.len() >= acked && full.starts_with(&own),
-            "the client node's learner delivered another order ({} values)",
-            own.len()
-        );
-        eprintln!(
-            "{acked} acknowledged values checked at {} learners",
-            learners.len()
-        );
-        let mut ids: Vec<u16> = self.children.keys().copied().collect();
-        for id in &ids {
-            self.terminate(*id);
-        }
-        ids.push(client);
-        self.tb
-            .nodes
-            .iter()
-            .filter(|n| ids.contains(&n.id))
-            .map(|n| {
-                let path = self.tb.dir.join(format!("summary-{}.json", n.id));
-                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                    panic!(
-                        "node {} left no summary {}: {e}{}",
-                        n.id,
-                        path.display(),
-                        self.logs()
-                    )
-                });
-                let summary = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()));
-                (n.id, summary)
-            })
-            .collect()
-    }
-}
-
-/// A counter from a node's JSON summary, e.g. `dropped_bad_frame` (the transport's counters
-/// are under `transport`).
-fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats
-        .get(name)
-        .or_else(|| stats["transport"].get(name))
-        .and_then(|v| v.as_u64())
-        .unwrap_or_else(|| panic!("no {name} in {stats}"))
 }
 
 /// A count from the impairing relay's last log line, e.g. `dropped: 12`.
@@ -364,7 +247,7 @@ fn a_lossy_duplicating_reordering_link_then_heal() {
     bed.progress(2000, "at start");
     let leader = bed.leader();
     let relay = bed
-        .tb
+        .tb()
         .impair(
             leader,
             Impairment {
@@ -377,8 +260,8 @@ fn a_lossy_duplicating_reordering_link_then_heal() {
         )
         .unwrap();
     bed.progress(1000, "through the lossy link");
-    bed.tb.heal(leader, relay).unwrap();
-    let log = read_lines(&bed.tb.dir.join(format!("impair-{leader}.log")));
+    bed.tb().heal(leader, relay).unwrap();
+    let log = read_lines(&bed.tb().dir.join(format!("impair-{leader}.log")));
     let stats = log.last().cloned().unwrap_or_default();
     for what in ["dropped", "duplicated", "reordered"] {
         assert!(
@@ -396,7 +279,7 @@ fn malformed_and_foreign_frames_are_dropped_and_counted() {
     let _slot = testbed_slot();
     let bed = Bed::up("tbinj", Layout::Replicas);
     bed.progress(1000, "at start");
-    let target = bed.tb.node(2).unwrap().mac.clone();
+    let target = bed.tb().node(2).unwrap().mac.clone();
     for kind in ["garbage", "truncated", "foreign-cluster", "non-member"] {
         inject(&bed, &target, &["--kind", kind, "--count", "300"]);
     }
@@ -435,7 +318,7 @@ fn with_frame_authentication_forgeries_are_dropped_and_replays_are_harmless() {
         }),
     );
     bed.progress(1000, "at start");
-    let target = bed.tb.node(2).unwrap().mac.clone();
+    let target = bed.tb().node(2).unwrap().mac.clone();
     let inject =
         |kind: &str, count: &str| inject(&bed, &target, &["--kind", kind, "--count", count]);
     // Without the key: a forged tag, no tag at all, a frame of another cluster.
@@ -676,7 +559,7 @@ fn acceptors_on_virtio_user_through_a_vhost_user_switch() {
     assert!(
         vswitch.try_wait().unwrap().is_none(),
         "the switch stopped: {}",
-        std::fs::read_to_string(bed.tb.dir.join("vswitch.log")).unwrap_or_default()
+        std::fs::read_to_string(bed.tb().dir.join("vswitch.log")).unwrap_or_default()
     );
     // The acceptors are reachable only through the switch: every value learner 21 and the
     // client node deliver went through it.
@@ -759,7 +642,7 @@ fn a_learner_down_then_a_leader_kill_elects_a_leader_and_trim_moves_on() {
     );
     bed.progress(2000, "at start");
     let learner = bed
-        .tb
+        .tb()
         .nodes
         .iter()
         .find(|n| n.plays(Role::Learner) && !n.plays(Role::Client))
@@ -811,7 +694,7 @@ fn power_cut_and_restart(name: &str, transport: TransportKind) {
     // learners catch it all up, through answers that fit their receive buffers.
     let mut bed = Bed::up_untrimmed(name, Layout::Replicas, transport);
     bed.progress(20_000, "before the power cut");
-    let ids: Vec<u16> = bed.tb.nodes.iter().map(|n| n.id).collect();
+    let ids: Vec<u16> = bed.tb().nodes.iter().map(|n| n.id).collect();
     for id in &ids {
         bed.kill9(*id);
     }
@@ -837,17 +720,6 @@ fn bed_acceptors(stats: &HashMap<u16, serde_json::Value>) -> Vec<u16> {
     ids
 }
 
-/// Sends `sig` (STOP, CONT) to node `id`'s process.
-fn signal(bed: &Bed, id: u16, sig: &str) {
-    let pid = bed.children[&id].id().to_string();
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 #[test]
 #[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
 fn a_paused_leader_is_replaced_and_a_standby_whose_link_flaps_deposes_nobody() {
@@ -855,9 +727,9 @@ fn a_paused_leader_is_replaced_and_a_standby_whose_link_flaps_deposes_nobody() {
     let bed = Bed::up("tbpaus", Layout::Roles);
     bed.progress(2000, "at start");
     let first = bed.leader();
-    signal(&bed, first, "STOP");
+    bed.signal(first, "STOP");
     bed.progress(2000, &format!("with leader {first} paused"));
-    signal(&bed, first, "CONT");
+    bed.signal(first, "CONT");
     bed.progress(2000, &format!("after {first} resumed"));
     let second = bed.leader();
     assert_ne!(second, first, "nobody took over from the paused leader");
@@ -865,9 +737,9 @@ fn a_paused_leader_is_replaced_and_a_standby_whose_link_flaps_deposes_nobody() {
     // timeout (frames lost, not queued as in a pause), so it prepares a higher ballot; when
     // the link returns, the acceptors' lease and its own stickiness must keep it from
     // deposing the live leader. The 600 ms is the fault's length, not a wait for an event.
-    bed.tb.link(first, false).unwrap();
+    bed.tb().link(first, false).unwrap();
     std::thread::sleep(Duration::from_millis(600));
-    bed.tb.link(first, true).unwrap();
+    bed.tb().link(first, true).unwrap();
     bed.progress(3000, &format!("after standby {first}'s link came back"));
     assert_eq!(
         bed.leader(),
@@ -892,7 +764,12 @@ fn random_faults(name: &str, seed: u64, layout: Layout, transport: TransportKind
     let mut bed = Bed::up_untrimmed(name, layout, transport);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let ids = |f: &dyn Fn(&testbed::TestbedNode) -> bool| -> Vec<u16> {
-        bed.tb.nodes.iter().filter(|n| f(n)).map(|n| n.id).collect()
+        bed.tb()
+            .nodes
+            .iter()
+            .filter(|n| f(n))
+            .map(|n| n.id)
+            .collect()
     };
     let acceptors = ids(&|n| n.plays(Role::Acceptor));
     let learners = ids(&|n| n.plays(Role::Learner) && !n.plays(Role::Client));
@@ -921,16 +798,16 @@ fn random_faults(name: &str, seed: u64, layout: Layout, transport: TransportKind
                     pick(&mut rng, &all)
                 };
                 log.push(format!("pause {n} for {hold:?}"));
-                signal(&bed, n, "STOP");
+                bed.signal(n, "STOP");
                 std::thread::sleep(hold);
-                signal(&bed, n, "CONT");
+                bed.signal(n, "CONT");
             }
             3 => {
                 let n = pick(&mut rng, &all);
                 log.push(format!("link of {n} down for {hold:?}"));
-                bed.tb.link(n, false).unwrap();
+                bed.tb().link(n, false).unwrap();
                 std::thread::sleep(hold);
-                bed.tb.link(n, true).unwrap();
+                bed.tb().link(n, true).unwrap();
             }
             _ if !learners.is_empty() => {
                 let l = pick(&mut rng, &learners);

@@ -11,7 +11,7 @@ mod transport;
 pub use digest::SequenceDigest;
 pub use transport::{Inbound, MemTransport};
 
-use crate::driver::single::{self, Link};
+use crate::driver::single::{self, Idle, Link};
 use crate::driver::{
     Acked, Driver, Latency, Load, NodeError, NodeStats, NodeStore, RoundStore, Sessions, Sink,
 };
@@ -59,6 +59,8 @@ pub struct DemoSummary {
     pub learners: Vec<(u64, String)>,
     pub policy: FsyncPolicy,
     pub storage_path: Option<std::path::PathBuf>,
+    /// Client values the leader shed because its queue was full (the clients resent them).
+    pub shed: u64,
     /// Acceptor group commits and the changes they carried, over all acceptors.
     pub commits: u64,
     pub committed_changes: u64,
@@ -152,6 +154,13 @@ impl fmt::Display for DemoSummary {
                 self.commits
             )?,
             None => writeln!(f, "storage: memory (fsync policy none)")?,
+        }
+        if self.shed > 0 {
+            writeln!(
+                f,
+                "shed: {} client values refused by a full leader queue (resent by their clients)",
+                self.shed
+            )?;
         }
         for e in &self.failures {
             writeln!(f, "FAILED: {e}")?;
@@ -347,6 +356,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             shared: shared.clone(),
             learner,
             digest: SequenceDigest::default(),
+            acked: 0,
         };
         let shared = shared.clone();
         handles.push(spawn_named(format!("epx-{role}-{id}"), move || {
@@ -365,7 +375,9 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 &mut sink,
                 &mut stop,
                 start,
-                false,
+                // More threads than cores: a thread that spun would take the core another
+                // node needs.
+                Idle::Spin(0),
             );
             if let Err(e) = run {
                 shared.fail(format!("node {id} stopped: {e}"));
@@ -501,6 +513,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         learners,
         policy: storage_cfg.fsync_policy,
         storage_path,
+        shed: totals.shed,
         commits: totals.commits,
         committed_changes: totals.committed_changes,
         failures,
@@ -534,8 +547,8 @@ impl Link for MemLink {
         Ok(got.map(|m| (m.from, m.msg)))
     }
 
-    fn send(&mut self, env: &Envelope) -> Result<(), NodeError> {
-        self.tx.send_all(self.id, std::iter::once(env.clone()));
+    fn send(&mut self, env: Envelope) -> Result<(), NodeError> {
+        self.tx.send_all(self.id, std::iter::once(env));
         Ok(())
     }
 }
@@ -546,6 +559,8 @@ struct DemoSink {
     shared: Arc<Shared>,
     learner: Option<usize>,
     digest: SequenceDigest,
+    /// Acknowledged this turn, not yet published.
+    acked: u64,
 }
 
 impl Sink for DemoSink {
@@ -555,14 +570,11 @@ impl Sink for DemoSink {
         v: &crate::protocol::ClientValue,
     ) -> std::io::Result<()> {
         self.digest.add(v);
-        if let Some(k) = self.learner {
-            self.shared.delivered[k].store(self.digest.count(), Ordering::Relaxed);
-        }
         Ok(())
     }
 
     fn acknowledged(&mut self, _ack: &Acked) -> std::io::Result<()> {
-        self.shared.acked.fetch_add(1, Ordering::Relaxed);
+        self.acked += 1;
         Ok(())
     }
 
@@ -571,6 +583,19 @@ impl Sink for DemoSink {
             self.shared.leader.store(node as u64, Ordering::Relaxed);
             self.shared.elections.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Published once a turn: a store per value would bounce the counters' cache line
+    /// between the cores for nothing.
+    fn end_turn(&mut self) -> std::io::Result<()> {
+        if let Some(k) = self.learner {
+            self.shared.delivered[k].store(self.digest.count(), Ordering::Relaxed);
+        }
+        if self.acked > 0 {
+            self.shared.acked.fetch_add(self.acked, Ordering::Relaxed);
+            self.acked = 0;
+        }
+        Ok(())
     }
 }
 

@@ -24,7 +24,9 @@ pub enum Role {
 }
 
 /// How a node's frames travel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// Datagrams to each member's `udp` address: routed networks, unprivileged runs.
@@ -39,7 +41,9 @@ pub enum TransportKind {
 }
 
 /// How a node's loop waits for frames.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Polling {
     /// Spin briefly when idle, then sleep until a frame or the next tick: fair on a small
@@ -51,7 +55,9 @@ pub enum Polling {
 }
 
 /// Whether a node runs its work in one loop or in stages on their own threads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stages {
     /// One loop: receive, handle, commit, send. The right choice with one or two cores.

@@ -20,7 +20,7 @@ mod stats;
 mod store;
 
 pub use sessions::{client_id, Acked, Latency, Load, Sessions, APP_CLIENT};
-pub use stats::{report_event, NodeStats};
+pub use stats::{report_event, write_summary, NodeStats, STATUS_EVERY};
 pub use store::{NodeStore, RoundStore, StoreError};
 
 use crate::metrics::Recorder;
@@ -269,7 +269,7 @@ impl Driver {
     /// accounts for events, and returns the changes to commit and the messages that wait on
     /// them.
     pub fn end_turn(&mut self, now: Duration, sink: &mut dyn Sink) -> std::io::Result<Pending> {
-        for d in std::mem::take(&mut self.out.deliver) {
+        for d in self.out.deliver.drain(..) {
             for v in &d.values {
                 self.stats.delivered += 1;
                 sink.delivered(now, v)?;
@@ -282,7 +282,7 @@ impl Driver {
                 }
             }
         }
-        for e in std::mem::take(&mut self.out.events) {
+        for e in self.out.events.drain(..) {
             match &e {
                 Event::Trimmed { needed, .. } => self.stats.trimmed_out = Some(*needed),
                 Event::Shed { values } => self.stats.shed += *values as u64,
@@ -310,6 +310,11 @@ impl Driver {
             }
         }
         remote
+    }
+
+    /// Takes back a buffer `release` returned, once its messages are sent.
+    pub fn recycle(&mut self, sent: Vec<Envelope>) {
+        self.out.reuse_send_buffer(sent);
     }
 
     /// Publishes this driver's counts and gauges to its metrics shard, when one is due (or
@@ -371,7 +376,16 @@ impl Driver {
         s.latency_p99_us = l.quantile(0.99).as_micros() as u64;
         s.latency_p999_us = l.quantile(0.999).as_micros() as u64;
         s.latency_mean_us = l.mean().as_micros() as u64;
+        s.leading_round = self.leading_round();
         s
+    }
+
+    /// The round of this node's ballot while its proposer leads.
+    pub fn leading_round(&self) -> Option<u32> {
+        self.proposer
+            .as_ref()
+            .filter(|p| p.is_leader())
+            .map(|p| p.highest_ballot().round)
     }
 }
 
@@ -383,6 +397,9 @@ pub fn split_released(
     max_payload: usize,
 ) -> (Vec<Message>, Vec<Envelope>) {
     coalesce_accepted(&mut sends, max_payload);
+    if !sends.iter().any(|e| e.to == me) {
+        return (Vec::new(), sends);
+    }
     let mut own = Vec::new();
     let mut remote = Vec::with_capacity(sends.len());
     for env in sends {

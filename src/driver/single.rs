@@ -14,7 +14,7 @@ pub const ADAPTIVE_SPINS: u32 = 50;
 pub trait Link {
     /// The next message, waiting at most `wait`.
     fn recv(&mut self, wait: Duration) -> Result<Option<(NodeId, Message)>, NodeError>;
-    fn send(&mut self, env: &Envelope) -> Result<(), NodeError>;
+    fn send(&mut self, env: Envelope) -> Result<(), NodeError>;
     fn flush(&mut self) -> Result<(), NodeError> {
         Ok(())
     }
@@ -27,8 +27,8 @@ impl Link for Transport {
     fn recv(&mut self, wait: Duration) -> Result<Option<(NodeId, Message)>, NodeError> {
         Ok(Transport::recv(self, wait)?)
     }
-    fn send(&mut self, env: &Envelope) -> Result<(), NodeError> {
-        Ok(Transport::send(self, env)?)
+    fn send(&mut self, env: Envelope) -> Result<(), NodeError> {
+        Ok(Transport::send(self, &env)?)
     }
     fn flush(&mut self) -> Result<(), NodeError> {
         Ok(Transport::flush(self)?)
@@ -38,8 +38,18 @@ impl Link for Transport {
     }
 }
 
-/// Runs `driver` until `stop` (asked before every turn) says so; `busy` polls without ever sleeping. Everything
-/// committed is synced before it returns.
+/// How a loop waits when no message is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Never sleep.
+    Busy,
+    /// Poll this many times without waiting after the last message, then sleep until a
+    /// message or the next tick.
+    Spin(u32),
+}
+
+/// Runs `driver` until `stop` (asked before every turn) says so, waiting as `idle` says.
+/// Everything committed is synced before it returns.
 pub fn run(
     driver: &mut Driver,
     link: &mut impl Link,
@@ -47,7 +57,7 @@ pub fn run(
     sink: &mut dyn Sink,
     stop: &mut dyn FnMut(&Driver) -> bool,
     start: Instant,
-    busy: bool,
+    idle: Idle,
 ) -> Result<(), NodeError> {
     let mut idle_spins = 0u32;
     while !stop(driver) {
@@ -56,7 +66,11 @@ pub fn run(
         // frame (a waiting thread costs ~20 us to wake here), then sleep until a frame or
         // the next tick.
         let now = start.elapsed();
-        let wait = if busy || idle_spins < ADAPTIVE_SPINS || driver.has_work() {
+        let spinning = match idle {
+            Idle::Busy => true,
+            Idle::Spin(spins) => idle_spins < spins,
+        };
+        let wait = if spinning || driver.has_work() {
             Duration::ZERO
         } else {
             driver
@@ -104,8 +118,10 @@ fn turn_out(
     }
     driver.stats.commits = store.commits;
     driver.stats.committed_changes = store.committed_changes;
-    for env in driver.release(released) {
-        link.send(&env)?;
+    let mut remote = driver.release(released);
+    for env in remote.drain(..) {
+        link.send(env)?;
     }
+    driver.recycle(remote);
     link.flush()
 }

@@ -29,6 +29,22 @@ pub struct NodeStats {
     pub latency_p99_us: u64,
     pub latency_mean_us: u64,
     pub latency_p999_us: u64,
+    /// While the node runs its summary file is refreshed every `STATUS_EVERY` with this set;
+    /// the summary written when it stops has it unset.
+    pub running: bool,
+    /// The round of this proposer's ballot while it leads (None: it does not lead).
+    pub leading_round: Option<u32>,
+}
+
+/// How often a running node refreshes its summary file (`output.summary`).
+pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Writes a node's summary as JSON to `path`, atomically (a reader never sees half of one).
+pub fn write_summary(path: &std::path::Path, stats: &NodeStats) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(stats).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json + "\n")?;
+    std::fs::rename(&tmp, path)
 }
 
 impl NodeStats {
@@ -42,6 +58,7 @@ impl NodeStats {
         self.submitted += o.submitted;
         self.shed += o.shed;
         self.trimmed_out = self.trimmed_out.or(o.trimmed_out);
+        self.leading_round = self.leading_round.or(o.leading_round);
         self.dropped_readers += o.dropped_readers;
         let (a, b) = (&mut self.acceptor, &o.acceptor);
         a.refused_oversized += b.refused_oversized;

@@ -9,7 +9,8 @@
 
 use crate::app::{stream_line, AppLink, StreamServer};
 use crate::config::{NodeConfig, Polling, Role, Stages};
-use crate::driver::{io, single, Acked, Driver, Load, NodeStore, RoundStore, Sessions, Sink};
+use crate::driver::single::{self, Idle, ADAPTIVE_SPINS};
+use crate::driver::{io, Acked, Driver, Load, NodeStore, RoundStore, Sessions, Sink};
 use crate::metrics::Metrics;
 use crate::protocol::{Acceptor, ClientValue, Learner, Proposer};
 use crate::storage::{BatchBudget, GroupCommit, RoundFile};
@@ -22,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::driver::{client_id, report_event, NodeError, NodeStats};
+use crate::driver::STATUS_EVERY;
+pub use crate::driver::{client_id, report_event, write_summary, NodeError, NodeStats};
 
 /// A random number for this process's client sessions, so a restarted node never reuses its
 /// predecessor's client ids.
@@ -127,6 +129,38 @@ impl Sink for Outputs {
     }
 }
 
+/// A running node's summary file, refreshed every `STATUS_EVERY` with `running` set: what
+/// tests and operators read of a live node (who leads, what it counted so far).
+pub(crate) struct Status {
+    path: Option<std::path::PathBuf>,
+    last: Option<Instant>,
+}
+
+impl Status {
+    pub(crate) fn new(cfg: &NodeConfig) -> Status {
+        Status {
+            path: cfg.output.summary.clone(),
+            last: None,
+        }
+    }
+
+    /// Writes `stats()` when a refresh is due. A failed write is logged once and not fatal:
+    /// the node's work does not depend on it.
+    pub(crate) fn refresh(&mut self, stats: impl FnOnce() -> NodeStats) {
+        let Some(path) = &self.path else { return };
+        if self.last.is_some_and(|t| t.elapsed() < STATUS_EVERY) {
+            return;
+        }
+        let mut s = stats();
+        s.running = true;
+        if let Err(e) = write_summary(path, &s) {
+            tracing::warn!("cannot write output.summary {}: {e}", path.display());
+            self.path = None;
+        }
+        self.last = Some(Instant::now());
+    }
+}
+
 /// A node built from its config, ready to run.
 pub(crate) struct Node {
     pub(crate) driver: Driver,
@@ -182,14 +216,21 @@ pub fn run_with(
         mut transport,
         mut outputs,
     } = node;
+    let mut status = Status::new(cfg);
     single::run(
         &mut driver,
         &mut transport,
         &mut store,
         &mut outputs,
-        &mut |_| stop.load(Ordering::Relaxed),
+        &mut |d| {
+            status.refresh(|| d.summary());
+            stop.load(Ordering::Relaxed)
+        },
         Instant::now(),
-        cfg.pipeline.polling == Polling::Busy,
+        match cfg.pipeline.polling {
+            Polling::Busy => Idle::Busy,
+            Polling::Adaptive => Idle::Spin(ADAPTIVE_SPINS),
+        },
     )?;
     let mut stats = driver.summary();
     stats.transport = transport.stats().clone();

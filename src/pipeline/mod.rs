@@ -27,7 +27,7 @@ use crate::driver::{
     NodeStore, Sink,
 };
 use crate::metrics::{Metrics, Recorder};
-use crate::node::Node;
+use crate::node::{Node, Status};
 use crate::protocol::{Envelope, Message, NodeId, Pending};
 use crate::storage::BatchBudget;
 use crate::transport::TransportStats;
@@ -282,6 +282,9 @@ pub(crate) fn run_staged(
     };
     // Stage numbers for pinning: RX 0, commit 1, TX 2, learner 3, then the roles present.
     let mut roles = Vec::new();
+    // The proposer stage's leadership (round + 1; 0: not leading), for the status file the
+    // learner stage writes.
+    let leading = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for (k, (name, driver)) in [("acceptor", acceptor), ("proposer", proposer)]
         .into_iter()
         .enumerate()
@@ -290,10 +293,17 @@ pub(crate) fn run_staged(
             continue;
         };
         let (halt, turns, cfg) = (halt.clone(), turn_tx.clone(), cfg.clone());
+        let leading = leading.clone();
         let core = 4 + roles.len();
         roles.push(spawn(name, move || -> Result<NodeStats, NodeError> {
             pin(&cfg, core);
-            stage_loop(&mut d, &mut Logged, &input, polling, &turns, &|| {
+            stage_loop(&mut d, &mut Logged, &input, polling, &turns, &mut |d| {
+                if d.proposer.is_some() {
+                    leading.store(
+                        d.leading_round().map_or(0, |r| r as u64 + 1),
+                        Ordering::Relaxed,
+                    );
+                }
                 halt.load(Ordering::Relaxed)
             })?;
             Ok(d.summary())
@@ -305,13 +315,24 @@ pub(crate) fn run_staged(
     let input = inputs[LEARNER]
         .take()
         .expect("every node has a learner stage");
+    let mut status = Status::new(cfg);
     let result = stage_loop(
         &mut learner,
         &mut outputs,
         &input,
         polling,
         &turn_tx,
-        &|| stop.load(Ordering::Relaxed),
+        &mut |d| {
+            status.refresh(|| {
+                let mut s = d.summary();
+                s.leading_round = match leading.load(Ordering::Relaxed) {
+                    0 => None,
+                    r => Some((r - 1) as u32),
+                };
+                s
+            });
+            stop.load(Ordering::Relaxed)
+        },
     );
     halt.store(true, Ordering::Relaxed);
     let role_results: Vec<_> = roles.into_iter().map(join).collect();
@@ -361,10 +382,10 @@ fn stage_loop(
     input: &Inputs,
     polling: Polling,
     turns: &Sender<Pending>,
-    stop: &dyn Fn() -> bool,
+    stop: &mut dyn FnMut(&Driver) -> bool,
 ) -> Result<(), NodeError> {
     let start = Instant::now();
-    while !stop() {
+    while !stop(d) {
         let now = start.elapsed();
         d.begin_turn(now);
         for msg in input.local.try_iter() {

@@ -164,6 +164,15 @@ impl Actions {
         }
     }
 
+    /// Gives back an emptied message buffer (one a commit released and the driver sent), so
+    /// the next turn does not grow a fresh one.
+    pub fn reuse_send_buffer(&mut self, mut buf: Vec<Envelope>) {
+        if self.send.capacity() == 0 {
+            buf.clear();
+            self.send = buf;
+        }
+    }
+
     pub(crate) fn change(&mut self, change: Change) {
         self.persist.push(change);
     }
@@ -193,6 +202,13 @@ impl Actions {
 /// `max_payload` bytes: an acceptor that handled a burst of 2a's sends one vote message per
 /// destination instead of one per instance. Every driver applies it to what it releases.
 pub fn coalesce_accepted(sends: &mut Vec<Envelope>, max_payload: usize) {
+    let votes = sends
+        .iter()
+        .filter(|e| matches!(e.msg, Message::Accepted { .. }))
+        .count();
+    if votes < 2 {
+        return;
+    }
     let per_msg = (max_payload.saturating_sub(super::limits::ACCEPTED_FIXED) / 8).max(1);
     let mut merged: Vec<Envelope> = Vec::with_capacity(sends.len());
     let mut open: std::collections::HashMap<(NodeId, Ballot), usize> = Default::default();

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use std::fmt;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum FaultKind {
     None,
     Loss,

@@ -170,6 +170,8 @@ pub struct SimStats {
     pub frames_overflowed: u64,
     pub frames_duplicated: u64,
     pub values_delivered: u64,
+    /// Client values a leader shed because its queue was full (their clients resent them).
+    pub shed: u64,
     pub leader_elections: u64,
     pub crashes: u64,
     /// Nodes in the run (a power cut crashes every one).
@@ -218,7 +220,7 @@ impl SimReport {
 }
 
 /// Which roles share a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Layout {
     /// Proposers, acceptors and learners on nodes of their own; clients on the learners.
     Split,
@@ -969,6 +971,11 @@ impl Simulation {
     /// What the last turn delivered and reported, into the observations.
     fn collect(&mut self, n: usize) {
         let sink = std::mem::take(&mut self.sink);
+        for e in &sink.events {
+            if let Event::Shed { values } = e {
+                self.stats.shed += *values as u64;
+            }
+        }
         if let Some(l) = self.nodes[n].plays.learner {
             for v in &sink.delivered {
                 self.obs.deliver(l, v);

@@ -78,7 +78,9 @@ pub trait AcceptorStorage: Send {
 }
 
 /// When an acceptor's replies may leave relative to its writes reaching the disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// The write-ahead log is fsynced before any reply of a batch leaves: a 1b/2b that was
