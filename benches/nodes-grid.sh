@@ -24,8 +24,8 @@ else
 fi
 dir=$(mktemp -d /tmp/ethpaxos-nodes-grid.XXXXXX)
 trap '"$bin" testbed down --name bench >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-echo "| transport | stages | polling | policy | clients x outstanding | values/s | p50 | p99 |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| transport | stages | polling | policy | clients x outstanding | values/s | p50 | p99 | frames/value |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for transport in ${TRANSPORTS:-afpacket udp}; do for stages in ${STAGES:-single}; do
 for polling in ${POLLINGS:-adaptive busy}; do for policy in ${POLICIES:-none async sync}; do
   for clients in ${CLIENTS:-1 4 16 64 256}; do
@@ -45,6 +45,11 @@ for polling in ${POLLINGS:-adaptive busy}; do for policy in ${POLICIES:-none asy
     # The client node's JSON summary (output.summary), written when it stops.
     p50=$(grep -o '"latency_p50_us": *[0-9]*' "$dir/summary-9.json" 2>/dev/null | grep -o '[0-9]*$' || true)
     p99=$(grep -o '"latency_p99_us": *[0-9]*' "$dir/summary-9.json" 2>/dev/null | grep -o '[0-9]*$' || true)
-    echo "| $transport | $stages | $polling | $policy | $clients x $out | $(( (a1 - a0) / run )) | ${p50:-?} us | ${p99:-?} us |"
+    # Frames every node sent over the whole run, per value acknowledged: a cost that does not
+    # depend on the machine's speed.
+    a2=$(wc -l < "$dir/acknowledged.txt" 2>/dev/null || echo 0)
+    sent=$(cat "$dir"/summary-*.json 2>/dev/null | grep -o '"sent": *[0-9]*' | grep -o '[0-9]*$' | awk '{s+=$1} END {print s+0}')
+    fpv=$(python3 -c "print(f'{${sent:-0}/${a2:-0}:.2f}' if ${a2:-0}>0 else '?')")
+    echo "| $transport | $stages | $polling | $policy | $clients x $out | $(( (a1 - a0) / run )) | ${p50:-?} us | ${p99:-?} us | $fpv |"
   done
 done; done; done; done

@@ -319,6 +319,7 @@ fn every_numeric_field_has_a_range_and_the_error_names_it() {
         "trim_interval_ms",
         "trim_keep",
         "client_timeout_ms",
+        "tick_us",
     ] {
         let bad = format!("{GOOD}protocol: {{{field}: {max}}}\n");
         let (ok, text) = check(&bad);

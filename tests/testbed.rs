@@ -555,11 +555,11 @@ fn acceptors_on_virtio_user_through_a_vhost_user_switch() {
     bed.kill9(11);
     bed.progress(1000, "with acceptor 11 down");
     bed.start(11);
-    let vswitch = bed.vswitch.as_mut().expect("a switch started");
+    let log = std::fs::read_to_string(bed.tb().dir.join("vswitch.log")).unwrap_or_default();
+    let vswitch = bed.place.vswitch.as_mut().expect("a switch started");
     assert!(
         vswitch.try_wait().unwrap().is_none(),
-        "the switch stopped: {}",
-        std::fs::read_to_string(bed.tb().dir.join("vswitch.log")).unwrap_or_default()
+        "the switch stopped: {log}"
     );
     // The acceptors are reachable only through the switch: every value learner 21 and the
     // client node deliver went through it.

@@ -51,26 +51,13 @@ pub(crate) struct BenchArgs {
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
-    let BenchArgs {
-        transport,
-        clients,
-        policies,
-        outstanding,
-        value_size,
-        warmup,
-        duration,
-        batch_max_messages,
-        batch_max_bytes,
-        polling,
-        out,
-        replot,
-    } = args;
-    if replot {
-        let n = ethpaxos::bench::replot(&out)?;
-        println!("{n} points drawn again into {}", out.display());
+    if args.replot {
+        let n = ethpaxos::bench::replot(&args.out)?;
+        println!("{n} points drawn again into {}", args.out.display());
         return Ok(());
     }
-    let transports = transport
+    let transports = args
+        .transport
         .iter()
         .map(|t| {
             ethpaxos::bench::BenchTransport::from_name(t).with_context(|| {
@@ -78,24 +65,24 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    if clients.is_empty() || clients.contains(&0) {
+    if args.clients.is_empty() || args.clients.contains(&0) {
         bail!("--clients: give counts of at least 1, e.g. 1,2,4");
     }
-    if outstanding == 0 {
+    if args.outstanding == 0 {
         bail!("--outstanding must be at least 1");
     }
     let spec = ethpaxos::bench::BenchSpec {
         transports,
-        clients,
-        policies,
-        outstanding,
-        value_size,
-        warmup,
-        duration,
-        batch_max_messages,
-        batch_max_bytes,
-        polling,
-        out,
+        clients: args.clients,
+        policies: args.policies,
+        outstanding: args.outstanding,
+        value_size: args.value_size,
+        warmup: args.warmup,
+        duration: args.duration,
+        batch_max_messages: args.batch_max_messages,
+        batch_max_bytes: args.batch_max_bytes,
+        polling: args.polling,
+        out: args.out,
         exe: std::env::current_exe().context("cannot find this executable")?,
     };
     run_spec(&spec)

@@ -156,7 +156,8 @@ pub struct OutputConfig {
     /// Learner: serves the delivered stream on this Unix-domain socket, a line per value
     /// (`client seq payload-hex`); `ethpaxos tail --socket PATH` prints it.
     pub socket: Option<PathBuf>,
-    /// At a clean stop, the node's summary (its counters and client latency) as JSON.
+    /// The node's summary (its counters, client latency, leadership) as JSON: refreshed every
+    /// 200 ms while it runs (`running: true`), final at a clean stop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<PathBuf>,
 }
