@@ -44,6 +44,8 @@ pub struct AppLink {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::NodeConfigError),
     #[error("the config must give this node the client and learner roles")]
     NotAClient,
     #[error("no acknowledgement within {0:?}; the value may still be delivered, once at most")]
@@ -65,8 +67,8 @@ pub struct Embedded {
 impl Embedded {
     /// Starts the node `cfg` describes; it must play client and learner. Its `load` section
     /// is ignored: the application is its only client.
-    pub fn start(mut cfg: NodeConfig) -> Result<Embedded, AppError> {
-        cfg.load.clients = 0;
+    pub fn start(cfg: NodeConfig) -> Result<Embedded, AppError> {
+        let cfg = cfg.validated()?.without_load_clients();
         let me = cfg.me();
         if !(me.plays(Role::Client) && me.plays(Role::Learner)) {
             return Err(AppError::NotAClient);

@@ -1,5 +1,7 @@
 //! The `ethpaxos` command (cli/ holds one module per subcommand).
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 fn main() -> std::process::ExitCode {

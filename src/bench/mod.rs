@@ -2,8 +2,9 @@
 //! chosen transport. Over UDP, AF_PACKET or DPDK it runs node processes in the namespace
 //! testbed: one proposer, three acceptors and two learners, one learner also the client
 //! (latency runs from submission to learning). `inproc` runs the demo's in-process cluster
-//! instead, which has two proposers (a leader and a standby) and its own driver. Each point runs a warm-up, then a
-//! measured window; the grid goes to CSV and JSON and three plots (plot.rs).
+//! instead: the same driver as node processes, but two proposers (a leader and a standby) and
+//! two learners, the clients on the first. Each point runs a warm-up, then a measured
+//! window; the grid goes to CSV and JSON and three plots (plot.rs).
 
 #![forbid(unsafe_code)]
 

@@ -65,7 +65,7 @@ pub(crate) fn check_config(args: CheckConfigArgs) -> Result<()> {
 }
 
 fn run_node(path: &Path) -> Result<()> {
-    let cfg = NodeConfig::load(path)?;
+    let cfg = NodeConfig::load(path)?.validated()?;
     let stop = stop_on_signals()?;
     let stats = node::run(&cfg, &stop).with_context(|| format!("node {}", cfg.node_id))?;
     eprintln!("node {} stopped.\n{stats}", cfg.node_id);

@@ -303,7 +303,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             ));
             round = Some(match &storage_path {
                 Some(dir) => RoundStore::File(RoundFile::new(dir, id)),
-                None => RoundStore::Memory,
+                None => RoundStore::Memory(0),
             });
             "proposer"
         } else if members.acceptors.contains(&id) {

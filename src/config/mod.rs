@@ -194,6 +194,31 @@ pub struct NodeConfig {
     pub output: OutputConfig,
 }
 
+/// A node config that passed `NodeConfig::validate`. Only `NodeConfig::validated` makes one,
+/// and `node::run` takes nothing else: a node cannot start from a config nobody checked.
+#[derive(Clone, Debug)]
+pub struct ValidNodeConfig(NodeConfig);
+
+impl ValidNodeConfig {
+    /// The same config without load-generating clients (an embedded application submits
+    /// its own values); fewer clients keep every check true.
+    pub fn without_load_clients(mut self) -> ValidNodeConfig {
+        self.0.load.clients = 0;
+        self
+    }
+
+    pub fn into_inner(self) -> NodeConfig {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidNodeConfig {
+    type Target = NodeConfig;
+    fn deref(&self) -> &NodeConfig {
+        &self.0
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeConfigError {
     #[error("cannot read {path}: {source}")]
@@ -278,6 +303,12 @@ impl NodeConfig {
             .iter()
             .find(|m| m.id == self.node_id)
             .expect("validate() checked node_id is a member")
+    }
+
+    /// The config, checked: the only form a node starts from (`node::run`).
+    pub fn validated(self) -> Result<ValidNodeConfig, NodeConfigError> {
+        self.validate()?;
+        Ok(ValidNodeConfig(self))
     }
 
     pub fn validate(&self) -> Result<(), NodeConfigError> {

@@ -17,8 +17,9 @@ pub enum StoreError {
 /// Where a proposer keeps its highest round.
 pub enum RoundStore {
     File(RoundFile),
-    /// Nothing survives the process (the demo with fsync policy `none`).
-    Memory,
+    /// Kept in memory: nothing survives the process (the demo with fsync policy `none`), or
+    /// the simulator keeps it as the node's disk.
+    Memory(u32),
 }
 
 /// A node's storage: what its roles need made durable before their messages leave.
@@ -55,9 +56,12 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Whether this store holds an acceptor's votes.
-    pub fn has_acceptor(&self) -> bool {
-        self.acceptor.is_some()
+    /// The round kept in memory (0 if none, or if it is kept in a file).
+    pub fn round_in_memory(&self) -> u32 {
+        match &self.round {
+            Some(RoundStore::Memory(r)) => *r,
+            _ => 0,
+        }
     }
 }
 
@@ -72,8 +76,10 @@ impl Persist for NodeStore {
                 _ => None,
             })
             .max();
-        if let (Some(r), Some(RoundStore::File(f))) = (round, &self.round) {
-            f.store(r).map_err(StoreError::Round)?;
+        match (round, &mut self.round) {
+            (Some(r), Some(RoundStore::File(f))) => f.store(r).map_err(StoreError::Round)?,
+            (Some(r), Some(RoundStore::Memory(kept))) => *kept = (*kept).max(r),
+            _ => {}
         }
         let Some(acceptor) = &mut self.acceptor else {
             return Ok(());

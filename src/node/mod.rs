@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use crate::app::{stream_line, AppLink, StreamServer};
-use crate::config::{NodeConfig, Polling, Role, Stages};
+use crate::config::{NodeConfig, Polling, Role, Stages, ValidNodeConfig};
 use crate::driver::single::{self, Idle, ADAPTIVE_SPINS};
 use crate::driver::{io, Acked, Driver, Load, NodeStore, RoundStore, Sessions, Sink};
 use crate::metrics::Metrics;
@@ -170,13 +170,13 @@ pub(crate) struct Node {
 }
 
 /// Runs the node until `stop` is set (by SIGTERM in `ethpaxos run`).
-pub fn run(cfg: &NodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> {
+pub fn run(cfg: &ValidNodeConfig, stop: &AtomicBool) -> Result<NodeStats, NodeError> {
     run_with(cfg, stop, None)
 }
 
 /// Runs the node with an embedded application's requests and delivery stream (app.rs).
 pub fn run_with(
-    cfg: &NodeConfig,
+    cfg: &ValidNodeConfig,
     stop: &AtomicBool,
     app: Option<AppLink>,
 ) -> Result<NodeStats, NodeError> {

@@ -15,7 +15,7 @@ pub use faults::{CrashFault, CrashTarget, FaultKind, FaultPlan, Forgery, Partiti
 
 pub use crate::driver::AcceptorLogic;
 
-use crate::driver::{Acked, Driver, Sessions, Sink};
+use crate::driver::{Acked, Driver, NodeStore, Sessions, Sink};
 use crate::protocol::{
     Acceptor, AcceptorCounters, AcceptorState, Ballot, Batch, ClientId, ClientValue, Envelope,
     Event, Learner, LearnerSnapshot, Membership, Message, NodeId, Proposer, ProtocolConfig,
@@ -61,7 +61,8 @@ pub struct SimConfig {
     /// prove the checker catches it set this).
     pub disk_lies: bool,
     pub plan: FaultPlan,
-    /// The acceptors' fsync policy, and how long a commit takes / how often async syncs.
+    /// The acceptors' fsync policy, how long a synced commit takes, and how often the
+    /// production group commit syncs under `async` (and a lying disk flushes its cache).
     pub policy: FsyncPolicy,
     pub fsync_latency: Duration,
     pub fsync_interval: Duration,
@@ -267,6 +268,8 @@ struct Node {
     driver: Option<Driver>,
     /// What survives a power loss: acceptor state and proposer round.
     disk: SimDisk,
+    /// The production store the running node writes through (None while it is down).
+    store: Option<NodeStore>,
     /// The application state a learner restarts from (its snapshot).
     durable_learner: LearnerSnapshot,
     /// Bumped by every crash: a commit that completes after one is dropped.
@@ -306,6 +309,7 @@ enum What {
     Commit(usize, u64),
     /// A node has messages to itself to handle.
     Wake(usize),
+    /// A lying disk's cache reaches its platter.
     Fsync(usize),
     Crash(usize),
     CrashLeader(u64),
@@ -446,7 +450,13 @@ impl Simulation {
                 id,
                 plays,
                 driver: None,
-                disk: SimDisk::new(cfg.policy, cfg.fsync_latency, cfg.disk_lies),
+                disk: SimDisk::new(
+                    cfg.policy,
+                    cfg.fsync_latency,
+                    cfg.fsync_interval,
+                    cfg.disk_lies,
+                ),
+                store: None,
                 durable_learner: LearnerSnapshot::default(),
                 incarnation: 0,
                 inflight: 0,
@@ -478,7 +488,7 @@ impl Simulation {
             // Spread ticks so nodes do not all act at the same instant.
             let offset = Duration::from_micros(sim.rng.gen_range(0..2000));
             sim.schedule(offset, What::Tick(n));
-            if sim.nodes[n].disk.periodic() {
+            if sim.nodes[n].disk.lies() {
                 let at = sim.cfg.fsync_interval;
                 sim.schedule(at, What::Fsync(n));
             }
@@ -560,7 +570,7 @@ impl Simulation {
                 id,
                 cfg,
                 members.clone(),
-                node.disk.durable.clone(),
+                node.disk.durable(),
             ));
         }
         if plays.learner.is_some() {
@@ -584,6 +594,7 @@ impl Simulation {
             ));
         }
         node.driver = Some(d);
+        node.store = Some(node.disk.store(plays.acceptor));
         node.busy_until = self.now;
         for c in 0..self.clients.len() {
             if self.clients[c].node == n {
@@ -596,6 +607,7 @@ impl Simulation {
         let node = &mut self.nodes[n];
         let Some(d) = node.driver.take() else { return };
         self.stats.crashes += 1;
+        node.store = None;
         node.disk.crash();
         node.incarnation += 1;
         node.inflight -= node.inbox.len();
@@ -635,8 +647,11 @@ impl Simulation {
         self.stats.virtual_time = self.now;
         self.stats.nodes = self.nodes.len() as u64;
         self.stats.values_delivered = self.obs.delivered.iter().map(|d| d.len() as u64).sum();
-        self.stats.commits = self.nodes.iter().map(|n| n.disk.commits).sum();
-        self.stats.committed_changes = self.nodes.iter().map(|n| n.disk.committed_changes).sum();
+        for n in &self.nodes {
+            let (commits, changes) = n.disk.commits();
+            self.stats.commits += commits;
+            self.stats.committed_changes += changes;
+        }
         for node in &self.nodes {
             if let Some(a) = node.driver.as_ref().and_then(|d| d.acceptor.as_ref()) {
                 let c = a.counters();
@@ -836,7 +851,7 @@ impl Simulation {
                 }
             }
             What::Fsync(n) => {
-                self.nodes[n].disk.fsync();
+                self.nodes[n].disk.flush_cache();
                 let next = self.now + self.cfg.fsync_interval;
                 self.schedule(next, What::Fsync(n));
             }
@@ -944,7 +959,11 @@ impl Simulation {
         let pending = d
             .end_turn(now, &mut self.sink)
             .expect("the simulator's sink never fails");
-        let Ok(released) = pending.commit(&mut node.disk, now);
+        let store = node.store.as_mut().expect("a running node has its store");
+        let released = pending
+            .commit(store, now)
+            .expect("the simulated disk never fails");
+        node.disk.round = store.round_in_memory();
         let remote = d.release(released);
         let more = d.has_work();
         if let Some(l) = &d.learner {
