@@ -129,6 +129,8 @@ pub struct Driver {
     pub stats: NodeStats,
     /// This driver's metrics shard, when the node serves metrics.
     pub metrics: Option<Recorder>,
+    /// Whether `handle` counts inbound messages (a staged node's RX stage counts them).
+    count_inbound: bool,
 }
 
 impl Driver {
@@ -149,7 +151,14 @@ impl Driver {
             burst: budget.fresh(),
             stats: NodeStats::default(),
             metrics: None,
+            count_inbound: true,
         }
+    }
+
+    /// Leaves counting inbound messages to whoever received them (a staged node's RX).
+    pub fn counting_no_inbound(mut self) -> Driver {
+        self.count_inbound = false;
+        self
     }
 
     pub fn with_proposer(mut self, p: Proposer) -> Driver {
@@ -211,7 +220,7 @@ impl Driver {
     /// Handles one message from the network; false once the burst fills a group-commit batch
     /// (the turn should end).
     pub fn handle(&mut self, now: Duration, from: NodeId, msg: Message) -> bool {
-        if let Some(m) = &mut self.metrics {
+        if let Some(m) = self.metrics.as_mut().filter(|_| self.count_inbound) {
             m.message_in(msg.kind());
         }
         let before = self.out.changes().len();

@@ -150,11 +150,13 @@ pub(crate) fn run_staged(
     metrics: Option<&Arc<Metrics>>,
 ) -> Result<NodeStats, NodeError> {
     let Node {
-        driver: mut learner,
+        driver: learner,
         store,
         transport,
         mut outputs,
     } = node;
+    // RX counts what arrives; the stages only handle it.
+    let mut learner = learner.counting_no_inbound();
     let recorder = || metrics.map(|m| m.recorder());
     let me = learner.id;
     let protocol = cfg.effective_protocol();
@@ -166,11 +168,13 @@ pub(crate) fn run_staged(
         Driver::new(me, &protocol, budget)
             .with_acceptor(a)
             .with_metrics(recorder())
+            .counting_no_inbound()
     });
     let proposer = learner.proposer.take().map(|p| {
         Driver::new(me, &protocol, budget)
             .with_proposer(p)
             .with_metrics(recorder())
+            .counting_no_inbound()
     });
     let (routes, mut inputs) = Routes::new(
         cfg.pipeline.ring_size,
