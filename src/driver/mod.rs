@@ -361,9 +361,13 @@ impl Driver {
             g.in_flight = Some(p.open_instances() as u64);
         }
         if let Some(a) = &self.acceptor {
-            let g = &mut m.counters.gauges;
-            g.acceptor_ballot = Some(a.promised_round() as u64);
-            g.trim = Some(a.counters().trim);
+            let ac = a.counters();
+            let c = &mut m.counters;
+            c.refused_oversized = ac.refused_oversized;
+            c.refused_top_round = ac.refused_top_round;
+            c.deferred_prepares = ac.deferred_prepares;
+            c.gauges.acceptor_ballot = Some(a.promised_round() as u64);
+            c.gauges.trim = Some(ac.trim);
         }
         if let Some(l) = &self.learner {
             let g = &mut m.counters.gauges;

@@ -56,6 +56,7 @@ mod tests {
         b.message_in(MessageKind::Accept);
         b.message_in(MessageKind::Accept);
         b.counters.gauges.trim = Some(40);
+        b.counters.deferred_prepares = 3;
         a.publish();
         b.publish();
         a.counters.transport.received = 1000;
@@ -67,6 +68,12 @@ mod tests {
         assert!(text.contains("ethpaxos_frames_dropped_total{reason=\"failed_mac\",node=\"11\"} 2"));
         assert!(text.contains("ethpaxos_messages_received_total{type=\"accept\",node=\"11\"} 2"));
         assert!(text.contains("ethpaxos_trim_instance{role=\"acceptor\",node=\"11\"} 40"));
+        assert!(text.contains(
+            "ethpaxos_acceptor_deferred_prepares_total{role=\"acceptor\",node=\"11\"} 3"
+        ));
+        assert!(text.contains(
+            "ethpaxos_acceptor_refused_top_round_total{role=\"acceptor\",node=\"11\"} 0"
+        ));
         // A counter set from the shards again does not add up across scrapes.
         assert_eq!(
             line(&m.render(), "ethpaxos_frames_received_total{"),
@@ -91,6 +98,7 @@ mod tests {
             text.contains("ethpaxos_client_latency_seconds_count{role=\"client\",node=\"11\"} 1")
         );
         assert!(!text.contains("ethpaxos_group_commits_total"), "{text}");
+        assert!(!text.contains("ethpaxos_acceptor_refused"), "{text}");
         assert!(!text.contains("ethpaxos_phase2_latency_seconds"), "{text}");
         let info = line(&text, "ethpaxos_node_info{").unwrap();
         assert!(

@@ -49,6 +49,10 @@ pub struct Counters {
     pub leader_changes: u64,
     pub commits: u64,
     pub committed_changes: u64,
+    /// The acceptor's refusals (`protocol::AcceptorCounters`).
+    pub refused_oversized: u64,
+    pub refused_top_round: u64,
+    pub deferred_prepares: u64,
     pub gauges: Gauges,
 }
 
@@ -70,6 +74,9 @@ impl Counters {
         self.leader_changes += o.leader_changes;
         self.commits += o.commits;
         self.committed_changes += o.committed_changes;
+        self.refused_oversized += o.refused_oversized;
+        self.refused_top_round += o.refused_top_round;
+        self.deferred_prepares += o.deferred_prepares;
         let g = &mut self.gauges;
         let h = &o.gauges;
         g.proposer_ballot = g.proposer_ballot.max(h.proposer_ballot);

@@ -49,6 +49,9 @@ struct Families {
     leader_changes: Option<IntCounter>,
     commits: Option<IntCounter>,
     committed_changes: Option<IntCounter>,
+    refused_oversized: Option<IntCounter>,
+    refused_top_round: Option<IntCounter>,
+    deferred_prepares: Option<IntCounter>,
     ballot: IntGaugeVec,
     decided_instance: IntGaugeVec,
     leader: Option<IntGauge>,
@@ -324,6 +327,27 @@ impl Metrics {
                 "Acceptor state changes written in group commits.",
                 "acceptor",
             )?,
+            refused_oversized: when(
+                acceptor,
+                "acceptor_refused_oversized_total",
+                "2a's refused because their batch would not fit a 1b page or catch-up reply \
+                 (only a forged or broken proposer sends one).",
+                "acceptor",
+            )?,
+            refused_top_round: when(
+                acceptor,
+                "acceptor_refused_top_round_total",
+                "Prepares and 2a's refused at the top round (u32::MAX): forged or runaway \
+                 ballots.",
+                "acceptor",
+            )?,
+            deferred_prepares: when(
+                acceptor,
+                "acceptor_deferred_prepares_total",
+                "Prepares from another proposer put off while the promised leader was still \
+                 heard from (the leader lease).",
+                "acceptor",
+            )?,
             ballot: b.gauge_vec(
                 "ballot_round",
                 "Round of the highest ballot seen (proposer) or promised (acceptor).",
@@ -528,6 +552,9 @@ impl Metrics {
         set_opt(&f.leader_changes, c.leader_changes);
         set_opt(&f.commits, c.commits);
         set_opt(&f.committed_changes, c.committed_changes);
+        set_opt(&f.refused_oversized, c.refused_oversized);
+        set_opt(&f.refused_top_round, c.refused_top_round);
+        set_opt(&f.deferred_prepares, c.deferred_prepares);
         let g = &c.gauges;
         let gauge = |family: &Option<IntGauge>, v: Option<u64>| {
             if let (Some(family), Some(v)) = (family, v) {
