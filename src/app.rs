@@ -12,6 +12,7 @@
 
 use crate::config::{NodeConfig, Role};
 use crate::node::{self, NodeError, NodeStats};
+use crate::protocol::Position;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use std::io::Write;
@@ -25,6 +26,8 @@ use std::time::Duration;
 /// One delivered value, in the cluster's order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveredValue {
+    /// Where it stands in the cluster's order: every learner gives it the same position.
+    pub position: Position,
     pub client: u64,
     pub seq: u64,
     pub payload: Bytes,
@@ -148,9 +151,9 @@ impl Drop for Embedded {
     }
 }
 
-/// The line a tail reader gets for one value.
-pub fn stream_line(client: u64, seq: u64, payload: &[u8]) -> String {
-    let mut line = format!("{client} {seq} ");
+/// The line a stream reader gets for one value: `POSITION CLIENT SEQ HEX-PAYLOAD`.
+pub fn stream_line(position: Position, client: u64, seq: u64, payload: &[u8]) -> String {
+    let mut line = format!("{position} {client} {seq} ");
     for b in payload {
         line.push_str(&format!("{b:02x}"));
     }
@@ -160,7 +163,8 @@ pub fn stream_line(client: u64, seq: u64, payload: &[u8]) -> String {
 
 /// Parses a stream line back; None if it is not one.
 pub fn parse_stream_line(line: &str) -> Option<DeliveredValue> {
-    let mut it = line.trim_end().splitn(3, ' ');
+    let mut it = line.trim_end().splitn(4, ' ');
+    let position = it.next()?.parse().ok()?;
     let client = it.next()?.parse().ok()?;
     let seq = it.next()?.parse().ok()?;
     let hex = it.next().unwrap_or("");
@@ -172,6 +176,7 @@ pub fn parse_stream_line(line: &str) -> Option<DeliveredValue> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
         .collect::<Option<Vec<u8>>>()?;
     Some(DeliveredValue {
+        position,
         client,
         seq,
         payload: payload.into(),

@@ -161,9 +161,18 @@ fn submit_tail_and_the_kv_example_agree() {
     let tailed = wait_output(tail, Duration::from_secs(20));
     let got: Vec<&str> = tailed
         .lines()
-        .map(|l| l.splitn(3, ' ').nth(2).unwrap())
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap())
         .collect();
     assert_eq!(got, values, "tail saw another stream");
+    // Each line starts with the value's position, and positions only grow.
+    let positions: Vec<ethpaxos::protocol::Position> = tailed
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions out of order: {positions:?}"
+    );
 
     let mut expected = std::collections::BTreeMap::new();
     for v in &values {
@@ -195,14 +204,18 @@ fn the_embedded_client_is_acknowledged_once_per_value() {
         seqs.push(seq);
     }
     assert_eq!(seqs, (0..20).collect::<Vec<u64>>());
-    // The stream holds each of our values once, in submission order.
-    let ours: Vec<String> = node
-        .deliveries()
-        .try_iter()
+    // The stream holds each of our values once, in submission order, at growing positions.
+    let delivered: Vec<_> = node.deliveries().try_iter().collect();
+    let ours: Vec<String> = delivered
+        .iter()
         .map(|d| String::from_utf8_lossy(&d.payload).into_owned())
         .collect();
     let want: Vec<String> = (0..20).map(|i| format!("value {i}")).collect();
     assert_eq!(ours, want);
+    assert!(
+        delivered.windows(2).all(|w| w[0].position < w[1].position),
+        "positions out of order"
+    );
     let stats = node.stop().unwrap();
     assert_eq!(stats.acknowledged, 20);
 }

@@ -982,3 +982,64 @@ fn an_isolated_replica_does_not_raise_its_own_acceptors_promise() {
     }
     assert!(p.is_leader(), "its own promise completed the quorum");
 }
+
+/// A delivered value's position is its instance and its index in that instance's batch; a
+/// duplicate a client resent is skipped and keeps its place, so the next value's index
+/// counts it.
+#[test]
+fn positions_are_instance_and_index_in_the_batch() {
+    let cfg = ProtocolConfig::default();
+    let mut l = Learner::new(21, &cfg, members(), ms(0));
+    let b = Ballot::new(1, 1);
+    let mut out = Actions::new();
+    let decide = |l: &mut Learner, instance: u64, batch: Batch, out: &mut Actions| {
+        l.handle(
+            ms(1),
+            1,
+            Message::Accept {
+                ballot: b,
+                instance,
+                value: batch,
+            },
+            out,
+        );
+        for a in [11, 12] {
+            l.handle(
+                ms(1),
+                a,
+                Message::Accepted {
+                    ballot: b,
+                    instances: vec![instance],
+                },
+                out,
+            );
+        }
+    };
+    decide(&mut l, 0, Batch::new(vec![val(7, 0), val(8, 0)]), &mut out);
+    // Instance 1 carries 7:0 again (a client retry) before 7:1.
+    decide(&mut l, 1, Batch::new(vec![val(7, 0), val(7, 1)]), &mut out);
+    let got: Vec<(String, u64, u64)> = out
+        .deliver
+        .iter()
+        .flat_map(|d| {
+            d.positioned()
+                .map(|(p, v)| (p.to_string(), v.client, v.seq))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0.0".to_string(), 7, 0),
+            ("0.1".to_string(), 8, 0),
+            ("1.1".to_string(), 7, 1)
+        ]
+    );
+    assert!("12.x".parse::<Position>().is_err());
+    assert_eq!(
+        "12.3".parse::<Position>(),
+        Ok(Position {
+            instance: 12,
+            index: 3
+        })
+    );
+}

@@ -169,7 +169,7 @@ fn tail(socket: &Path, count: Option<u64>) -> Result<()> {
             Ok(t) if !t.chars().any(char::is_control) => t.to_string(),
             _ => format!("0x{}", line.rsplit(' ').next().unwrap_or("")),
         };
-        writeln!(out, "{} {} {}", v.client, v.seq, text)?;
+        writeln!(out, "{} {} {} {}", v.position, v.client, v.seq, text)?;
         if count.is_some_and(|c| seen >= c) {
             break;
         }

@@ -567,6 +567,7 @@ impl Sink for DemoSink {
     fn delivered(
         &mut self,
         _now: Duration,
+        _position: crate::protocol::Position,
         v: &crate::protocol::ClientValue,
     ) -> std::io::Result<()> {
         self.digest.add(v);

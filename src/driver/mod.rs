@@ -26,7 +26,7 @@ pub use store::{NodeStore, RoundStore, StoreError};
 use crate::metrics::Recorder;
 use crate::protocol::{
     coalesce_accepted, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Learner,
-    Message, NodeId, Pending, Proposer, ProtocolConfig,
+    Message, NodeId, Pending, Position, Proposer, ProtocolConfig,
 };
 use crate::storage::BatchBudget;
 use crate::transport::TransportStats;
@@ -92,7 +92,13 @@ impl AcceptorLogic for Acceptor {
 /// Where a node's delivered values, acknowledgements and events go besides the driver's own
 /// accounting: output files, a stream socket, a demo's digest, the simulator's checker.
 pub trait Sink {
-    fn delivered(&mut self, _now: Duration, _v: &ClientValue) -> std::io::Result<()> {
+    /// A value this node's learner delivered, at `position` in the cluster's order.
+    fn delivered(
+        &mut self,
+        _now: Duration,
+        _position: Position,
+        _v: &ClientValue,
+    ) -> std::io::Result<()> {
         Ok(())
     }
     fn acknowledged(&mut self, _ack: &Acked) -> std::io::Result<()> {
@@ -279,10 +285,10 @@ impl Driver {
     /// them.
     pub fn end_turn(&mut self, now: Duration, sink: &mut dyn Sink) -> std::io::Result<Pending> {
         for d in self.out.deliver.drain(..) {
-            for v in &d.values {
+            for (position, v) in d.positioned() {
                 self.stats.delivered += 1;
-                sink.delivered(now, v)?;
-                if let Some(ack) = self.sessions.delivered(now, v) {
+                sink.delivered(now, position, v)?;
+                if let Some(ack) = self.sessions.delivered(now, position, v) {
                     self.stats.acknowledged += 1;
                     if let Some(m) = &mut self.metrics {
                         m.client_latency(ack.latency);

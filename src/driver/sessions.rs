@@ -3,7 +3,7 @@
 
 use crate::app::{AppLink, DeliveredValue};
 use crate::protocol::{
-    Actions, Client, ClientId, ClientValue, Message, NodeId, ProtocolConfig, SubmitError,
+    Actions, Client, ClientId, ClientValue, Message, NodeId, Position, ProtocolConfig, SubmitError,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -277,9 +277,15 @@ impl Sessions {
 
     /// A value this node's learner delivered: the application sees every value; the session
     /// that submitted it (if it is here) is acknowledged.
-    pub fn delivered(&mut self, now: Duration, v: &ClientValue) -> Option<Acked> {
+    pub fn delivered(
+        &mut self,
+        now: Duration,
+        position: Position,
+        v: &ClientValue,
+    ) -> Option<Acked> {
         if let Some(app) = &mut self.app {
             let _ = app.link.deliveries.send(DeliveredValue {
+                position,
                 client: v.client,
                 seq: v.seq,
                 payload: v.payload.clone(),

@@ -12,7 +12,7 @@ use crate::config::{NodeConfig, Polling, Role, Stages, ValidNodeConfig};
 use crate::driver::single::{self, Idle, ADAPTIVE_SPINS};
 use crate::driver::{io, Acked, Driver, Load, NodeStore, RoundStore, Sessions, Sink};
 use crate::metrics::Metrics;
-use crate::protocol::{Acceptor, ClientValue, Learner, Proposer};
+use crate::protocol::{Acceptor, ClientValue, Learner, Position, Proposer};
 use crate::storage::{BatchBudget, GroupCommit, RoundFile};
 use crate::transport::Transport;
 use bytes::Bytes;
@@ -96,14 +96,25 @@ impl Outputs {
 }
 
 impl Sink for Outputs {
-    fn delivered(&mut self, _now: Duration, v: &ClientValue) -> std::io::Result<()> {
+    fn delivered(
+        &mut self,
+        _now: Duration,
+        position: Position,
+        v: &ClientValue,
+    ) -> std::io::Result<()> {
         if let Some(w) = &mut self.delivered {
             let hash = blake3::hash(&v.payload);
-            writeln!(w, "{} {} {}", v.client, v.seq, &hash.to_hex()[..16])?;
+            writeln!(
+                w,
+                "{} {} {} {position}",
+                v.client,
+                v.seq,
+                &hash.to_hex()[..16]
+            )?;
         }
         if self.stream.is_some() {
             self.stream_buf
-                .extend_from_slice(stream_line(v.client, v.seq, &v.payload).as_bytes());
+                .extend_from_slice(stream_line(position, v.client, v.seq, &v.payload).as_bytes());
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! A driver that tried to send before committing would not compile.
 
 use super::message::{Envelope, Message};
-use super::types::{AcceptedEntry, Ballot, Batch, ClientValue, InstanceId, NodeId};
+use super::types::{AcceptedEntry, Ballot, Batch, ClientValue, InstanceId, NodeId, Position};
 
 /// A change to durable state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,11 +26,28 @@ pub enum Change {
 }
 
 /// Client values a learner delivers from one decided instance: no-ops are skipped and a value
-/// a client resent is delivered once.
+/// a client resent is delivered once. `indexes[k]` is `values[k]`'s index in the instance's
+/// batch (duplicates skipped keep their place), so its position is `(instance, indexes[k])`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
     pub instance: InstanceId,
     pub values: Vec<ClientValue>,
+    pub indexes: Vec<u32>,
+}
+
+impl Delivery {
+    /// Each value with its position.
+    pub fn positioned(&self) -> impl Iterator<Item = (Position, &ClientValue)> {
+        self.indexes.iter().zip(&self.values).map(|(index, v)| {
+            (
+                Position {
+                    instance: self.instance,
+                    index: *index,
+                },
+                v,
+            )
+        })
+    }
 }
 
 /// Things worth telling the operator or the checker.

@@ -234,14 +234,19 @@ impl Learner {
                 continue;
             }
             let dedup = &mut self.snapshot.dedup;
-            let values: Vec<_> = value
-                .values()
-                .iter()
-                .filter(|v| dedup.entry(v.client).or_default().insert(v.seq))
-                .cloned()
-                .collect();
+            let (mut values, mut indexes) = (Vec::new(), Vec::new());
+            for (k, v) in value.values().iter().enumerate() {
+                if dedup.entry(v.client).or_default().insert(v.seq) {
+                    values.push(v.clone());
+                    indexes.push(k as u32);
+                }
+            }
             if !values.is_empty() {
-                out.deliver.push(Delivery { instance, values });
+                out.deliver.push(Delivery {
+                    instance,
+                    values,
+                    indexes,
+                });
             }
         }
         self.known_decided = self.known_decided.max(self.snapshot.next);

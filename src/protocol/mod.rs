@@ -23,4 +23,6 @@ pub use config::{ConfigError, Membership, ProtocolConfig};
 pub use learner::{ClientDedup, Learner, LearnerSnapshot};
 pub use message::{Envelope, Message, MessageKind};
 pub use proposer::{Proposer, ProposerCounters};
-pub use types::{AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId};
+pub use types::{
+    AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId, Position,
+};

@@ -11,6 +11,33 @@ pub type NodeId = u16;
 /// Kernel Paxos' u32 wraps in about an hour at 1M instances/s.
 pub type InstanceId = u64;
 
+/// Where a delivered value stands in the cluster's one order: its instance, and its index in
+/// that instance's batch. Positions only grow along a learner's stream; every learner gives
+/// a value the same one. Written `instance.index`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub instance: InstanceId,
+    pub index: u32,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.instance, self.index)
+    }
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Position, String> {
+        let bad = || format!("{s:?} is not a position (INSTANCE.INDEX, e.g. 1200.3)");
+        let (instance, index) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Position {
+            instance: instance.parse().map_err(|_| bad())?,
+            index: index.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// A client session id. Together with a per-client sequence number it identifies a value,
 /// which is what lets learners deliver each value exactly once despite client retries.
 pub type ClientId = u64;

@@ -1,6 +1,6 @@
 //! Safety and liveness checks over what the learners did in one run.
 
-use crate::protocol::{Batch, ClientId, ClientValue, InstanceId};
+use crate::protocol::{Batch, ClientId, ClientValue, InstanceId, Position};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -26,6 +26,8 @@ pub struct Observations {
     pub decided: Vec<Vec<(InstanceId, Batch)>>,
     /// Per learner: the delivered client values in delivery order.
     pub delivered: Vec<Vec<ClientValue>>,
+    /// Per learner: the position of each delivered value.
+    pub positions: Vec<Vec<Position>>,
     /// Messages that could not be encoded into a frame, or frames that did not decode.
     pub codec_errors: Vec<String>,
     /// Per learner: it reported needing instances acceptors had trimmed. It owes no more
@@ -51,6 +53,7 @@ impl Observations {
         Observations {
             decided: vec![Vec::new(); learners],
             delivered: vec![Vec::new(); learners],
+            positions: vec![Vec::new(); learners],
             trimmed_out: vec![false; learners],
             got: vec![HashSet::new(); learners],
             owed_got: vec![0; learners],
@@ -58,8 +61,9 @@ impl Observations {
         }
     }
 
-    /// Learner `l` delivered `v`.
-    pub fn deliver(&mut self, l: usize, v: &ClientValue) {
+    /// Learner `l` delivered `v` at `position`.
+    pub fn deliver(&mut self, l: usize, position: Position, v: &ClientValue) {
+        self.positions[l].push(position);
         let key = (v.client, v.seq);
         if self.got[l].insert(key) && !self.abandoned.contains(&key) {
             self.owed_got[l] += 1;
@@ -174,6 +178,36 @@ impl Observations {
                         "exactly-once",
                         format!("learner {l} delivered {}:{} twice", val.client, val.seq),
                     );
+                }
+            }
+        }
+
+        // Positions: growing along each stream, and one per value across learners.
+        let mut placed: HashMap<(ClientId, u64), Position> = HashMap::new();
+        for (l, (stream, positions)) in self.delivered.iter().zip(&self.positions).enumerate() {
+            if let Some(k) = positions.windows(2).position(|w| w[1] <= w[0]) {
+                bad(
+                    "positions",
+                    format!(
+                        "learner {l} delivered position {} after {}",
+                        positions[k + 1],
+                        positions[k]
+                    ),
+                );
+            }
+            for (v, p) in stream.iter().zip(positions) {
+                match placed.get(&(v.client, v.seq)) {
+                    Some(q) if q != p => bad(
+                        "positions",
+                        format!(
+                            "learner {l} delivered {}:{} at {p}, another learner at {q}",
+                            v.client, v.seq
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        placed.insert((v.client, v.seq), *p);
+                    }
                 }
             }
         }

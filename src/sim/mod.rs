@@ -18,7 +18,8 @@ pub use crate::driver::AcceptorLogic;
 use crate::driver::{Acked, Driver, NodeStore, Sessions, Sink};
 use crate::protocol::{
     Acceptor, AcceptorCounters, AcceptorState, Ballot, Batch, ClientId, ClientValue, Envelope,
-    Event, Learner, LearnerSnapshot, Membership, Message, NodeId, Proposer, ProtocolConfig,
+    Event, Learner, LearnerSnapshot, Membership, Message, NodeId, Position, Proposer,
+    ProtocolConfig,
 };
 use crate::storage::{BatchBudget, FsyncPolicy, StorageConfig};
 use crate::wire::{self, FrameHeader};
@@ -326,14 +327,19 @@ enum What {
 /// What a turn delivered and reported, for the checker.
 #[derive(Default)]
 struct Collected {
-    delivered: Vec<ClientValue>,
+    delivered: Vec<(Position, ClientValue)>,
     acked: Vec<(ClientId, u64)>,
     events: Vec<Event>,
 }
 
 impl Sink for Collected {
-    fn delivered(&mut self, _now: Duration, v: &ClientValue) -> std::io::Result<()> {
-        self.delivered.push(v.clone());
+    fn delivered(
+        &mut self,
+        _now: Duration,
+        position: Position,
+        v: &ClientValue,
+    ) -> std::io::Result<()> {
+        self.delivered.push((position, v.clone()));
         Ok(())
     }
     fn acknowledged(&mut self, ack: &Acked) -> std::io::Result<()> {
@@ -996,8 +1002,8 @@ impl Simulation {
             }
         }
         if let Some(l) = self.nodes[n].plays.learner {
-            for v in &sink.delivered {
-                self.obs.deliver(l, v);
+            for (position, v) in &sink.delivered {
+                self.obs.deliver(l, *position, v);
             }
             for e in &sink.events {
                 match e {
