@@ -180,3 +180,39 @@ fn forged_ballots_and_oversized_votes_are_refused_and_counted() {
         assert!(r.stats.leader_elections >= 2, "seed {}", r.seed);
     }
 }
+
+#[test]
+fn the_checker_bites_on_positions_out_of_order_or_disagreeing() {
+    use ethpaxos::protocol::{ClientValue, Position};
+    let v = |seq| ClientValue {
+        client: 7,
+        seq,
+        payload: bytes::Bytes::new(),
+    };
+    let at = |instance, index| Position { instance, index };
+    let submitted = |obs: &mut ethpaxos::sim::Observations| {
+        for seq in 0..2 {
+            obs.submitted.insert((7, seq), bytes::Bytes::new());
+        }
+    };
+    // One learner whose positions go back.
+    let mut obs = ethpaxos::sim::Observations::new(1);
+    submitted(&mut obs);
+    obs.deliver(0, at(5, 0), &v(0));
+    obs.deliver(0, at(4, 0), &v(1));
+    assert!(obs.check().iter().any(|x| x.property == "positions"));
+    // Two learners that put one value at different positions.
+    let mut obs = ethpaxos::sim::Observations::new(2);
+    submitted(&mut obs);
+    obs.deliver(0, at(1, 0), &v(0));
+    obs.deliver(1, at(1, 1), &v(0));
+    assert!(obs.check().iter().any(|x| x.property == "positions"));
+    // The same positions everywhere: no complaint about positions.
+    let mut obs = ethpaxos::sim::Observations::new(2);
+    submitted(&mut obs);
+    for l in 0..2 {
+        obs.deliver(l, at(1, 0), &v(0));
+        obs.deliver(l, at(1, 1), &v(1));
+    }
+    assert!(!obs.check().iter().any(|x| x.property == "positions"));
+}
