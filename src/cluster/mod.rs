@@ -181,7 +181,8 @@ impl fmt::Display for DemoSummary {
 struct Shared {
     stop: AtomicBool,
     stop_clients: Arc<AtomicBool>,
-    /// Values the clients have submitted and not yet seen acknowledged.
+    /// Values the clients have submitted and not yet seen acknowledged, published by the
+    /// clients' node once they stop submitting (`u64::MAX` until then).
     outstanding: AtomicU64,
     acked: AtomicU64,
     delivered: [AtomicU64; 2],
@@ -281,7 +282,10 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     ids.extend(&members.acceptors);
     ids.extend(&members.learners);
     let (transport, mut inboxes) = MemTransport::new(&ids);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        outstanding: AtomicU64::new(u64::MAX),
+        ..Shared::default()
+    });
     let start = Instant::now();
     let mut handles = Vec::new();
     let mut kill_switches = HashMap::new();
@@ -361,7 +365,9 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         let shared = shared.clone();
         handles.push(spawn_named(format!("epx-{role}-{id}"), move || {
             let mut stop = |d: &Driver| {
-                if learner == Some(0) {
+                // Summing every session's outstanding values costs a pass over the clients:
+                // done only while the demo drains, not every turn of the run.
+                if learner == Some(0) && shared.stop_clients.load(Ordering::Relaxed) {
                     shared
                         .outstanding
                         .store(d.sessions.outstanding() as u64, Ordering::Relaxed);

@@ -996,32 +996,22 @@ impl Simulation {
     /// What the last turn delivered and reported, into the observations.
     fn collect(&mut self, n: usize) {
         let sink = std::mem::take(&mut self.sink);
-        for e in &sink.events {
-            if let Event::Shed { values } = e {
-                self.stats.shed += *values as u64;
-            }
-        }
-        if let Some(l) = self.nodes[n].plays.learner {
+        let learner = self.nodes[n].plays.learner;
+        if let Some(l) = learner {
             for (position, v) in &sink.delivered {
                 self.obs.deliver(l, *position, v);
             }
-            for e in &sink.events {
-                match e {
-                    Event::BecameLeader { .. } => self.stats.leader_elections += 1,
-                    Event::Trimmed { .. } => self.obs.trimmed_out[l] = true,
-                    Event::Decided { instance, value } => {
-                        self.obs.decided[l].push((*instance, value.clone()))
-                    }
-                    _ => {}
+        }
+        for e in &sink.events {
+            match (e, learner) {
+                (Event::Shed { values }, _) => self.stats.shed += *values as u64,
+                (Event::BecameLeader { .. }, _) => self.stats.leader_elections += 1,
+                (Event::Trimmed { .. }, Some(l)) => self.obs.trimmed_out[l] = true,
+                (Event::Decided { instance, value }, Some(l)) => {
+                    self.obs.decided[l].push((*instance, value.clone()))
                 }
+                _ => {}
             }
-        } else {
-            let elections = sink
-                .events
-                .iter()
-                .filter(|e| matches!(e, Event::BecameLeader { .. }))
-                .count();
-            self.stats.leader_elections += elections as u64;
         }
         let mut wake = Vec::new();
         for key in &sink.acked {
