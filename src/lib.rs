@@ -34,6 +34,7 @@ pub mod protocol;
 pub mod wire;
 
 // IO
+pub mod journal;
 pub mod storage;
 pub mod transport;
 

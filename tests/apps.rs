@@ -130,7 +130,7 @@ fn submit_tail_and_the_kv_example_agree() {
     );
     let mut kv = Command::new(kv_example())
         .arg(c.socket())
-        .arg("40")
+        .args(["--count", "40"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -291,4 +291,160 @@ fn binary_values_from_stdin_and_errors_that_quote_only_a_prefix() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--count"));
+}
+
+/// Submits `values` through node 9 with `ethpaxos submit`; all must be acknowledged.
+fn submit_all(c: &Cluster, values: &[String]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .arg("submit")
+        .arg("--config")
+        .arg(c.config(9))
+        .args(values)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the kv example against replica 1's stream with a state file; returns its map lines.
+fn kv_run(c: &Cluster, state: &std::path::Path, count: usize) -> String {
+    let kv = Command::new(kv_example())
+        .arg(c.socket())
+        .arg("--state")
+        .arg(state)
+        .args(["--count", &count.to_string(), "--snapshot-every", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(kv, Duration::from_secs(20))
+}
+
+#[test]
+fn the_kv_store_and_its_learner_restart_and_apply_every_value_once() {
+    let mut c = Cluster::start("kvrestart");
+    // Keys are overwritten and deleted, so the map depends on applying each value once and
+    // in order.
+    let values: Vec<String> = (0..30)
+        .map(|i| match i % 5 {
+            4 => format!("DEL k{}", i % 7),
+            _ => format!("SET k{} v{i}", i % 7),
+        })
+        .collect();
+    let mut want = std::collections::BTreeMap::new();
+    for v in &values {
+        let w: Vec<&str> = v.split(' ').collect();
+        match w[0] {
+            "SET" => want.insert(w[1].to_string(), w[2].to_string()),
+            _ => want.remove(w[1]),
+        };
+    }
+    let want: String = want.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    submit_all(&c, &values);
+    let state = c.0.dir().join("kv-state.json");
+    // The store applies the first 11 values and stops (its state file holds them) ...
+    kv_run(&c, &state, 11);
+    // ... its learner is killed and restarted (it serves the stream from its journal) ...
+    let summary = c.0.dir().join("summary-1.json");
+    c.0.kill9(1);
+    std::fs::remove_file(&summary).unwrap();
+    c.0.start(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.0.summary(1).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "replica 1 did not restart{}",
+            c.0.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... and the store, restarted from its state file, applies the other 19: the map is the
+    // one of all 30 applied once each, in order.
+    assert_eq!(kv_run(&c, &state, 19), want);
+    let s = c.0.summary(1).unwrap();
+    assert!(s["learner"]["resumed_at"].as_u64().unwrap() > 0, "{s}");
+    // A damaged state file is refused by name, not applied.
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, text.replacen("k", "K", 1)).unwrap();
+    let out = Command::new(kv_example())
+        .arg(c.socket())
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checksum"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_stream_resumes_from_a_position_and_refuses_bad_ones_by_name() {
+    use std::io::{BufRead, Write};
+    let c = Cluster::start("from");
+    let values: Vec<String> = (0..12).map(|i| format!("value {i}")).collect();
+    submit_all(&c, &values);
+    let tail = |from: &str, count: usize| {
+        Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+            .args([
+                "tail",
+                "--from",
+                from,
+                "--count",
+                &count.to_string(),
+                "--socket",
+            ])
+            .arg(c.socket())
+            .output()
+            .unwrap()
+    };
+    // From the start: every value, in order.
+    let out = tail("0.0", 12);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let got: Vec<&str> = lines
+        .iter()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap())
+        .collect();
+    assert_eq!(got, values);
+    // From the position of the 8th: the last five.
+    let eighth = lines[7].split(' ').next().unwrap().to_string();
+    let out = tail(&eighth, 5);
+    assert!(out.status.success(), "{out:?}");
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap().to_string())
+        .collect();
+    assert_eq!(got, values[7..]);
+    // A position past the end is refused, naming the end.
+    let out = tail("99999999.0", 1);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("past the end") && err.contains("below"),
+        "{err}"
+    );
+    // A malformed one is refused before connecting.
+    let out = tail("seven", 1);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INSTANCE.INDEX"));
+    // A reader that sends garbage for a handshake is told what to send, and closed.
+    let mut raw = std::os::unix::net::UnixStream::connect(c.socket()).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"GET / HTTP/1.0\n").unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(&raw)
+        .read_line(&mut answer)
+        .unwrap();
+    assert!(
+        answer.starts_with("error ") && answer.contains("live"),
+        "{answer}"
+    );
 }

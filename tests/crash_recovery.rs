@@ -50,3 +50,19 @@ fn kill_the_leader_and_restart_it() {
     c.bounce(leader, 2000, 2000);
     c.finish_and_check();
 }
+
+#[test]
+fn kill_a_learner_and_it_resumes_where_its_journal_stands() {
+    let mut c = cluster("learner");
+    c.progress(2000, "at start");
+    c.bounce(21, 2000, 2000);
+    let summaries = c.finish_and_check();
+    // It came back at its journal's delivery point, not at instance 0, and stopped with
+    // everything it delivered durable (fsync policy sync).
+    let l = &summaries[&21]["learner"];
+    assert!(l["resumed_at"].as_u64().unwrap() > 0, "{l}");
+    assert_eq!(l["durable_below"], l["delivered_below"], "{l}");
+    assert!(l["journal"]["syncs"].as_u64().unwrap() > 0, "{l}");
+    // The learner that never restarted started at 0.
+    assert_eq!(summaries[&22]["learner"]["resumed_at"].as_u64(), Some(0));
+}

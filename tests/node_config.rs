@@ -420,3 +420,46 @@ fn a_full_filesystem_is_named_at_start_not_an_abort() {
     );
     assert_eq!(leftover, 0, "the probe file was left behind");
 }
+
+/// A learner of the GOOD cluster with `learner:` settings.
+fn learner_with(section: &str) -> String {
+    GOOD.replace("node_id: 11", "node_id: 21").replace(
+        "storage: {fsync_policy: sync, path: \"DATA\"}",
+        "storage: {path: \"DATA\"}",
+    ) + section
+}
+
+#[test]
+fn a_learners_journal_is_named_and_its_bad_settings_name_the_field() {
+    let (ok, text) = check(&learner_with(""));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("learner journal: ") && text.contains("learner-21 (fsync policy sync)"),
+        "{text}"
+    );
+    let (ok, text) = check(&learner_with(
+        "learner: {fsync_policy: async, retention_mb: 0}\n",
+    ));
+    assert!(ok && text.contains("(fsync policy async)"), "{text}");
+    let (ok, text) = check(&learner_with("learner: {journal: false}\n"));
+    assert!(ok && text.contains("learner journal: none"), "{text}");
+    for (yaml, field) in [
+        ("learner: {segment_mb: 0}\n", "learner.segment_mb"),
+        ("learner: {segment_mb: 5000}\n", "learner.segment_mb"),
+        (
+            "learner: {fsync_interval_ms: 0}\n",
+            "learner.fsync_interval_ms",
+        ),
+        (
+            "learner: {segment_mb: 64, retention_mb: 100}\n",
+            "learner.retention_mb",
+        ),
+        ("learner: {fsync_policy: sometimes}\n", "fsync_policy"),
+        ("learner: {retention: 5}\n", "retention"),
+        ("learner: {path: \"/etc/hostname\"}\n", "learner.path"),
+    ] {
+        let (ok, text) = check(&learner_with(yaml));
+        assert!(!ok, "{yaml} passed: {text}");
+        assert!(text.contains(field), "{yaml}: {text}");
+    }
+}

@@ -28,6 +28,10 @@ pub(crate) struct TailArgs {
     /// Stop after this many values (at least 1).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: Option<u64>,
+    /// Where the stream starts: `live` (values delivered from now on), `oldest` (the oldest
+    /// position the learner's journal holds) or a position `INSTANCE.INDEX`.
+    #[arg(long, default_value = "live")]
+    pub(crate) from: ethpaxos::app::StreamStart,
 }
 
 pub(crate) fn submit_command(args: SubmitArgs) -> Result<()> {
@@ -35,7 +39,7 @@ pub(crate) fn submit_command(args: SubmitArgs) -> Result<()> {
 }
 
 pub(crate) fn tail_command(args: TailArgs) -> Result<()> {
-    tail(&args.socket, args.count)
+    tail(&args.socket, args.from, args.count)
 }
 
 /// At most the first 40 characters of a value, and its size: an error never echoes a whole
@@ -153,15 +157,21 @@ fn submit(config: &Path, timeout: Duration, format: &str, args: Vec<String>) -> 
     Ok(())
 }
 
-fn tail(socket: &Path, count: Option<u64>) -> Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = std::os::unix::net::UnixStream::connect(socket)
-        .with_context(|| format!("cannot connect to {}", socket.display()))?;
+fn tail(socket: &Path, from: ethpaxos::app::StreamStart, count: Option<u64>) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let (stream, start) = ethpaxos::app::connect_stream(socket, from)
+        .with_context(|| format!("the stream of {}", socket.display()))?;
     // The readiness signal: from here on this reader gets every value delivered.
-    eprintln!("tail: reading the stream of {}", socket.display());
+    match start {
+        Some(p) => eprintln!("tail: reading the stream of {} from {p}", socket.display()),
+        None => eprintln!("tail: reading the stream of {}", socket.display()),
+    }
     let mut out = std::io::stdout().lock();
-    for (seen, line) in (1u64..).zip(BufReader::new(stream).lines()) {
+    for (seen, line) in (1u64..).zip(stream.lines()) {
         let line = line.context("stream read failed")?;
+        if let Some(why) = line.strip_prefix("error ") {
+            bail!("the learner ended the stream: {why}");
+        }
         let Some(v) = ethpaxos::app::parse_stream_line(&line) else {
             bail!("not a stream line: {line:?}");
         };

@@ -61,6 +61,19 @@ pub(crate) fn check_config(args: CheckConfigArgs) -> Result<()> {
     if let Some(a) = &cfg.metrics_address {
         println!("metrics: http://{a}/metrics");
     }
+    if me.plays(ethpaxos::config::Role::Learner) {
+        match cfg.learner.dir(cfg.storage.path.as_deref(), cfg.node_id) {
+            Some(dir) => println!(
+                "learner journal: {} (fsync policy {})",
+                dir.display(),
+                cfg.learner.journal(cfg.storage.fsync_policy).fsync_policy
+            ),
+            None => println!(
+                "learner journal: none (set storage.path or learner.path): a restart starts \
+                 the learner at instance 0"
+            ),
+        }
+    }
     Ok(())
 }
 

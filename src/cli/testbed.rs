@@ -57,6 +57,10 @@ pub(crate) enum TestbedAction {
         /// single (one loop per node) or staged (RX, a stage per role, commit, TX threads).
         #[arg(long, default_value = "single")]
         stages: Stages,
+        /// Learners keep no journal (a restart starts them at instance 0): what a journal
+        /// costs, in benchmarks.
+        #[arg(long)]
+        no_journal: bool,
     },
     /// Kills the testbed's nodes and deletes its namespaces, veths and bridge.
     Down {
@@ -112,6 +116,7 @@ pub(crate) fn run(action: TestbedAction) -> Result<()> {
             stages,
             dpdk_nodes,
             virtio,
+            no_journal,
         } => {
             if virtio && transport != TransportKind::Dpdk && dpdk_nodes.is_empty() {
                 bail!("--virtio attaches DPDK nodes: give --transport dpdk or --dpdk-nodes too");
@@ -132,6 +137,7 @@ pub(crate) fn run(action: TestbedAction) -> Result<()> {
                     dpdk_nodes,
                     virtio,
                     dpdk_hugepages: false,
+                    journal: !no_journal,
                     protocol: Default::default(),
                 }),
             };

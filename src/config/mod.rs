@@ -192,6 +192,9 @@ pub struct NodeConfig {
     pub load: LoadConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    /// How a learner keeps its journal (ignored unless this node is a learner).
+    #[serde(default)]
+    pub learner: crate::journal::LearnerConfig,
 }
 
 /// A node config that passed `NodeConfig::validate`. Only `NodeConfig::validated` makes one,
@@ -454,6 +457,9 @@ impl NodeConfig {
                 "only acceptors have an fsync policy",
             ));
         }
+        self.learner
+            .validate()
+            .map_err(|(name, why)| field(name, why))?;
         if me.plays(Role::Proposer) && self.storage.path.is_none() {
             return Err(field(
                 "storage.path",

@@ -20,9 +20,12 @@ mod stats;
 mod store;
 
 pub use sessions::{client_id, Acked, Latency, Load, Sessions, APP_CLIENT};
-pub use stats::{report_event, write_summary, NodeStats, STATUS_EVERY};
+pub use stats::{
+    report_event, write_summary, JournalSummary, LearnerSummary, NodeStats, STATUS_EVERY,
+};
 pub use store::{NodeStore, RoundStore, StoreError};
 
+use crate::journal::Journal;
 use crate::metrics::Recorder;
 use crate::protocol::{
     coalesce_accepted, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Learner,
@@ -123,6 +126,11 @@ pub struct Driver {
     pub proposer: Option<Proposer>,
     pub acceptor: Option<Box<dyn AcceptorLogic>>,
     pub learner: Option<Learner>,
+    /// Where the learner keeps what it delivered, so it resumes there after a restart and
+    /// reports for trim only what is durable. None: it keeps nothing (a restart starts at 0).
+    journal: Option<Journal>,
+    /// The instance the learner started at.
+    resumed_at: u64,
     pub sessions: Sessions,
     out: Actions,
     /// Messages this node sent itself, released by a commit: handled first next turn.
@@ -147,6 +155,8 @@ impl Driver {
             proposer: None,
             acceptor: None,
             learner: None,
+            journal: None,
+            resumed_at: 0,
             sessions: Sessions::none(),
             out: Actions::new(),
             own: VecDeque::new(),
@@ -178,8 +188,30 @@ impl Driver {
     }
 
     pub fn with_learner(mut self, l: Learner) -> Driver {
+        self.resumed_at = l.next_instance();
         self.learner = Some(l);
         self
+    }
+
+    /// The learner's journal; the learner must have been restored from what it opened to.
+    pub fn with_journal(mut self, j: Journal) -> Driver {
+        self.journal = Some(j);
+        self
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Makes everything the learner's journal holds durable (at a clean stop).
+    pub fn sync_journal(&mut self, now: Duration) -> std::io::Result<()> {
+        if let Some(j) = &mut self.journal {
+            j.sync(now).map_err(std::io::Error::other)?;
+            if let Some(l) = &mut self.learner {
+                l.made_durable(j.durable());
+            }
+        }
+        Ok(())
     }
 
     pub fn with_sessions(mut self, s: Sessions) -> Driver {
@@ -280,11 +312,15 @@ impl Driver {
         true
     }
 
-    /// Ends a turn: delivers decided values (to the sessions, the application and `sink`),
-    /// accounts for events, and returns the changes to commit and the messages that wait on
-    /// them.
+    /// Ends a turn: delivers decided values (to the sessions, the application, `sink` and
+    /// the journal), makes the journal as durable as its policy says (stream readers of the
+    /// journal see the turn once it is), accounts for events, and returns the changes to
+    /// commit and the messages that wait on them.
     pub fn end_turn(&mut self, now: Duration, sink: &mut dyn Sink) -> std::io::Result<Pending> {
         for d in self.out.deliver.drain(..) {
+            if let Some(j) = &mut self.journal {
+                j.append(&d);
+            }
             for (position, v) in d.positioned() {
                 self.stats.delivered += 1;
                 sink.delivered(now, position, v)?;
@@ -310,7 +346,20 @@ impl Driver {
             }
             sink.event(self.id, &e);
         }
+        // The outputs first, the journal second: a crash between the two delivers the
+        // turn again after the restart, and outputs skip the positions they hold already
+        // (a crash the other way round would lose the turn from them).
         sink.end_turn()?;
+        if let Some(l) = &mut self.learner {
+            let durable = match &mut self.journal {
+                Some(j) => j
+                    .end_turn(now, l.snapshot())
+                    .map_err(std::io::Error::other)?,
+                // Nothing kept: what is delivered is all there is to report.
+                None => l.next_instance(),
+            };
+            l.made_durable(durable);
+        }
         Ok(self.out.take_pending())
     }
 
@@ -379,6 +428,11 @@ impl Driver {
             let g = &mut m.counters.gauges;
             g.learner_decided = Some(l.known_decided());
             g.delivered = Some(l.next_instance());
+            g.learner_durable = Some(l.durable_below());
+            if let Some(j) = &self.journal {
+                g.journal_oldest = Some(j.oldest());
+                m.counters.journal = j.stats.clone();
+            }
             g.trimmed_out = Some(u64::from(l.trimmed().is_some()));
         }
         m.publish();
@@ -396,6 +450,17 @@ impl Driver {
         s.latency_p999_us = l.quantile(0.999).as_micros() as u64;
         s.latency_mean_us = l.mean().as_micros() as u64;
         s.leading_round = self.leading_round();
+        if let Some(l) = &self.learner {
+            s.learner = Some(LearnerSummary {
+                resumed_at: self.resumed_at,
+                delivered_below: l.next_instance(),
+                durable_below: l.durable_below(),
+                journal: self.journal.as_ref().map(|j| JournalSummary {
+                    oldest: j.oldest(),
+                    stats: j.stats.clone(),
+                }),
+            });
+        }
         s
     }
 
@@ -440,6 +505,8 @@ pub enum NodeError {
     Storage(#[from] StoreError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -34,6 +34,30 @@ pub struct NodeStats {
     pub running: bool,
     /// The round of this proposer's ballot while it leads (None: it does not lead).
     pub leading_round: Option<u32>,
+    /// The learner's delivery point and what of it is durable (None: no learner).
+    pub learner: Option<LearnerSummary>,
+}
+
+/// Where a learner stands.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LearnerSummary {
+    /// Where it started: the delivery point its journal held (0: a new learner, or none).
+    pub resumed_at: u64,
+    /// Every instance below this was delivered.
+    pub delivered_below: u64,
+    /// ... and below this, durable in its journal: what it reports for trim, and where it
+    /// resumes after a restart.
+    pub durable_below: u64,
+    /// None: the learner keeps no journal (it restarts at instance 0).
+    pub journal: Option<JournalSummary>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct JournalSummary {
+    /// The first instance the journal still holds (older positions are gone by retention).
+    pub oldest: u64,
+    #[serde(flatten)]
+    pub stats: crate::journal::JournalStats,
 }
 
 /// How often a running node refreshes its summary file (`output.summary`).
@@ -59,6 +83,9 @@ impl NodeStats {
         self.shed += o.shed;
         self.trimmed_out = self.trimmed_out.or(o.trimmed_out);
         self.leading_round = self.leading_round.or(o.leading_round);
+        if self.learner.is_none() {
+            self.learner = o.learner.clone();
+        }
         self.dropped_readers += o.dropped_readers;
         let (a, b) = (&mut self.acceptor, &o.acceptor);
         a.refused_oversized += b.refused_oversized;

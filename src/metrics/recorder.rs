@@ -24,6 +24,10 @@ pub struct Gauges {
     pub learner_decided: Option<u64>,
     /// Every instance below is delivered here.
     pub delivered: Option<u64>,
+    /// Every instance below is delivered and durable in the learner's journal.
+    pub learner_durable: Option<u64>,
+    /// The first instance the learner's journal still holds.
+    pub journal_oldest: Option<u64>,
     /// 1 when the learner needs instances acceptors trimmed.
     pub trimmed_out: Option<u64>,
     /// The acceptor's trim point.
@@ -53,6 +57,8 @@ pub struct Counters {
     pub refused_oversized: u64,
     pub refused_top_round: u64,
     pub deferred_prepares: u64,
+    /// The learner's journal (its owner's totals, not increments).
+    pub journal: crate::journal::JournalStats,
     pub gauges: Gauges,
 }
 
@@ -77,6 +83,11 @@ impl Counters {
         self.refused_oversized += o.refused_oversized;
         self.refused_top_round += o.refused_top_round;
         self.deferred_prepares += o.deferred_prepares;
+        let (j, k) = (&mut self.journal, &o.journal);
+        j.appended_bytes += k.appended_bytes;
+        j.syncs += k.syncs;
+        j.segments_created += k.segments_created;
+        j.segments_removed += k.segments_removed;
         let g = &mut self.gauges;
         let h = &o.gauges;
         g.proposer_ballot = g.proposer_ballot.max(h.proposer_ballot);
@@ -87,6 +98,8 @@ impl Counters {
         g.learner_decided = g.learner_decided.max(h.learner_decided);
         g.delivered = g.delivered.max(h.delivered);
         g.trimmed_out = g.trimmed_out.max(h.trimmed_out);
+        g.learner_durable = g.learner_durable.max(h.learner_durable);
+        g.journal_oldest = g.journal_oldest.max(h.journal_oldest);
         g.trim = g.trim.max(h.trim);
         g.in_flight = g.in_flight.max(h.in_flight);
     }

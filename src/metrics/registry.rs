@@ -58,6 +58,10 @@ struct Families {
     is_leader: Option<IntGauge>,
     delivered_instance: Option<IntGauge>,
     trimmed_out: Option<IntGauge>,
+    learner_durable: Option<IntGauge>,
+    journal_oldest: Option<IntGauge>,
+    journal_syncs: Option<IntCounter>,
+    journal_bytes: Option<IntCounter>,
     trim: Option<IntGauge>,
     in_flight: Option<IntGauge>,
     storage_bytes: Option<IntGauge>,
@@ -384,6 +388,33 @@ impl Metrics {
                  application state from a snapshot.",
                 "learner",
             )?,
+            learner_durable: gauge_when(
+                learner,
+                "learner_durable_instance",
+                "Every instance below this one is delivered and durable in the learner's \
+                 journal: the progress it reports (acceptors trim by it) and where it resumes \
+                 after a restart.",
+                "learner",
+            )?,
+            journal_oldest: gauge_when(
+                learner,
+                "journal_oldest_instance",
+                "The first instance the learner's journal still holds: stream readers can \
+                 resume from here on.",
+                "learner",
+            )?,
+            journal_syncs: when(
+                learner,
+                "journal_syncs_total",
+                "Syncs of the learner's journal.",
+                "learner",
+            )?,
+            journal_bytes: when(
+                learner,
+                "journal_appended_bytes_total",
+                "Bytes appended to the learner's journal.",
+                "learner",
+            )?,
             trim: gauge_when(
                 acceptor,
                 "trim_instance",
@@ -555,6 +586,8 @@ impl Metrics {
         set_opt(&f.refused_oversized, c.refused_oversized);
         set_opt(&f.refused_top_round, c.refused_top_round);
         set_opt(&f.deferred_prepares, c.deferred_prepares);
+        set_opt(&f.journal_syncs, c.journal.syncs);
+        set_opt(&f.journal_bytes, c.journal.appended_bytes);
         let g = &c.gauges;
         let gauge = |family: &Option<IntGauge>, v: Option<u64>| {
             if let (Some(family), Some(v)) = (family, v) {
@@ -581,6 +614,8 @@ impl Metrics {
         gauge(&f.is_leader, g.is_leader.map(u64::from));
         gauge(&f.delivered_instance, g.delivered);
         gauge(&f.trimmed_out, g.trimmed_out);
+        gauge(&f.learner_durable, g.learner_durable);
+        gauge(&f.journal_oldest, g.journal_oldest);
         gauge(&f.trim, g.trim);
         gauge(&f.in_flight, g.in_flight);
         if let (Some(family), Some(dir)) = (&f.storage_bytes, &self.storage_dir) {

@@ -11,6 +11,7 @@ use crate::app::{stream_line, AppLink, StreamServer};
 use crate::config::{NodeConfig, Polling, Role, Stages, ValidNodeConfig};
 use crate::driver::single::{self, Idle, ADAPTIVE_SPINS};
 use crate::driver::{io, Acked, Driver, Load, NodeStore, RoundStore, Sessions, Sink};
+use crate::journal::{DiskFiles, Journal, JournalTail};
 use crate::metrics::Metrics;
 use crate::protocol::{Acceptor, ClientValue, Learner, Position, Proposer};
 use crate::storage::{BatchBudget, GroupCommit, RoundFile};
@@ -48,6 +49,9 @@ fn session_nonce() -> u32 {
 /// on.
 pub(crate) struct Outputs {
     delivered: Option<BufWriter<File>>,
+    /// The last position the delivered file holds from an earlier run: a learner that
+    /// resumes delivers again what its journal had not synced, and the file skips it.
+    delivered_through: Option<Position>,
     acked: Option<BufWriter<File>>,
     stream: Option<StreamServer>,
     stream_buf: Vec<u8>,
@@ -63,15 +67,22 @@ fn open_append(path: &Path) -> Result<BufWriter<File>, NodeError> {
 }
 
 impl Outputs {
-    fn open(cfg: &NodeConfig) -> Result<Outputs, NodeError> {
+    fn open(cfg: &NodeConfig, journal: Option<JournalTail>) -> Result<Outputs, NodeError> {
         let stream = match &cfg.output.socket {
             Some(path) => Some(
-                StreamServer::bind(path)
+                StreamServer::bind(path, journal)
                     .map_err(io(format!("cannot listen on {}", path.display())))?,
             ),
             None => None,
         };
+        let delivered_through = match &cfg.output.delivered {
+            Some(path) => {
+                last_position(path).map_err(io(format!("cannot read {}", path.display())))?
+            }
+            None => None,
+        };
         Ok(Outputs {
+            delivered_through,
             delivered: cfg
                 .output
                 .delivered
@@ -95,6 +106,26 @@ impl Outputs {
     }
 }
 
+/// The position on the last whole line of a delivered file (None: no file, or no line).
+fn last_position(path: &Path) -> std::io::Result<Option<Position>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(8192)))?;
+    let mut bytes = Vec::new();
+    f.take(8192).read_to_end(&mut bytes)?;
+    let tail = String::from_utf8_lossy(&bytes);
+    let whole = tail.rsplit_once('\n').map_or("", |(w, _)| w);
+    Ok(whole
+        .lines()
+        .rev()
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok()))
+}
+
 impl Sink for Outputs {
     fn delivered(
         &mut self,
@@ -102,7 +133,11 @@ impl Sink for Outputs {
         position: Position,
         v: &ClientValue,
     ) -> std::io::Result<()> {
-        if let Some(w) = &mut self.delivered {
+        if let Some(w) = self
+            .delivered
+            .as_mut()
+            .filter(|_| self.delivered_through.map_or(true, |t| position > t))
+        {
             let hash = blake3::hash(&v.payload);
             writeln!(
                 w,
@@ -112,7 +147,7 @@ impl Sink for Outputs {
                 &hash.to_hex()[..16]
             )?;
         }
-        if self.stream.is_some() {
+        if self.stream.as_ref().is_some_and(StreamServer::wants_lines) {
             self.stream_buf
                 .extend_from_slice(stream_line(position, v.client, v.seq, &v.payload).as_bytes());
         }
@@ -128,10 +163,8 @@ impl Sink for Outputs {
 
     fn end_turn(&mut self) -> std::io::Result<()> {
         if let Some(server) = &mut self.stream {
-            if !self.stream_buf.is_empty() {
-                server.publish(&self.stream_buf);
-                self.stream_buf.clear();
-            }
+            server.serve(&self.stream_buf);
+            self.stream_buf.clear();
         }
         for w in [&mut self.delivered, &mut self.acked].into_iter().flatten() {
             w.flush()?;
@@ -243,6 +276,9 @@ pub fn run_with(
             Polling::Adaptive => Idle::Spin(ADAPTIVE_SPINS),
         },
     )?;
+    driver
+        .sync_journal(Duration::MAX)
+        .map_err(io("cannot sync the learner journal"))?;
     let mut stats = driver.summary();
     stats.transport = transport.stats().clone();
     stats.dropped_readers = outputs.dropped_readers();
@@ -292,9 +328,53 @@ impl Node {
             )));
             votes = Some(GroupCommit::new(s, &cfg.storage));
         }
+        let mut tail = None;
         if me.plays(Role::Learner) {
-            driver =
-                driver.with_learner(Learner::new(id, &protocol, members.clone(), Duration::ZERO));
+            match cfg.learner.dir(cfg.storage.path.as_deref(), id) {
+                Some(dir) => {
+                    let files = DiskFiles::new(&dir).map_err(io(format!(
+                        "cannot create the learner journal directory {}",
+                        dir.display()
+                    )))?;
+                    let (journal, state, recovery) = Journal::open(
+                        Box::new(files),
+                        cfg.learner.journal(cfg.storage.fsync_policy),
+                        protocol.cluster_id,
+                    )?;
+                    tracing::info!(
+                        "node {id}: learner resumes at instance {} (journal {}: {} segment(s), \
+                         {} record(s) replayed{})",
+                        state.next,
+                        dir.display(),
+                        recovery.segments,
+                        recovery.records,
+                        recovery
+                            .cut
+                            .map(|(bytes, why)| format!(
+                                ", a torn tail of {bytes} bytes cut: {why}"
+                            ))
+                            .unwrap_or_default()
+                    );
+                    tail = Some(JournalTail::new(&dir, journal.marks()));
+                    driver = driver
+                        .with_learner(Learner::restore(
+                            id,
+                            &protocol,
+                            members.clone(),
+                            Duration::ZERO,
+                            state,
+                        ))
+                        .with_journal(journal);
+                }
+                None => {
+                    driver = driver.with_learner(Learner::new(
+                        id,
+                        &protocol,
+                        members.clone(),
+                        Duration::ZERO,
+                    ))
+                }
+            }
         }
         let session = session_nonce();
         let count = if me.plays(Role::Client) {
@@ -320,7 +400,7 @@ impl Node {
             driver,
             store: NodeStore::new(round, votes),
             transport,
-            outputs: Outputs::open(cfg)?,
+            outputs: Outputs::open(cfg, tail)?,
         })
     }
 }

@@ -345,6 +345,9 @@ pub(crate) fn run_staged(
     let tx_stats = join(tx)?;
     let rx_stats = join(rx)?;
     result?;
+    learner
+        .sync_journal(Duration::MAX)
+        .map_err(crate::driver::io("cannot sync the learner journal"))?;
     learner.publish_metrics(true, None);
     let mut stats = learner.summary();
     stats.dropped_readers = outputs.dropped_readers();

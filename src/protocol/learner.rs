@@ -33,12 +33,26 @@ impl ClientDedup {
     }
 }
 
-/// What an application keeps durable with its state so its learner resumes where it stopped:
-/// the next instance to deliver and which client values it delivered.
+/// What a learner keeps durable so it resumes where it stopped: the next instance to deliver
+/// and which client values it delivered (the exactly-once table). A learner's journal keeps it
+/// at the head of every segment and replays its records onto it at a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LearnerSnapshot {
     pub next: InstanceId,
     pub dedup: HashMap<ClientId, ClientDedup>,
+}
+
+impl LearnerSnapshot {
+    /// Replays one delivered value: false if it was delivered before (a journal holding it
+    /// twice is corrupt).
+    pub fn replay_value(&mut self, client: ClientId, seq: u64) -> bool {
+        self.dedup.entry(client).or_default().insert(seq)
+    }
+
+    /// Replays the delivery point: every instance below `next` was delivered.
+    pub fn replay_through(&mut self, next: InstanceId) {
+        self.next = self.next.max(next);
+    }
 }
 
 #[derive(Default)]
@@ -60,6 +74,10 @@ pub struct Learner {
     last_catchup: Option<Duration>,
     last_progress: Duration,
     trimmed: Option<InstanceId>,
+    /// Every instance below this is delivered and durable where the learner keeps its state:
+    /// the only progress it reports (acceptors trim by it). Its driver says so after each
+    /// sync (`made_durable`).
+    durable: InstanceId,
 }
 
 impl Learner {
@@ -79,6 +97,7 @@ impl Learner {
             cfg: cfg.clone(),
             members,
             known_decided: snapshot.next,
+            durable: snapshot.next,
             snapshot,
             undecided: BTreeMap::new(),
             decided: BTreeMap::new(),
@@ -87,6 +106,17 @@ impl Learner {
             last_progress: now,
             trimmed: None,
         }
+    }
+
+    /// Everything below `next` is durable (the driver's journal synced it). Never beyond what
+    /// was delivered, never backwards.
+    pub fn made_durable(&mut self, next: InstanceId) {
+        self.durable = self.durable.max(next.min(self.snapshot.next));
+    }
+
+    /// The progress this learner reports: everything below it is delivered and durable.
+    pub fn durable_below(&self) -> InstanceId {
+        self.durable
     }
 
     pub fn id(&self) -> NodeId {
@@ -178,7 +208,7 @@ impl Learner {
             out.send_all(
                 &self.members.proposers,
                 &Message::Progress {
-                    delivered_below: self.snapshot.next,
+                    delivered_below: self.durable,
                 },
             );
         }

@@ -38,6 +38,8 @@ pub struct Observations {
     /// Values whose client session died with its node before they were acknowledged: nothing
     /// will resend them, so they may be delivered (once) or not at all.
     pub abandoned: HashSet<(ClientId, u64)>,
+    /// Learners that resumed from their journals somewhere else than where they stood.
+    pub journal_faults: Vec<String>,
     /// Per learner: the values it delivered, and how many of them are owed (not abandoned).
     got: Vec<HashSet<(ClientId, u64)>>,
     owed_got: Vec<usize>,
@@ -69,6 +71,45 @@ impl Observations {
             self.owed_got[l] += 1;
         }
         self.delivered[l].push(v.clone());
+    }
+
+    /// Learner `l` restarted from its journal at instance `resume`, having delivered every
+    /// instance below `at_crash` before the crash. What it delivered from `resume` on it will
+    /// deliver again (its journal, like its application's state, lost it), so those
+    /// deliveries are forgotten. Under `sync` its journal loses nothing; under any policy it
+    /// never resumes past what it delivered.
+    pub fn learner_restarted(
+        &mut self,
+        l: usize,
+        resume: InstanceId,
+        at_crash: InstanceId,
+        policy: crate::storage::FsyncPolicy,
+    ) {
+        if resume > at_crash || (policy == crate::storage::FsyncPolicy::Sync && resume < at_crash) {
+            self.journal_faults.push(format!(
+                "learner {l} resumed at instance {resume} with policy {policy}, having \
+                 delivered every instance below {at_crash}"
+            ));
+        }
+        let keep: Vec<bool> = self.positions[l]
+            .iter()
+            .map(|p| p.instance < resume)
+            .collect();
+        let mut k = 0;
+        self.delivered[l].retain(|_| {
+            k += 1;
+            keep[k - 1]
+        });
+        self.positions[l].retain(|p| p.instance < resume);
+        self.decided[l].retain(|(i, _)| *i < resume);
+        self.got[l] = self.delivered[l]
+            .iter()
+            .map(|v| (v.client, v.seq))
+            .collect();
+        self.owed_got[l] = self.got[l]
+            .iter()
+            .filter(|k| !self.abandoned.contains(k))
+            .count();
     }
 
     /// A session died unacknowledged with this value outstanding.
@@ -122,6 +163,9 @@ impl Observations {
             })
             .collect();
         let mut bad = |property, detail: String| v.push(Violation { property, detail });
+        for f in self.journal_faults.iter().take(5) {
+            bad("learner-journal", f.clone());
+        }
         if self.no_leader {
             bad(
                 "liveness",

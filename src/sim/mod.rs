@@ -16,10 +16,10 @@ pub use faults::{CrashFault, CrashTarget, FaultKind, FaultPlan, Forgery, Partiti
 pub use crate::driver::AcceptorLogic;
 
 use crate::driver::{Acked, Driver, NodeStore, Sessions, Sink};
+use crate::journal::{Journal, JournalConfig, MemFiles, Retention};
 use crate::protocol::{
     Acceptor, AcceptorCounters, AcceptorState, Ballot, Batch, ClientId, ClientValue, Envelope,
-    Event, Learner, LearnerSnapshot, Membership, Message, NodeId, Position, Proposer,
-    ProtocolConfig,
+    Event, InstanceId, Learner, Membership, Message, NodeId, Position, Proposer, ProtocolConfig,
 };
 use crate::storage::{BatchBudget, FsyncPolicy, StorageConfig};
 use crate::wire::{self, FrameHeader};
@@ -61,12 +61,18 @@ pub struct SimConfig {
     /// The acceptors' disks acknowledge a `sync` commit before it is synced (only tests that
     /// prove the checker catches it set this).
     pub disk_lies: bool,
+    /// The learners' journals lose synced bytes at a crash (only tests that prove the
+    /// checker catches it set this).
+    pub journal_lies: bool,
     pub plan: FaultPlan,
     /// The acceptors' fsync policy, how long a synced commit takes, and how often the
     /// production group commit syncs under `async` (and a lying disk flushes its cache).
     pub policy: FsyncPolicy,
     pub fsync_latency: Duration,
     pub fsync_interval: Duration,
+    /// How the learners keep their journals: its own policy, small segments (so rotation
+    /// and retention are common).
+    pub journal: JournalConfig,
 }
 
 impl SimConfig {
@@ -111,10 +117,17 @@ impl SimConfig {
             protocol,
             layout,
             disk_lies: false,
+            journal_lies: false,
             plan,
             policy: FsyncPolicy::Sync,
             fsync_latency: Duration::from_micros(rng.gen_range(50..500)),
             fsync_interval: Duration::from_millis(rng.gen_range(1..20)),
+            journal: JournalConfig {
+                fsync_policy: FsyncPolicy::Sync,
+                fsync_interval: Duration::from_millis(10),
+                segment_bytes: 1 << 20,
+                retention: Retention::default(),
+            },
         };
         // Drawn last, so the draws above (and what older seeds ran) stay as they were.
         // Short pages make paged phase 1 and paged catch-up common.
@@ -135,6 +148,29 @@ impl SimConfig {
             cfg.protocol.trim_interval_ms = 100;
             cfg.protocol.trim_keep = rng.gen_range(0..50);
         }
+        // The learners' journals, drawn after everything older seeds drew.
+        cfg.journal = JournalConfig {
+            fsync_policy: match rng.gen_range(0..10) {
+                0..=6 => FsyncPolicy::Sync,
+                7..=8 => FsyncPolicy::Async,
+                _ => FsyncPolicy::None,
+            },
+            fsync_interval: Duration::from_millis(rng.gen_range(1..30)),
+            segment_bytes: rng.gen_range(512..32_768),
+            retention: Retention {
+                instances: if rng.gen_bool(0.5) {
+                    rng.gen_range(1..500)
+                } else {
+                    0
+                },
+                bytes: if rng.gen_bool(0.3) {
+                    rng.gen_range(65_536..1 << 20)
+                } else {
+                    0
+                },
+                age: None,
+            },
+        };
         cfg
     }
 
@@ -162,6 +198,13 @@ impl SimConfig {
         self.disk_lies = true;
         self
     }
+
+    /// Learner journals that lose synced bytes at a crash: the checker must catch it.
+    pub fn with_lying_journals(mut self) -> SimConfig {
+        self.journal_lies = true;
+        self.journal.fsync_policy = FsyncPolicy::Sync;
+        self
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -187,6 +230,10 @@ pub struct SimStats {
     pub acceptors: AcceptorCounters,
     /// Learners that reported needing trimmed instances.
     pub trimmed_out: u64,
+    /// Learners restarted from their journals past instance 0, and the instances they
+    /// delivered again (what their journal had not made durable).
+    pub learner_resumes: u64,
+    pub redelivered_instances: u64,
 }
 
 pub struct SimReport {
@@ -271,8 +318,11 @@ struct Node {
     disk: SimDisk,
     /// The production store the running node writes through (None while it is down).
     store: Option<NodeStore>,
-    /// The application state a learner restarts from (its snapshot).
-    durable_learner: LearnerSnapshot,
+    /// The learner's journal: what it delivered, as durable as its policy made it. It
+    /// restarts from it.
+    journal: MemFiles,
+    /// Where the learner's delivery stood when the node last crashed.
+    delivered_at_crash: Option<InstanceId>,
     /// Bumped by every crash: a commit that completes after one is dropped.
     incarnation: u64,
     /// Frames on their way to this node or waiting in its receive queue: like a socket's
@@ -463,7 +513,8 @@ impl Simulation {
                     cfg.disk_lies,
                 ),
                 store: None,
-                durable_learner: LearnerSnapshot::default(),
+                journal: MemFiles::default(),
+                delivered_at_crash: None,
                 incarnation: 0,
                 inflight: 0,
                 inbox: Vec::new(),
@@ -579,14 +630,22 @@ impl Simulation {
                 node.disk.durable(),
             ));
         }
-        if plays.learner.is_some() {
-            d = d.with_learner(Learner::restore(
-                id,
-                cfg,
-                members.clone(),
-                self.now,
-                node.durable_learner.clone(),
-            ));
+        if let Some(l) = plays.learner {
+            let (journal, state, _) = Journal::open(
+                Box::new(node.journal.clone()),
+                self.cfg.journal.clone(),
+                cfg.cluster_id,
+            )
+            .expect("the simulated journal never fails to open");
+            if let Some(at_crash) = node.delivered_at_crash.take() {
+                self.stats.learner_resumes += u64::from(state.next > 0);
+                self.stats.redelivered_instances += at_crash.saturating_sub(state.next);
+                self.obs
+                    .learner_restarted(l, state.next, at_crash, self.cfg.journal.fsync_policy);
+            }
+            d = d
+                .with_learner(Learner::restore(id, cfg, members.clone(), self.now, state))
+                .with_journal(journal);
         }
         if plays.clients > 0 {
             // A new session each incarnation: a restarted node never reuses client ids.
@@ -615,6 +674,12 @@ impl Simulation {
         self.stats.crashes += 1;
         node.store = None;
         node.disk.crash();
+        node.delivered_at_crash = d.learner.as_ref().map(Learner::next_instance);
+        if self.cfg.journal_lies {
+            node.journal.crash_losing_synced();
+        } else {
+            node.journal.crash();
+        }
         node.incarnation += 1;
         node.inflight -= node.inbox.len();
         node.inbox.clear();
@@ -972,12 +1037,6 @@ impl Simulation {
         node.disk.round = store.round_in_memory();
         let remote = d.release(released);
         let more = d.has_work();
-        if let Some(l) = &d.learner {
-            // The application keeps the snapshot with its state, no-op instances included.
-            if l.next_instance() != node.durable_learner.next {
-                node.durable_learner = l.snapshot().clone();
-            }
-        }
         let busy = node.disk.take_busy();
         if busy.is_zero() {
             self.send_from(n, remote);

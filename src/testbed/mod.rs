@@ -109,6 +109,8 @@ pub struct LayoutSpec {
     pub virtio: bool,
     /// DPDK nodes take EAL's memory (128 MiB each) from huge pages, which must be reserved.
     pub dpdk_hugepages: bool,
+    /// Learners keep a journal (`learner.journal`).
+    pub journal: bool,
     /// Every node's `protocol:` section.
     pub protocol: crate::protocol::ProtocolConfig,
 }
@@ -127,6 +129,7 @@ impl Default for LayoutSpec {
             dpdk_nodes: Vec::new(),
             virtio: false,
             dpdk_hugepages: false,
+            journal: true,
             protocol: Default::default(),
         }
     }
@@ -134,6 +137,8 @@ impl Default for LayoutSpec {
 
 /// Where the testbed's nodes come from.
 #[derive(Clone, Debug)]
+// Built once per testbed: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Nodes {
     Layout(LayoutSpec),
     /// Node configs as written by an operator (e.g. config/afpacket/): one namespace per
@@ -443,6 +448,11 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
                     ..LoadConfig::default()
                 },
                 output: OutputConfig::default(),
+                learner: crate::journal::LearnerConfig {
+                    fsync_policy: Some(spec.policy),
+                    journal: spec.journal,
+                    ..Default::default()
+                },
             }
         })
         .collect()

@@ -337,7 +337,11 @@ impl Loopback {
             "summary: \"{}\"",
             self.dir.join(format!("summary-{}.json", n.id)).display()
         )];
-        if self.plays(n.id, "proposer") || self.plays(n.id, "acceptor") {
+        // Learners keep their journal there too (learner-<id>).
+        if ["proposer", "acceptor", "learner"]
+            .iter()
+            .any(|r| self.plays(n.id, r))
+        {
             y += &format!(
                 "storage: {{path: \"{}\"}}\n",
                 self.dir.join("data").display()

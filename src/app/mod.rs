@@ -4,20 +4,23 @@
 //!   was delivered (its acknowledgement), retrying inside with the same sequence number so a
 //!   retry never delivers a value twice; `deliveries` yields the ordered stream.
 //! - A learner whose config sets `output.socket` serves the ordered stream on a Unix-domain
-//!   socket, one line per value: `<client> <seq> <payload as hex>`. `ethpaxos tail` prints it;
-//!   examples/kv.rs applies it to a key-value map. A reader sees the values delivered after it
-//!   connects; one that falls 16 MiB behind is disconnected and counted, never waited for.
+//!   socket (stream.rs): a reader asks for it `live` or `from POSITION`, and gets one line per
+//!   value, `<position> <client> <seq> <payload as hex>`. `ethpaxos tail` prints it;
+//!   examples/kv.rs applies it to a key-value map.
 
 #![forbid(unsafe_code)]
+
+mod stream;
+
+pub use stream::{
+    connect_stream, parse_stream_line, stream_line, StreamServer, StreamStart, READER_BACKLOG,
+};
 
 use crate::config::{NodeConfig, Role};
 use crate::node::{self, NodeError, NodeStats};
 use crate::protocol::Position;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use std::io::Write;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -148,123 +151,5 @@ impl Drop for Embedded {
         if self.thread.is_some() {
             let _ = self.shutdown();
         }
-    }
-}
-
-/// The line a stream reader gets for one value: `POSITION CLIENT SEQ HEX-PAYLOAD`.
-pub fn stream_line(position: Position, client: u64, seq: u64, payload: &[u8]) -> String {
-    let mut line = format!("{position} {client} {seq} ");
-    for b in payload {
-        line.push_str(&format!("{b:02x}"));
-    }
-    line.push('\n');
-    line
-}
-
-/// Parses a stream line back; None if it is not one.
-pub fn parse_stream_line(line: &str) -> Option<DeliveredValue> {
-    let mut it = line.trim_end().splitn(4, ' ');
-    let position = it.next()?.parse().ok()?;
-    let client = it.next()?.parse().ok()?;
-    let seq = it.next()?.parse().ok()?;
-    let hex = it.next().unwrap_or("");
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let payload = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some(DeliveredValue {
-        position,
-        client,
-        seq,
-        payload: payload.into(),
-    })
-}
-
-/// A reader may fall this far behind before it is disconnected.
-const READER_BACKLOG: usize = 16 << 20;
-
-struct Reader {
-    stream: UnixStream,
-    backlog: Vec<u8>,
-}
-
-/// The Unix-domain socket a learner serves its stream on.
-pub struct StreamServer {
-    listener: UnixListener,
-    path: PathBuf,
-    readers: Vec<Reader>,
-    /// Readers disconnected for falling behind.
-    pub dropped_readers: u64,
-}
-
-impl StreamServer {
-    /// Listens on `path`, replacing a stale socket file left by an earlier run.
-    pub fn bind(path: &Path) -> std::io::Result<StreamServer> {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| {
-            use std::os::unix::fs::FileTypeExt;
-            m.file_type().is_socket()
-        }) {
-            std::fs::remove_file(path)?;
-        }
-        // Bound (and listening) under a temporary name, then renamed into place: a reader
-        // that sees the path can connect (between bind and listen it would be refused).
-        let mut staging = path.as_os_str().to_owned();
-        staging.push(format!(".{}.tmp", std::process::id()));
-        let staging = PathBuf::from(staging);
-        let _ = std::fs::remove_file(&staging);
-        let listener = UnixListener::bind(&staging)?;
-        listener.set_nonblocking(true)?;
-        if let Err(e) = std::fs::rename(&staging, path) {
-            let _ = std::fs::remove_file(&staging);
-            return Err(e);
-        }
-        Ok(StreamServer {
-            listener,
-            path: path.to_path_buf(),
-            readers: Vec::new(),
-            dropped_readers: 0,
-        })
-    }
-
-    /// Takes new readers, then queues `lines` for every reader and writes what each takes
-    /// without blocking.
-    pub fn publish(&mut self, lines: &[u8]) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            if stream.set_nonblocking(true).is_ok() {
-                self.readers.push(Reader {
-                    stream,
-                    backlog: Vec::new(),
-                });
-            }
-        }
-        let mut dropped = 0;
-        self.readers.retain_mut(|r| {
-            r.backlog.extend_from_slice(lines);
-            while !r.backlog.is_empty() {
-                match r.stream.write(&r.backlog) {
-                    Ok(0) => return false,
-                    Ok(n) => {
-                        r.backlog.drain(..n);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => return false,
-                }
-            }
-            if r.backlog.len() > READER_BACKLOG {
-                dropped += 1;
-                return false;
-            }
-            true
-        });
-        self.dropped_readers += dropped;
-    }
-}
-
-impl Drop for StreamServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
