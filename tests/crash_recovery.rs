@@ -66,3 +66,32 @@ fn kill_a_learner_and_it_resumes_where_its_journal_stands() {
     // The learner that never restarted started at 0.
     assert_eq!(summaries[&22]["learner"]["resumed_at"].as_u64(), Some(0));
 }
+
+#[test]
+fn a_learner_away_past_the_trim_point_catches_up_from_its_peers_journals() {
+    let mut nodes: Vec<LoopNode> = Vec::new();
+    // Trim soon and close behind: the acceptors trim past the learner while it is down.
+    let protocol = "protocol: {learner_timeout_ms: 300, trim_interval_ms: 50, trim_keep: 50}\n";
+    nodes.extend([1, 2].map(|id| LoopNode::new(id, "[proposer]").with(protocol)));
+    nodes.extend([11, 12, 13].map(|id| LoopNode::new(id, "[acceptor]").with(protocol)));
+    nodes.extend([21, 22].map(|id| LoopNode::new(id, "[learner]").with(protocol)));
+    nodes.push(
+        LoopNode::new(23, "[learner, client]")
+            .with("load: {clients: 4, outstanding: 8, value_size: 32}\n")
+            .with(protocol),
+    );
+    let mut c = ProcCluster::start_all(Loopback::new("crash-peers", nodes));
+    c.patience = std::time::Duration::from_secs(20);
+    c.progress(1000, "at start");
+    c.bounce(21, 4000, 2000);
+    let summaries = c.finish_and_check();
+    let l = &summaries[&21]["learner"];
+    assert!(l["peer_values"].as_u64().unwrap() > 0, "{l}");
+    assert!(
+        summaries[&21]["trimmed_out"].is_null(),
+        "{}",
+        summaries[&21]
+    );
+    // The acceptors did trim past it.
+    assert!(summaries[&11]["acceptor"]["trim"].as_u64().unwrap() > 0);
+}

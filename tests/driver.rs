@@ -84,6 +84,12 @@ fn the_routing_table_sends_each_message_to_the_roles_that_take_it() {
             Message::Progress { delivered_below: 0 },
             (false, true, false),
         ),
+        (
+            Message::PeerFetch {
+                from: Default::default(),
+            },
+            (false, false, true),
+        ),
     ];
     for (msg, (acceptor, proposer, learner)) in cases {
         let t = takers(&msg);

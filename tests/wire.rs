@@ -2,7 +2,9 @@
 //! panic on any input.
 
 use bytes::Bytes;
-use ethpaxos::protocol::{AcceptedEntry, Ballot, Batch, ClientValue, Message, MessageKind};
+use ethpaxos::protocol::{
+    AcceptedEntry, Ballot, Batch, ClientValue, Message, MessageKind, Position,
+};
 use ethpaxos::wire::{self, sizes, DecodeError, EncodeError, FrameHeader, FRAME_OVERHEAD};
 use proptest::prelude::*;
 
@@ -92,6 +94,49 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(trim, entries)| Message::CatchupReply { trim, entries }),
         any::<u64>().prop_map(|d| Message::Progress { delivered_below: d }),
         any::<u64>().prop_map(|below| Message::Trim { below }),
+        (any::<u64>(), any::<u32>()).prop_map(|(instance, index)| Message::PeerFetch {
+            from: Position { instance, index }
+        }),
+        (
+            any::<u32>(),
+            proptest::collection::vec((0u64..4, any::<u16>(), value()), 0..8),
+            any::<bool>(),
+            any::<u32>(),
+        )
+            .prop_map(|(start, steps, last, span)| {
+                // Positions that grow from `from`, at or below `through`.
+                let from = Position {
+                    instance: start as u64,
+                    index: 3,
+                };
+                let mut at = from;
+                let mut values = Vec::new();
+                for (k, (step, gap, v)) in steps.into_iter().enumerate() {
+                    if k > 0 {
+                        at = if step == 0 {
+                            Position {
+                                instance: at.instance,
+                                index: at.index + 1 + gap as u32,
+                            }
+                        } else {
+                            Position {
+                                instance: at.instance + step,
+                                index: gap as u32,
+                            }
+                        };
+                    }
+                    values.push((at, v));
+                }
+                let through = at.instance + (span % 3) as u64;
+                Message::PeerValues {
+                    from,
+                    through,
+                    oldest: start as u64 / 2,
+                    end: through + span as u64,
+                    values,
+                    last,
+                }
+            }),
     ]
 }
 
@@ -310,4 +355,79 @@ fn max_value_fits_every_message_that_carries_it_alone() {
             assert!(buf.len() <= max_frame);
         }
     }
+}
+
+#[test]
+fn a_peer_answer_whose_positions_do_not_hold_is_refused_by_field() {
+    let v = |seq| ClientValue {
+        client: 1,
+        seq,
+        payload: Bytes::from_static(b"x"),
+    };
+    let at = |instance, index| Position { instance, index };
+    let good = Message::PeerValues {
+        from: at(10, 2),
+        through: 11,
+        oldest: 5,
+        end: 20,
+        values: vec![(at(10, 2), v(0)), (at(11, 0), v(1))],
+        last: true,
+    };
+    assert_eq!(wire::decode(&encoded(&good)).unwrap().msg, good);
+    let bad = |mutate: &dyn Fn(&mut Message), field: &str| {
+        let mut m = good.clone();
+        mutate(&mut m);
+        let err = wire::decode(&encoded(&m)).expect_err(field);
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    };
+    // Positions that go back, start before `from`, or pass `through`.
+    bad(
+        &|m| {
+            if let Message::PeerValues { values, .. } = m {
+                values.swap(0, 1);
+            }
+        },
+        "value.position",
+    );
+    bad(
+        &|m| {
+            if let Message::PeerValues { values, .. } = m {
+                values[0].0 = at(10, 1);
+            }
+        },
+        "value.position",
+    );
+    bad(
+        &|m| {
+            if let Message::PeerValues {
+                through, values, ..
+            } = m
+            {
+                *through = 10;
+                values.truncate(2);
+            }
+        },
+        "value.position",
+    );
+    bad(
+        &|m| {
+            if let Message::PeerValues { through, .. } = m {
+                *through = 9;
+            }
+        },
+        "through",
+    );
+    bad(
+        &|m| {
+            if let Message::PeerValues { oldest, .. } = m {
+                *oldest = 21;
+            }
+        },
+        "oldest",
+    );
+    // The `last` flag is a boolean byte.
+    let mut buf = encoded(&good);
+    buf[FRAME_OVERHEAD + 12 + 24] = 2;
+    let err = wire::decode(&buf).expect_err("last = 2");
+    assert!(err.to_string().contains("last"), "{err}");
 }

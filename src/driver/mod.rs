@@ -27,6 +27,7 @@ pub use store::{NodeStore, RoundStore, StoreError};
 
 use crate::journal::Journal;
 use crate::metrics::Recorder;
+use crate::protocol::limits::PEER_VALUES_FIXED;
 use crate::protocol::{
     coalesce_accepted, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Learner,
     Message, NodeId, Pending, Position, Proposer, ProtocolConfig,
@@ -62,7 +63,11 @@ pub fn takers(msg: &Message) -> Takers {
         | Message::Reject { .. }
         | Message::ClientRequest { .. }
         | Message::Progress { .. } => t(false, true, false),
-        Message::CatchupReply { .. } | Message::Redirect { .. } => t(false, false, true),
+        // A peer's fetch is answered by the driver from the learner's journal.
+        Message::CatchupReply { .. }
+        | Message::Redirect { .. }
+        | Message::PeerFetch { .. }
+        | Message::PeerValues { .. } => t(false, false, true),
     }
 }
 
@@ -138,6 +143,8 @@ pub struct Driver {
     tick: Duration,
     next_tick: Duration,
     max_payload: usize,
+    /// Frames in one answer to a peer learner's fetch (`answer_max_frames`).
+    answer_frames: usize,
     budget: BatchBudget,
     burst: BatchBudget,
     pub stats: NodeStats,
@@ -163,6 +170,7 @@ impl Driver {
             tick: protocol.tick(),
             next_tick: Duration::ZERO,
             max_payload: protocol.max_payload(),
+            answer_frames: protocol.answer_max_frames.max(1) as usize,
             budget,
             burst: budget.fresh(),
             stats: NodeStats::default(),
@@ -276,6 +284,12 @@ impl Driver {
             self.sessions.redirect(&msg);
             return;
         }
+        if let Message::PeerFetch { from: at } = msg {
+            if self.learner.as_ref().is_some_and(|l| l.is_peer(from)) {
+                self.answer_peer(from, at);
+            }
+            return;
+        }
         // Clones only for a message more than one role here takes.
         match (acceptor, learner, proposer) {
             (Some(a), None, None) => a.handle(now, from, msg, out),
@@ -292,6 +306,64 @@ impl Driver {
                     p.handle(now, from, msg, out);
                 }
             }
+        }
+    }
+
+    /// Answers a peer learner's fetch out of the journal: up to `answer_max_frames` messages,
+    /// each a frame of values in order. Without a journal it says it holds nothing (the peer
+    /// asks another).
+    fn answer_peer(&mut self, to: NodeId, mut from: Position) {
+        let Some(j) = &mut self.journal else {
+            self.out.send(
+                to,
+                Message::PeerValues {
+                    from,
+                    through: from.instance,
+                    oldest: 0,
+                    end: 0,
+                    values: Vec::new(),
+                    last: true,
+                },
+            );
+            return;
+        };
+        let budget = self.max_payload.saturating_sub(PEER_VALUES_FIXED);
+        for k in 0..self.answer_frames {
+            let page = match j.peer_page(from, budget) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("node {}: cannot answer learner {to}: {e}", self.id);
+                    return;
+                }
+            };
+            let next = match page.values.last() {
+                Some((p, _)) if page.through <= p.instance => Position {
+                    instance: p.instance,
+                    index: p.index + 1,
+                },
+                _ => Position {
+                    instance: page.through,
+                    index: 0,
+                },
+            };
+            let last = (page.values.is_empty() && page.through == from.instance)
+                || next.instance >= page.end
+                || k + 1 == self.answer_frames;
+            self.out.send(
+                to,
+                Message::PeerValues {
+                    from,
+                    through: page.through,
+                    oldest: page.oldest,
+                    end: page.end,
+                    values: page.values,
+                    last,
+                },
+            );
+            if last {
+                return;
+            }
+            from = next;
         }
     }
 
@@ -335,7 +407,7 @@ impl Driver {
         }
         for e in self.out.events.drain(..) {
             match &e {
-                Event::Trimmed { needed, .. } => self.stats.trimmed_out = Some(*needed),
+                Event::Stranded { needed } => self.stats.trimmed_out = Some(*needed),
                 Event::Shed { values } => self.stats.shed += *values as u64,
                 Event::Decided { value, .. } => {
                     if let Some(m) = &mut self.metrics {
@@ -433,7 +505,7 @@ impl Driver {
                 g.journal_oldest = Some(j.oldest());
                 m.counters.journal = j.stats.clone();
             }
-            g.trimmed_out = Some(u64::from(l.trimmed().is_some()));
+            g.trimmed_out = Some(u64::from(l.stranded()));
         }
         m.publish();
     }
@@ -453,6 +525,7 @@ impl Driver {
         if let Some(l) = &self.learner {
             s.learner = Some(LearnerSummary {
                 resumed_at: self.resumed_at,
+                peer_values: l.peer_values(),
                 delivered_below: l.next_instance(),
                 durable_below: l.durable_below(),
                 journal: self.journal.as_ref().map(|j| JournalSummary {

@@ -15,8 +15,8 @@ pub struct NodeStats {
     pub submitted: u64,
     /// Client values the leader shed because its queue was full (clients resend them).
     pub shed: u64,
-    /// Set when this learner needed instances the acceptors had trimmed: it cannot catch up
-    /// by itself (it needs its application state restored from a snapshot).
+    /// Set when this learner needed instances the acceptors had trimmed and no peer learner's
+    /// journal still held: it cannot catch up by itself (it needs a snapshot).
     pub trimmed_out: Option<u64>,
     /// The acceptor's refusals: forged or oversized votes, top-round ballots, and prepares
     /// put off by the leader lease.
@@ -43,6 +43,8 @@ pub struct NodeStats {
 pub struct LearnerSummary {
     /// Where it started: the delivery point its journal held (0: a new learner, or none).
     pub resumed_at: u64,
+    /// Values it delivered out of peer learners' journals (acceptors had trimmed them).
+    pub peer_values: u64,
     /// Every instance below this was delivered.
     pub delivered_below: u64,
     /// ... and below this, durable in its journal: what it reports for trim, and where it
@@ -162,7 +164,7 @@ impl std::fmt::Display for NodeStats {
         if let Some(needed) = self.trimmed_out {
             writeln!(
                 f,
-                "  TRIMMED OUT: this learner needed instance {needed}, which acceptors had trimmed"
+                "  STRANDED: this learner needed instance {needed}, which acceptors had trimmed and no peer's journal held"
             )?;
         }
         if self.dropped_readers > 0 {
@@ -183,12 +185,15 @@ pub fn report_event(id: NodeId, e: &Event) {
         Event::SteppedDown { higher } => {
             tracing::info!("node {id}: stepped down, ballot {higher} is higher")
         }
-        Event::Trimmed { needed, trim } => tracing::error!(
-            "node {id}: this learner needs instance {needed} but acceptors trimmed everything below {trim}; restore its application state from a snapshot at or past {trim}"
+        Event::Trimmed { needed, trim } => tracing::warn!(
+            "node {id}: this learner needs instance {needed} but acceptors trimmed everything below {trim}: fetching it from peer learners' journals"
+        ),
+        Event::Stranded { needed } => tracing::error!(
+            "node {id}: this learner needs instance {needed}, which acceptors trimmed and no peer learner's journal still holds; it cannot catch up without a snapshot (docs/learners.md)"
         ),
         Event::NoRoundLeft { highest } => tracing::error!(
             "node {id}: cannot prepare: ballot {highest} is at the top of the round range (a forged or runaway ballot); frame authentication prevents this (docs/nodes.md)"
         ),
-        Event::Shed { .. } | Event::Decided { .. } => {}
+        Event::Shed { .. } | Event::Decided { .. } | Event::FromPeer { .. } => {}
     }
 }

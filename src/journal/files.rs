@@ -14,6 +14,8 @@ pub trait SegmentFiles: Send {
     fn list(&mut self) -> io::Result<Vec<u64>>;
     fn len(&mut self, seg: u64) -> io::Result<u64>;
     fn read(&mut self, seg: u64) -> io::Result<Vec<u8>>;
+    /// Up to `max` bytes of a segment from `offset` (fewer at its end).
+    fn read_at(&mut self, seg: u64, offset: u64, max: usize) -> io::Result<Vec<u8>>;
     /// Creates an empty segment (its directory entry durable at once).
     fn create(&mut self, seg: u64) -> io::Result<()>;
     fn append(&mut self, seg: u64, bytes: &[u8]) -> io::Result<()>;
@@ -94,6 +96,14 @@ impl SegmentFiles for DiskFiles {
     fn read(&mut self, seg: u64) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         File::open(self.path(seg))?.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_at(&mut self, seg: u64, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        let mut f = File::open(self.path(seg))?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        f.take(max as u64).read_to_end(&mut buf)?;
         Ok(buf)
     }
 
@@ -201,6 +211,12 @@ impl SegmentFiles for MemFiles {
             .get(&seg)
             .map(|s| s.data.clone())
             .ok_or_else(|| missing(seg))
+    }
+    fn read_at(&mut self, seg: u64, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        let segs = self.lock();
+        let data = &segs.get(&seg).ok_or_else(|| missing(seg))?.data;
+        let start = (offset as usize).min(data.len());
+        Ok(data[start..(start + max).min(data.len())].to_vec())
     }
     fn create(&mut self, seg: u64) -> io::Result<()> {
         self.lock().insert(seg, MemSegment::default());

@@ -20,10 +20,10 @@ pub use config::LearnerConfig;
 pub use files::{list_dir, segment_name, DiskFiles, MemFiles, SegmentFiles, SegmentReader};
 pub use tail::{JournalTail, TailError, TailReader};
 
-use crate::protocol::{Delivery, InstanceId, LearnerSnapshot};
+use crate::protocol::{ClientValue, Delivery, InstanceId, LearnerSnapshot, Position};
 use crate::storage::FsyncPolicy;
 use record::{Parsed, Record};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,22 @@ pub struct Recovery {
     pub dropped: usize,
 }
 
+/// The journal notes where records start every this many bytes, so a peer's fetch from a
+/// position reads from near it rather than from its segment's start.
+const INDEX_EVERY: u64 = 64 << 10;
+/// What a peer's fetch reads at a time.
+const PEER_READ: usize = 64 << 10;
+
+/// What this learner's journal holds from a position on, for a peer learner that needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerPage {
+    /// Every instance below this is complete in `values` or before `from`.
+    pub through: InstanceId,
+    pub oldest: InstanceId,
+    pub end: InstanceId,
+    pub values: Vec<(Position, ClientValue)>,
+}
+
 /// Outside `sync`, records are written once this many bytes gathered ...
 const WRITE_BATCH: usize = 256 << 10;
 /// ... or this long after the last write.
@@ -128,6 +144,13 @@ pub struct Journal {
     last_sync: Duration,
     last_retention: Duration,
     marks: Arc<Marks>,
+    /// Where records start, sparsely: the records at (segment, offset) cover the instances
+    /// from the key on.
+    index: BTreeMap<InstanceId, (u64, u64)>,
+    /// Segments whose records are all in `index` (the others are indexed when first read).
+    indexed: HashSet<u64>,
+    /// Bytes written since the last index entry.
+    unindexed: u64,
     pub stats: JournalStats,
 }
 
@@ -147,12 +170,18 @@ impl Journal {
             ..Recovery::default()
         };
         let mut state = None;
+        let mut newest_points = Vec::new();
         while let Some(&id) = ids.last() {
             let data = files
                 .read(id)
                 .map_err(io_err(format!("cannot read segment {id}")))?;
             match replay(&data, id, cluster)? {
-                Some((snapshot, good, records)) => {
+                Some(Replayed {
+                    snapshot,
+                    good,
+                    records,
+                    points,
+                }) => {
                     if good < data.len() {
                         let why = match record::parse(&data, good) {
                             Parsed::Bad(why) | Parsed::Short(why) => why,
@@ -170,6 +199,7 @@ impl Journal {
                         recovery.cut = Some(((data.len() - good) as u64, why));
                     }
                     recovery.records = records;
+                    newest_points = points;
                     state = Some(snapshot);
                     break;
                 }
@@ -217,8 +247,19 @@ impl Journal {
             last_sync: Duration::ZERO,
             last_retention: Duration::ZERO,
             marks: Arc::new(Marks::default()),
+            index: BTreeMap::new(),
+            indexed: HashSet::new(),
+            unindexed: 0,
             stats: JournalStats::default(),
         };
+        for s in &j.segments {
+            j.index.insert(s.id, (s.id, 0));
+        }
+        if let Some(newest) = j.segments.back().map(|s| s.id) {
+            j.index
+                .extend(newest_points.into_iter().map(|(i, at)| (i, (newest, at))));
+            j.indexed.insert(newest);
+        }
         if j.segments.is_empty() {
             j.start_segment(&snapshot)?;
         }
@@ -305,6 +346,12 @@ impl Journal {
 
     fn write(&mut self, now: Duration) -> Result<(), JournalError> {
         let active = self.segments.back().map_or(0, |s| s.id);
+        if self.unindexed >= INDEX_EVERY {
+            let at = self.segments.back().map_or(0, |s| s.bytes);
+            self.index.insert(self.written, (active, at));
+            self.unindexed = 0;
+        }
+        self.unindexed += self.buf.len() as u64;
         self.files
             .append(active, &self.buf)
             .map_err(io_err(format!("cannot append to segment {active}")))?;
@@ -362,6 +409,9 @@ impl Journal {
             self.stats.syncs += 1;
         }
         self.stats.segments_created += 1;
+        self.index.insert(id, (id, 0));
+        self.indexed.insert(id);
+        self.unindexed = 0;
         self.segments.push_back(Segment {
             id,
             bytes: head.len() as u64,
@@ -389,8 +439,115 @@ impl Journal {
                 .remove(oldest)
                 .map_err(io_err(format!("cannot remove segment {oldest}")))?;
             self.segments.pop_front();
+            self.index.retain(|_, (s, _)| *s != oldest);
+            self.indexed.remove(&oldest);
             self.stats.segments_removed += 1;
         }
+        Ok(())
+    }
+
+    /// What this journal holds from `from` on, at most `budget` bytes of values as a
+    /// `PeerValues` message counts them (`protocol::limits`).
+    pub fn peer_page(&mut self, from: Position, budget: usize) -> Result<PeerPage, JournalError> {
+        let (oldest, end) = (self.oldest(), self.written);
+        let mut page = PeerPage {
+            through: from.instance,
+            oldest,
+            end,
+            values: Vec::new(),
+        };
+        let Some(holder) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.id <= from.instance)
+            .map(|s| s.id)
+            .filter(|_| from.instance >= oldest && from.instance < end)
+        else {
+            return Ok(page);
+        };
+        if !self.indexed.contains(&holder) {
+            self.index_segment(holder)?;
+        }
+        let (mut seg, mut offset) = self
+            .index
+            .range(..=from.instance)
+            .next_back()
+            .map_or((holder, 0), |(_, at)| *at);
+        let mut used = 0;
+        let mut want = PEER_READ;
+        loop {
+            let chunk = self
+                .files
+                .read_at(seg, offset, want)
+                .map_err(io_err(format!("cannot read segment {seg}")))?;
+            let mut at = 0;
+            while let Parsed::Record(r, next) = record::parse(&chunk, at) {
+                match r {
+                    Record::Header { .. } => {}
+                    Record::Through(n) => page.through = page.through.max(n.min(end)),
+                    Record::Delivered { instance, values } if instance >= from.instance => {
+                        for (index, v) in values {
+                            let p = Position { instance, index };
+                            if p < from {
+                                continue;
+                            }
+                            let cost = crate::protocol::limits::POSITION
+                                + crate::protocol::limits::value(&v);
+                            if used + cost > budget {
+                                return Ok(page);
+                            }
+                            used += cost;
+                            page.values.push((p, v));
+                        }
+                        page.through = page.through.max(instance + 1);
+                    }
+                    Record::Delivered { .. } => {}
+                }
+                at = next;
+                if page.through >= end {
+                    return Ok(page);
+                }
+            }
+            offset += at as u64;
+            let full = chunk.len() == want;
+            if at == 0 && full && want < record::MAX_RECORD {
+                // One record larger than what was read: read it whole.
+                want *= 2;
+                continue;
+            }
+            want = PEER_READ;
+            if !full || at == 0 {
+                // This segment's end: on to the next.
+                match self.segments.iter().find(|s| s.id > seg) {
+                    Some(s) => (seg, offset) = (s.id, 0),
+                    None => return Ok(page),
+                }
+            }
+        }
+    }
+
+    /// Notes where the records of an older segment start (read once, when a peer first
+    /// asks for it).
+    fn index_segment(&mut self, seg: u64) -> Result<(), JournalError> {
+        let data = self
+            .files
+            .read(seg)
+            .map_err(io_err(format!("cannot read segment {seg}")))?;
+        let (mut at, mut last, mut next) = (0, 0, seg);
+        while let Parsed::Record(r, after) = record::parse(&data, at) {
+            if (at - last) as u64 >= INDEX_EVERY {
+                self.index.insert(next, (seg, at as u64));
+                last = at;
+            }
+            match r {
+                Record::Header { snapshot, .. } => next = snapshot.next,
+                Record::Delivered { instance, .. } => next = next.max(instance + 1),
+                Record::Through(n) => next = next.max(n),
+            }
+            at = after;
+        }
+        self.indexed.insert(seg);
         Ok(())
     }
 
@@ -400,13 +557,17 @@ impl Journal {
     }
 }
 
-/// Replays a segment: its header's state with its records applied, the length of its good
-/// part, and the records replayed. None if it has no whole header.
-fn replay(
-    data: &[u8],
-    seg: u64,
-    cluster: u32,
-) -> Result<Option<(LearnerSnapshot, usize, u64)>, JournalError> {
+/// A segment replayed: its header's state with its records applied, the length of its good
+/// part, the records replayed, and index points (first instance, offset).
+struct Replayed {
+    snapshot: LearnerSnapshot,
+    good: usize,
+    records: u64,
+    points: Vec<(InstanceId, u64)>,
+}
+
+/// Replays a segment. None if it has no whole header.
+fn replay(data: &[u8], seg: u64, cluster: u32) -> Result<Option<Replayed>, JournalError> {
     let corrupt = |why: String| JournalError::Corrupt { seg, why };
     let Parsed::Record(head, mut at) = record::parse(data, 0) else {
         return Ok(None);
@@ -433,7 +594,13 @@ fn replay(
         });
     }
     let mut records = 0;
+    let mut points = Vec::new();
+    let mut last_point = 0;
     while let Parsed::Record(r, next) = record::parse(data, at) {
+        if (at - last_point) as u64 >= INDEX_EVERY {
+            points.push((snapshot.next, at as u64));
+            last_point = at;
+        }
         match r {
             Record::Delivered { instance, values } => {
                 if instance < snapshot.next {
@@ -460,7 +627,12 @@ fn replay(
         records += 1;
         at = next;
     }
-    Ok(Some((snapshot, at, records)))
+    Ok(Some(Replayed {
+        snapshot,
+        good: at,
+        records,
+        points,
+    }))
 }
 
 #[cfg(test)]

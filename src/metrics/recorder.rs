@@ -40,8 +40,8 @@ pub struct Gauges {
 pub struct Counters {
     pub transport: TransportStats,
     /// By `MessageKind::index`.
-    pub messages_in: [u64; 12],
-    pub messages_out: [u64; 12],
+    pub messages_in: [u64; MessageKind::ALL.len()],
+    pub messages_out: [u64; MessageKind::ALL.len()],
     pub submitted: u64,
     pub acknowledged: u64,
     pub decided_values: u64,
@@ -65,7 +65,7 @@ pub struct Counters {
 impl Counters {
     pub(super) fn add(&mut self, o: &Counters) {
         self.transport.add(&o.transport);
-        for k in 0..12 {
+        for k in 0..MessageKind::ALL.len() {
             self.messages_in[k] += o.messages_in[k];
             self.messages_out[k] += o.messages_out[k];
         }

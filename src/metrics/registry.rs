@@ -383,9 +383,8 @@ impl Metrics {
             trimmed_out: gauge_when(
                 learner,
                 "learner_trimmed_out",
-                "1 when this learner needs instances the acceptors trimmed (it was away longer \
-                 than learner_timeout_ms). It cannot catch up by itself; restore its \
-                 application state from a snapshot.",
+                "1 when this learner needs instances the acceptors trimmed and no peer \
+                 learner's journal still holds: it cannot catch up by itself.",
                 "learner",
             )?,
             learner_durable: gauge_when(

@@ -74,6 +74,16 @@ pub enum Event {
         needed: InstanceId,
         trim: InstanceId,
     },
+    /// A learner delivered this instance out of a peer learner's journal (acceptors had
+    /// trimmed it).
+    FromPeer {
+        instance: InstanceId,
+    },
+    /// A learner needs instances that acceptors trimmed and no peer learner's journal still
+    /// holds: it needs a snapshot.
+    Stranded {
+        needed: InstanceId,
+    },
     /// The leader shed client values because its queue was full (clients retry them).
     Shed {
         values: usize,

@@ -1,12 +1,14 @@
 //! The learner: an instance is decided when a quorum of acceptors voted for it at one ballot
 //! and the learner holds that ballot's value. Decided instances are delivered in instance order;
 //! no-ops are skipped and a client value is delivered once however often it was proposed.
-//! Gaps are filled by asking acceptors for whole ranges at once.
+//! Gaps are filled by asking acceptors for whole ranges at once. What acceptors have trimmed
+//! is fetched from peer learners' journals instead (`PeerFetch`), in order, an answer of up to
+//! `answer_max_frames` frames at a time.
 
 use super::actions::{Actions, Delivery, Event};
 use super::config::{Membership, ProtocolConfig};
 use super::message::Message;
-use super::types::{Ballot, Batch, ClientId, InstanceId, NodeId};
+use super::types::{Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId, Position};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -55,6 +57,36 @@ impl LearnerSnapshot {
     }
 }
 
+/// Fetching from peer learners what acceptors trimmed.
+#[derive(Debug)]
+struct PeerCatchup {
+    /// Values of instance `next` received so far (an instance larger than one answer).
+    partial: Vec<(u32, ClientValue)>,
+    /// Where the next answer must start.
+    want: Position,
+    /// When the last fetch went out; None: ask at the next tick.
+    asked: Option<Duration>,
+    /// Which peer to ask next (an index into the other learners).
+    turn: usize,
+    /// Peers whose journals no longer hold `want`.
+    lacking: BTreeSet<NodeId>,
+    /// Every peer lacks what this learner needs: it needs a snapshot.
+    stranded: bool,
+    /// Answers that arrived before their turn, by where they start.
+    early: BTreeMap<Position, Page>,
+}
+
+/// What a peer's answer carries (`Message::PeerValues`).
+#[derive(Debug)]
+struct Page {
+    through: InstanceId,
+    values: Vec<(Position, ClientValue)>,
+    last: bool,
+}
+
+/// Answers from peers held while an earlier one is missing: a fetch's worth and more.
+const EARLY_ANSWERS: usize = 256;
+
 #[derive(Default)]
 struct Votes {
     /// Per ballot: its value once seen, and which acceptors voted for it.
@@ -78,6 +110,9 @@ pub struct Learner {
     /// the only progress it reports (acceptors trim by it). Its driver says so after each
     /// sync (`made_durable`).
     durable: InstanceId,
+    peer: Option<PeerCatchup>,
+    /// Values delivered from peers' journals.
+    peer_values: u64,
 }
 
 impl Learner {
@@ -105,7 +140,24 @@ impl Learner {
             last_catchup: None,
             last_progress: now,
             trimmed: None,
+            peer: None,
+            peer_values: 0,
         }
+    }
+
+    /// Whether `id` is another learner of the cluster (whose fetches this node answers).
+    pub fn is_peer(&self, id: NodeId) -> bool {
+        id != self.id && self.members.learners.contains(&id)
+    }
+
+    /// Every peer learner's journal lacks what this learner needs (it needs a snapshot).
+    pub fn stranded(&self) -> bool {
+        self.peer.as_ref().is_some_and(|p| p.stranded)
+    }
+
+    /// Values this learner delivered out of peers' journals.
+    pub fn peer_values(&self) -> u64 {
+        self.peer_values
     }
 
     /// Everything below `next` is durable (the driver's journal synced it). Never beyond what
@@ -171,12 +223,26 @@ impl Learner {
                 let Some(idx) = self.members.acceptor_index(from) else {
                     return;
                 };
-                if trim > self.snapshot.next && self.trimmed.is_none() {
-                    self.trimmed = Some(trim);
-                    out.events.push(Event::Trimmed {
-                        needed: self.snapshot.next,
-                        trim,
-                    });
+                if trim > self.snapshot.next {
+                    self.trimmed = Some(self.trimmed.unwrap_or(0).max(trim));
+                    if self.peer.is_none() {
+                        out.events.push(Event::Trimmed {
+                            needed: self.snapshot.next,
+                            trim,
+                        });
+                        self.peer = Some(PeerCatchup {
+                            partial: Vec::new(),
+                            want: Position {
+                                instance: self.snapshot.next,
+                                index: 0,
+                            },
+                            asked: None,
+                            turn: 0,
+                            lacking: BTreeSet::new(),
+                            stranded: false,
+                            early: BTreeMap::new(),
+                        });
+                    }
                 }
                 let before = self.snapshot.next;
                 for e in entries {
@@ -196,7 +262,149 @@ impl Learner {
             } if ballot.proposer == from && self.members.proposers.contains(&from) => {
                 self.known_decided = self.known_decided.max(decided_below);
             }
+            Message::PeerValues {
+                from: at,
+                through,
+                oldest,
+                end,
+                values,
+                last,
+            } if from != self.id && self.members.learners.contains(&from) => {
+                let page = Page {
+                    through,
+                    values,
+                    last,
+                };
+                self.peer_answer(now, from, at, (oldest, end), page, out);
+            }
             _ => {}
+        }
+    }
+
+    /// One answer of a peer learner. It is applied once it starts where this learner stands;
+    /// answers that arrive ahead of their turn (the network reorders) wait, a few at most.
+    fn peer_answer(
+        &mut self,
+        now: Duration,
+        peer: NodeId,
+        at: Position,
+        (oldest, end): (InstanceId, InstanceId),
+        page: Page,
+        out: &mut Actions,
+    ) {
+        let Some(p) = self.peer.as_mut() else { return };
+        if page.values.is_empty() && page.through == at.instance {
+            // It does not hold `at`: gone from its journal (ask another at once), or not
+            // there yet (ask again after the interval).
+            if p.want == at && (at.instance < oldest || oldest == end) {
+                p.lacking.insert(peer);
+                p.asked = None;
+            }
+            return;
+        }
+        if at != p.want {
+            if at > p.want && p.early.len() < EARLY_ANSWERS {
+                p.early.insert(at, page);
+            }
+            return;
+        }
+        let mut page = Some(page);
+        while let Some(this) = page.take() {
+            self.apply_peer_page(this, out);
+            let Some(p) = self.peer.as_mut() else { break };
+            let want = p.want;
+            p.early = p.early.split_off(&want);
+            page = p.early.remove(&want);
+        }
+        self.deliver(now, out);
+    }
+
+    /// Applies one answer that starts where this learner stands.
+    fn apply_peer_page(&mut self, page: Page, out: &mut Actions) {
+        let Page {
+            through,
+            values,
+            last,
+        } = page;
+        for (pos, v) in values {
+            while self.snapshot.next < pos.instance && self.snapshot.next < through {
+                self.complete_from_peer(out);
+            }
+            if let Some(p) = self
+                .peer
+                .as_mut()
+                .filter(|_| pos.instance == self.snapshot.next)
+            {
+                p.partial.push((pos.index, v));
+            }
+        }
+        while self.snapshot.next < through {
+            self.complete_from_peer(out);
+        }
+        let next = self.snapshot.next;
+        let Some(p) = self.peer.as_mut() else { return };
+        p.want = Position {
+            instance: next,
+            index: p.partial.last().map_or(0, |(i, _)| i + 1),
+        };
+        p.lacking.clear();
+        p.stranded = false;
+        if last {
+            // Its answer is in: ask for the next at once.
+            p.asked = None;
+        }
+    }
+
+    /// After the delivery point moved: a peer fetch follows it, and ends once past what
+    /// acceptors trimmed (they have the rest). Instances decided the usual way (votes that
+    /// arrived meanwhile) may move it past an instance a peer's answer had only begun.
+    fn follow_peer(&mut self) {
+        let next = self.snapshot.next;
+        let Some(p) = self.peer.as_mut() else { return };
+        if p.want.instance < next {
+            p.partial.clear();
+            p.early.clear();
+            p.want = Position {
+                instance: next,
+                index: 0,
+            };
+            p.asked = None;
+        }
+        if self.trimmed.map_or(true, |t| next >= t) && p.partial.is_empty() {
+            self.peer = None;
+            self.trimmed = None;
+            self.last_catchup = None;
+        }
+    }
+
+    /// Instance `next` is complete from a peer's journal: deliver what of it is new here.
+    fn complete_from_peer(&mut self, out: &mut Actions) {
+        let instance = self.snapshot.next;
+        let partial = self
+            .peer
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.partial))
+            .unwrap_or_default();
+        let dedup = &mut self.snapshot.dedup;
+        let (mut values, mut indexes) = (Vec::new(), Vec::new());
+        for (index, v) in partial {
+            if dedup.entry(v.client).or_default().insert(v.seq) {
+                values.push(v);
+                indexes.push(index);
+            }
+        }
+        self.peer_values += values.len() as u64;
+        self.snapshot.next += 1;
+        self.known_decided = self.known_decided.max(self.snapshot.next);
+        self.undecided.remove(&instance);
+        self.decided.remove(&instance);
+        out.events.push(Event::FromPeer { instance });
+        if !values.is_empty() {
+            out.deliver.push(Delivery {
+                instance,
+                values,
+                indexes,
+            });
         }
     }
 
@@ -285,6 +493,7 @@ impl Learner {
         } else {
             self.gap_since = None;
         }
+        self.follow_peer();
     }
 
     /// The next instance is missing while later ones are decided or known decided.
@@ -292,8 +501,44 @@ impl Learner {
         self.known_decided > self.snapshot.next || !self.decided.is_empty()
     }
 
+    /// Asks the next peer learner for what acceptors trimmed, once an answer is in or the
+    /// catch-up interval passed.
+    fn maybe_fetch_from_peer(&mut self, now: Duration, out: &mut Actions) {
+        let interval = ProtocolConfig::ms(self.cfg.catchup_interval_ms);
+        let me = self.id;
+        let Some(p) = self.peer.as_mut() else { return };
+        if p.asked.is_some_and(|t| now.saturating_sub(t) < interval) {
+            return;
+        }
+        let peers: Vec<NodeId> = self
+            .members
+            .learners
+            .iter()
+            .copied()
+            .filter(|l| *l != me && !p.lacking.contains(l))
+            .collect();
+        if peers.is_empty() {
+            if !p.stranded {
+                p.stranded = true;
+                out.events.push(Event::Stranded {
+                    needed: p.want.instance,
+                });
+            }
+            // Peers' journals only move on, but a peer that was down may come back with
+            // more: ask them all again, slowly.
+            p.lacking.clear();
+            p.asked = Some(now + ProtocolConfig::ms(self.cfg.learner_timeout_ms));
+            return;
+        }
+        let to = peers[p.turn % peers.len()];
+        p.turn = p.turn.wrapping_add(1);
+        p.asked = Some(now);
+        out.send(to, Message::PeerFetch { from: p.want });
+    }
+
     fn maybe_catch_up(&mut self, now: Duration, out: &mut Actions) {
         if self.trimmed.is_some() {
+            self.maybe_fetch_from_peer(now, out);
             return;
         }
         if self.has_gap() {

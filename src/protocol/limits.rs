@@ -36,6 +36,10 @@ pub const ACCEPTED_FIXED: usize = BALLOT + 2;
 pub const CATCHUP_REPLY_FIXED: usize = 8 + 2;
 /// value count.
 pub const CLIENT_REQUEST_FIXED: usize = 2;
+/// instance + index.
+pub const POSITION: usize = 8 + 4;
+/// from, through, oldest, end, last, value count.
+pub const PEER_VALUES_FIXED: usize = POSITION + 3 * 8 + 1 + 2;
 
 pub fn value(v: &ClientValue) -> usize {
     VALUE_FIXED + v.payload.len()
@@ -70,6 +74,14 @@ pub fn payload(msg: &Message) -> usize {
         }
         Message::Progress { .. } => 8,
         Message::Trim { .. } => 8,
+        Message::PeerFetch { .. } => POSITION,
+        Message::PeerValues { values, .. } => {
+            PEER_VALUES_FIXED
+                + values
+                    .iter()
+                    .map(|(_, v)| POSITION + value(v))
+                    .sum::<usize>()
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Every message the roles exchange. The wire module gives each one a frame layout
 //! (docs/wire-format.md); the in-memory transport and the simulator pass them as they are.
 
-use super::types::{AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId};
+use super::types::{
+    AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId, Position,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -63,6 +65,23 @@ pub enum Message {
     Progress { delivered_below: InstanceId },
     /// The leader tells acceptors that every learner has delivered everything below `below`.
     Trim { below: InstanceId },
+    /// A learner that needs instances the acceptors trimmed asks a peer learner for what it
+    /// delivered from `from` on, out of its journal.
+    PeerFetch { from: Position },
+    /// A peer learner's answer, one of up to `answer_max_frames`: the values it delivered from
+    /// `from` on, in order. Every instance below `through` is complete in this answer or an
+    /// earlier one (no-op instances deliver nothing); values of instance `through` are the
+    /// start of one not complete yet. `oldest` and `end`: its journal holds the instances in
+    /// `[oldest, end)`; asked for what it does not hold it answers with no values and
+    /// `through == from.instance`. `last`: the last answer to its fetch.
+    PeerValues {
+        from: Position,
+        through: InstanceId,
+        oldest: InstanceId,
+        end: InstanceId,
+        values: Vec<(Position, ClientValue)>,
+        last: bool,
+    },
 }
 
 impl Message {
@@ -81,6 +100,8 @@ impl Message {
             Message::CatchupReply { .. } => MessageKind::CatchupReply,
             Message::Progress { .. } => MessageKind::Progress,
             Message::Trim { .. } => MessageKind::Trim,
+            Message::PeerFetch { .. } => MessageKind::PeerFetch,
+            Message::PeerValues { .. } => MessageKind::PeerValues,
         }
     }
 }
@@ -101,10 +122,12 @@ pub enum MessageKind {
     CatchupReply = 10,
     Progress = 11,
     Trim = 12,
+    PeerFetch = 13,
+    PeerValues = 14,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 12] = [
+    pub const ALL: [MessageKind; 14] = [
         MessageKind::Prepare,
         MessageKind::Promise,
         MessageKind::Accept,
@@ -117,6 +140,8 @@ impl MessageKind {
         MessageKind::CatchupReply,
         MessageKind::Progress,
         MessageKind::Trim,
+        MessageKind::PeerFetch,
+        MessageKind::PeerValues,
     ];
 
     /// Its name in metrics (`type` label).
@@ -134,6 +159,8 @@ impl MessageKind {
             MessageKind::CatchupReply => "catchup_reply",
             MessageKind::Progress => "progress",
             MessageKind::Trim => "trim",
+            MessageKind::PeerFetch => "peer_fetch",
+            MessageKind::PeerValues => "peer_values",
         }
     }
 

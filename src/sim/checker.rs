@@ -22,16 +22,18 @@ impl fmt::Display for Violation {
 pub struct Observations {
     pub submitted: HashMap<(ClientId, u64), Bytes>,
     pub acked: HashSet<(ClientId, u64)>,
-    /// Per learner: each decided instance in the order it was decided.
-    pub decided: Vec<Vec<(InstanceId, Batch)>>,
+    /// Per learner: each decided instance in the order it was decided (None: delivered out of
+    /// a peer learner's journal, which holds only the values delivered).
+    pub decided: Vec<Vec<(InstanceId, Option<Batch>)>>,
     /// Per learner: the delivered client values in delivery order.
     pub delivered: Vec<Vec<ClientValue>>,
     /// Per learner: the position of each delivered value.
     pub positions: Vec<Vec<Position>>,
     /// Messages that could not be encoded into a frame, or frames that did not decode.
     pub codec_errors: Vec<String>,
-    /// Per learner: it reported needing instances acceptors had trimmed. It owes no more
-    /// deliveries (it needs state transfer), but what it delivered must still be right.
+    /// Per learner: it needed instances acceptors had trimmed and no peer's journal held. It
+    /// owes no more deliveries (it needs a snapshot), but what it delivered must still be
+    /// right.
     pub trimmed_out: Vec<bool>,
     /// No proposer led when the run ended after the heal.
     pub no_leader: bool,
@@ -183,6 +185,9 @@ impl Observations {
                         format!("learner {l} decided instance {i} after {}", log[k - 1].0),
                     );
                 }
+                // From a peer's journal (None) only the delivered values are known: the
+                // stream checks below cover them.
+                let Some(b) = b else { continue };
                 match chosen.get(i) {
                     Some((other, ob)) if *ob != b => bad(
                         "agreement",

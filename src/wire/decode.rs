@@ -1,7 +1,7 @@
 use super::{
     sizes, Frame, FrameHeader, MacAddr, ETHERTYPE, ETH_MIN_FRAME, FRAME_OVERHEAD, VERSION,
 };
-use crate::protocol::{AcceptedEntry, Ballot, Batch, ClientValue, Message, MessageKind};
+use crate::protocol::{AcceptedEntry, Ballot, Batch, ClientValue, Message, MessageKind, Position};
 use bytes::Bytes;
 
 /// Why a byte string is not a valid ethpaxos frame. Decoding never panics; it returns one of
@@ -180,6 +180,12 @@ impl Reader {
             payload,
         })
     }
+    fn position(&mut self, field: &'static str) -> Result<Position, DecodeError> {
+        Ok(Position {
+            instance: self.u64(field)?,
+            index: self.u32(field)?,
+        })
+    }
     fn values(&mut self) -> Result<Vec<ClientValue>, DecodeError> {
         let n = self.count("values.count", sizes::VALUE_FIXED)?;
         let mut v = Vec::with_capacity(n);
@@ -308,6 +314,48 @@ impl Reader {
             MessageKind::Trim => Message::Trim {
                 below: self.u64("below")?,
             },
+            MessageKind::PeerFetch => Message::PeerFetch {
+                from: self.position("from")?,
+            },
+            MessageKind::PeerValues => {
+                let from = self.position("from")?;
+                let through = self.u64("through")?;
+                let oldest = self.u64("oldest")?;
+                let end = self.u64("end")?;
+                if oldest > end {
+                    return Err(self.invalid("oldest", "after end"));
+                }
+                if through < from.instance {
+                    return Err(self.invalid("through", "before from"));
+                }
+                let last = match self.u8("last")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(self.invalid("last", "must be 0 or 1")),
+                };
+                let n = self.count("values.count", sizes::POSITION + sizes::VALUE_FIXED)?;
+                let mut values: Vec<(Position, ClientValue)> = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let p = self.position("value.position")?;
+                    let v = self.value()?;
+                    let after = values.last().map_or(p >= from, |(q, _)| p > *q);
+                    if !after || p.instance > through {
+                        return Err(self.invalid(
+                            "value.position",
+                            "positions must grow from `from` and stay at or below `through`",
+                        ));
+                    }
+                    values.push((p, v));
+                }
+                Message::PeerValues {
+                    from,
+                    through,
+                    oldest,
+                    end,
+                    values,
+                    last,
+                }
+            }
         })
     }
 }

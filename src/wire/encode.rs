@@ -1,5 +1,5 @@
 use super::{sizes, FrameHeader, ETHERTYPE, FRAME_OVERHEAD, VERSION};
-use crate::protocol::{AcceptedEntry, Ballot, Batch, ClientValue, Message, MessageKind};
+use crate::protocol::{AcceptedEntry, Ballot, Batch, ClientValue, Message, MessageKind, Position};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EncodeError {
@@ -79,6 +79,10 @@ impl Writer<'_> {
     }
     fn u64(&mut self, v: u64) {
         self.out.extend_from_slice(&v.to_be_bytes());
+    }
+    fn position(&mut self, p: Position) {
+        self.u64(p.instance);
+        self.u32(p.index);
     }
     fn ballot(&mut self, b: Ballot) {
         self.u32(b.round);
@@ -185,6 +189,26 @@ impl Writer<'_> {
             }
             Message::Progress { delivered_below } => self.u64(*delivered_below),
             Message::Trim { below } => self.u64(*below),
+            Message::PeerFetch { from } => self.position(*from),
+            Message::PeerValues {
+                from,
+                through,
+                oldest,
+                end,
+                values,
+                last,
+            } => {
+                self.position(*from);
+                self.u64(*through);
+                self.u64(*oldest);
+                self.u64(*end);
+                self.u8(*last as u8);
+                self.count("values", values.len())?;
+                for (p, v) in values {
+                    self.position(*p);
+                    self.value(v)?;
+                }
+            }
         }
         Ok(())
     }
