@@ -17,7 +17,9 @@
 //!
 //! `--soak SECONDS` instead runs the same cluster under load with learner 22 dead from the
 //! start and prints each acceptor's resident memory and storage size every 10 s: with trim
-//! following only live learners, both must stay flat.
+//! following only live learners, both must stay flat. Then it restarts learner 22, which
+//! fetches what acceptors trimmed from learner 21's journal, and prints how long it took to
+//! catch up with learner 21 and at what rate.
 
 use ethpaxos::protocol::ProtocolConfig;
 use ethpaxos::testbed::{self, Layout, LayoutSpec, Nodes, Spec, Testbed};
@@ -174,6 +176,9 @@ fn with_cluster<T>(
             clients: 16,
             outstanding: 16,
             protocol: protocol.clone(),
+            // A learner down for the whole soak comes back through its peer's journal, which
+            // must still hold where it stopped.
+            journal_retention_mb: 0,
             ..LayoutSpec::default()
         }),
     };
@@ -332,8 +337,59 @@ fn soak(secs: u64, protocol: &ProtocolConfig) -> std::result::Result<(), String>
                 disk.join(" / ")
             );
         }
-        Ok(())
+        rejoin(tb, children)
     })
+}
+
+/// A node's live summary.
+fn summary(tb: &Testbed, id: u16) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(tb.dir.join(format!("summary-{id}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Restarts the dead learner under load and times its catch-up to where learner 21 stood.
+fn rejoin(tb: &Testbed, children: &mut HashMap<u16, Child>) -> std::result::Result<(), String> {
+    let peer = summary(tb, 21).ok_or("no summary of learner 21")?;
+    let target = peer["learner"]["delivered_below"]
+        .as_u64()
+        .ok_or("no delivered_below")?;
+    let _ = std::fs::remove_file(tb.dir.join(format!("summary-{DOWN_LEARNER}.json")));
+    let started = Instant::now();
+    children.insert(
+        DOWN_LEARNER,
+        tb.start(DOWN_LEARNER, Path::new(EXE))
+            .map_err(|e| e.to_string())?,
+    );
+    loop {
+        if started.elapsed() > Duration::from_secs(1800) {
+            return Err(format!(
+                "learner {DOWN_LEARNER} did not reach {target} in 30 min"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(s) = summary(tb, DOWN_LEARNER) else {
+            continue;
+        };
+        let l = &s["learner"];
+        let at = l["delivered_below"].as_u64().unwrap_or(0);
+        if s["trimmed_out"].is_u64() {
+            return Err(format!("learner {DOWN_LEARNER} is stranded: {l}"));
+        }
+        if at >= target {
+            let secs = started.elapsed().as_secs_f64();
+            let values = l["peer_values"].as_u64().unwrap_or(0);
+            let bytes = l["journal"]["appended_bytes"].as_u64().unwrap_or(0);
+            println!(
+                "\nlearner {DOWN_LEARNER} restarted at instance {}: reached instance {target} \
+                 (where learner 21 stood at the restart) in {secs:.1} s, {values} values from its \
+                 peer's journal ({:.0} values/s, {:.1} MB/s of journal records)",
+                l["resumed_at"],
+                values as f64 / secs,
+                bytes as f64 / secs / 1e6
+            );
+            return Ok(());
+        }
+    }
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {

@@ -277,3 +277,35 @@ fn the_checker_catches_a_learner_journal_that_loses_synced_deliveries() {
         runs.len()
     );
 }
+
+#[test]
+fn a_learner_that_comes_back_with_an_empty_journal_delivers_everything_again() {
+    // Seeds whose restarted learners come back with their journal replaced by an empty one:
+    // each joins as a new learner, from instance 0, through the acceptors or (past their trim)
+    // its peers' journals; the checker holds it to every value once, in order.
+    let runs: Vec<_> = (0..300)
+        .map(|seed| sim::SimConfig::with_kind(seed, FaultKind::LearnerAway))
+        .filter(|c| c.wipe_learners)
+        .take(40)
+        .map(sim::run)
+        .collect();
+    let failures: Vec<_> = runs
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| {
+            format!(
+                "seed {}: {:?}\n  replay: {}",
+                r.seed,
+                r.violations,
+                r.replay_command()
+            )
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let wiped: u64 = runs.iter().map(|r| r.stats.learners_wiped).sum();
+    let from_peers = runs.iter().filter(|r| r.stats.peer_instances > 0).count();
+    assert!(
+        wiped >= 20 && from_peers >= 10,
+        "{wiped} wiped, {from_peers} runs used peers"
+    );
+}

@@ -138,6 +138,7 @@ pub(crate) fn run(action: TestbedAction) -> Result<()> {
                     virtio,
                     dpdk_hugepages: false,
                     journal: !no_journal,
+                    journal_retention_mb: ethpaxos::journal::LearnerConfig::default().retention_mb,
                     protocol: Default::default(),
                 }),
             };

@@ -79,17 +79,19 @@ impl Observations {
     /// instance below `at_crash` before the crash. What it delivered from `resume` on it will
     /// deliver again (its journal, like its application's state, lost it), so those
     /// deliveries are forgotten. Under `sync` its journal loses nothing; under any policy it
-    /// never resumes past what it delivered.
+    /// never resumes past what it delivered. `policy` None: its journal was replaced by an
+    /// empty one (it starts over, as a new learner).
     pub fn learner_restarted(
         &mut self,
         l: usize,
         resume: InstanceId,
         at_crash: InstanceId,
-        policy: crate::storage::FsyncPolicy,
+        policy: Option<crate::storage::FsyncPolicy>,
     ) {
-        if resume > at_crash || (policy == crate::storage::FsyncPolicy::Sync && resume < at_crash) {
+        let sync = policy == Some(crate::storage::FsyncPolicy::Sync);
+        if resume > at_crash || (sync && resume < at_crash) {
             self.journal_faults.push(format!(
-                "learner {l} resumed at instance {resume} with policy {policy}, having \
+                "learner {l} resumed at instance {resume} with policy {policy:?}, having \
                  delivered every instance below {at_crash}"
             ));
         }

@@ -64,6 +64,9 @@ pub struct SimConfig {
     /// The learners' journals lose synced bytes at a crash (only tests that prove the
     /// checker catches it set this).
     pub journal_lies: bool,
+    /// A restarted learner comes back with an empty journal (its disk replaced): it joins
+    /// as a new learner would, from instance 0.
+    pub wipe_learners: bool,
     pub plan: FaultPlan,
     /// The acceptors' fsync policy, how long a synced commit takes, and how often the
     /// production group commit syncs under `async` (and a lying disk flushes its cache).
@@ -118,6 +121,7 @@ impl SimConfig {
             layout,
             disk_lies: false,
             journal_lies: false,
+            wipe_learners: false,
             plan,
             policy: FsyncPolicy::Sync,
             fsync_latency: Duration::from_micros(rng.gen_range(50..500)),
@@ -149,6 +153,9 @@ impl SimConfig {
             cfg.protocol.trim_keep = rng.gen_range(0..50);
         }
         // The learners' journals, drawn after everything older seeds drew.
+        if matches!(kind, FaultKind::LearnerCrash | FaultKind::LearnerAway) {
+            cfg.wipe_learners = rng.gen_bool(0.3);
+        }
         cfg.journal = JournalConfig {
             // Not `none`: every simulated crash is a power loss, and a journal never synced
             // loses what its learner reported for trim (docs/learners.md says so).
@@ -236,6 +243,8 @@ pub struct SimStats {
     /// the instances it got that way.
     pub peer_catchups: u64,
     pub peer_instances: u64,
+    /// Learners restarted with an empty journal.
+    pub learners_wiped: u64,
     /// Learners restarted from their journals past instance 0, and the instances they
     /// delivered again (what their journal had not made durable).
     pub learner_resumes: u64,
@@ -329,6 +338,8 @@ struct Node {
     journal: MemFiles,
     /// Where the learner's delivery stood when the node last crashed.
     delivered_at_crash: Option<InstanceId>,
+    /// Its journal was replaced by an empty one before this start.
+    wiped: bool,
     /// Bumped by every crash: a commit that completes after one is dropped.
     incarnation: u64,
     /// Frames on their way to this node or waiting in its receive queue: like a socket's
@@ -521,6 +532,7 @@ impl Simulation {
                 store: None,
                 journal: MemFiles::default(),
                 delivered_at_crash: None,
+                wiped: false,
                 incarnation: 0,
                 inflight: 0,
                 inbox: Vec::new(),
@@ -644,10 +656,16 @@ impl Simulation {
             )
             .expect("the simulated journal never fails to open");
             if let Some(at_crash) = node.delivered_at_crash.take() {
-                self.stats.learner_resumes += u64::from(state.next > 0);
-                self.stats.redelivered_instances += at_crash.saturating_sub(state.next);
-                self.obs
-                    .learner_restarted(l, state.next, at_crash, self.cfg.journal.fsync_policy);
+                // An empty journal promises nothing: it starts over (policy None).
+                let policy = match std::mem::take(&mut node.wiped) {
+                    true => None,
+                    false => {
+                        self.stats.learner_resumes += u64::from(state.next > 0);
+                        self.stats.redelivered_instances += at_crash.saturating_sub(state.next);
+                        Some(self.cfg.journal.fsync_policy)
+                    }
+                };
+                self.obs.learner_restarted(l, state.next, at_crash, policy);
             }
             d = d
                 .with_learner(Learner::restore(id, cfg, members.clone(), self.now, state))
@@ -935,6 +953,11 @@ impl Simulation {
             What::Crash(n) => self.crash(n),
             What::Restart(n) => {
                 if !self.up(n) {
+                    if self.cfg.wipe_learners && self.nodes[n].plays.learner.is_some() {
+                        self.nodes[n].journal = MemFiles::default();
+                        self.nodes[n].wiped = true;
+                        self.stats.learners_wiped += 1;
+                    }
                     self.start(n);
                 }
             }

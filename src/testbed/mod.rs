@@ -109,8 +109,10 @@ pub struct LayoutSpec {
     pub virtio: bool,
     /// DPDK nodes take EAL's memory (128 MiB each) from huge pages, which must be reserved.
     pub dpdk_hugepages: bool,
-    /// Learners keep a journal (`learner.journal`).
+    /// Learners keep a journal (`learner.journal`) ...
     pub journal: bool,
+    /// ... of at most this many MiB (`learner.retention_mb`; 0: no bound).
+    pub journal_retention_mb: u64,
     /// Every node's `protocol:` section.
     pub protocol: crate::protocol::ProtocolConfig,
 }
@@ -130,6 +132,7 @@ impl Default for LayoutSpec {
             virtio: false,
             dpdk_hugepages: false,
             journal: true,
+            journal_retention_mb: crate::journal::LearnerConfig::default().retention_mb,
             protocol: Default::default(),
         }
     }
@@ -451,6 +454,7 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
                 learner: crate::journal::LearnerConfig {
                     fsync_policy: Some(spec.policy),
                     journal: spec.journal,
+                    retention_mb: spec.journal_retention_mb,
                     ..Default::default()
                 },
             }
@@ -462,7 +466,11 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
 /// write their stream and clients their acknowledgements there, for checking.
 fn localize(mut cfg: NodeConfig, dir: &Path) -> NodeConfig {
     let me = cfg.me().clone();
-    if me.plays(Role::Acceptor) || me.plays(Role::Proposer) {
+    // Learners keep their journal there too (learner-<id>).
+    if [Role::Acceptor, Role::Proposer, Role::Learner]
+        .iter()
+        .any(|r| me.plays(*r))
+    {
         cfg.storage.path = Some(dir.join("data").join(me.id.to_string()));
     }
     cfg.output = OutputConfig {
