@@ -64,6 +64,13 @@ pub enum JournalError {
     OtherCluster { seg: u64, found: u32, ours: u32 },
 }
 
+fn corrupt_at(seg: u64, offset: u64, why: String) -> JournalError {
+    JournalError::Corrupt {
+        seg,
+        why: format!("{why} at offset {offset}"),
+    }
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> JournalError {
     let what = what.into();
     move |source| JournalError::Io { what, source }
@@ -482,7 +489,13 @@ impl Journal {
                 .read_at(seg, offset, want)
                 .map_err(io_err(format!("cannot read segment {seg}")))?;
             let mut at = 0;
-            while let Parsed::Record(r, next) = record::parse(&chunk, at) {
+            loop {
+                let (r, next) = match record::parse(&chunk, at) {
+                    Parsed::Record(r, next) => (r, next),
+                    Parsed::End | Parsed::Short(_) => break,
+                    // Answering past a damaged record would skip what it held.
+                    Parsed::Bad(why) => return Err(corrupt_at(seg, offset + at as u64, why)),
+                };
                 match r {
                     Record::Header { .. } => {}
                     Record::Through(n) => page.through = page.through.max(n.min(end)),
@@ -509,15 +522,29 @@ impl Journal {
                     return Ok(page);
                 }
             }
-            offset += at as u64;
             let full = chunk.len() == want;
-            if at == 0 && full && want < record::MAX_RECORD {
+            if at == 0 && full {
+                if want >= record::MAX_RECORD + record::FRAME_OVERHEAD {
+                    return Err(corrupt_at(
+                        seg,
+                        offset,
+                        "a record longer than any written".into(),
+                    ));
+                }
                 // One record larger than what was read: read it whole.
-                want *= 2;
+                want = (want * 2).min(record::MAX_RECORD + record::FRAME_OVERHEAD);
                 continue;
             }
+            if !full && at < chunk.len() {
+                return Err(corrupt_at(
+                    seg,
+                    offset + at as u64,
+                    format!("a record cut short ({} bytes left)", chunk.len() - at),
+                ));
+            }
+            offset += at as u64;
             want = PEER_READ;
-            if !full || at == 0 {
+            if !full {
                 // This segment's end: on to the next.
                 match self.segments.iter().find(|s| s.id > seg) {
                     Some(s) => (seg, offset) = (s.id, 0),
