@@ -103,7 +103,11 @@ fn codec_failures_are_reported_as_violations() {
 
 /// Runs `count` seeds of one fault kind; every one must pass the checker.
 fn kind_runs(kind: FaultKind, count: u64) -> Vec<sim::SimReport> {
-    let reports: Vec<_> = (0..count).map(|s| sim::run_seed_with(s, kind)).collect();
+    all_pass((0..count).map(|s| sim::run_seed_with(s, kind)).collect())
+}
+
+/// Every run passed the checker (else each failure with its replay command).
+fn all_pass(reports: Vec<sim::SimReport>) -> Vec<sim::SimReport> {
     let failures: Vec<_> = reports
         .iter()
         .filter(|r| !r.ok())
@@ -283,25 +287,14 @@ fn a_learner_that_comes_back_with_an_empty_journal_delivers_everything_again() {
     // Seeds whose restarted learners come back with their journal replaced by an empty one:
     // each joins as a new learner, from instance 0, through the acceptors or (past their trim)
     // its peers' journals; the checker holds it to every value once, in order.
-    let runs: Vec<_> = (0..300)
-        .map(|seed| sim::SimConfig::with_kind(seed, FaultKind::LearnerAway))
-        .filter(|c| c.wipe_learners)
-        .take(40)
-        .map(sim::run)
-        .collect();
-    let failures: Vec<_> = runs
-        .iter()
-        .filter(|r| !r.ok())
-        .map(|r| {
-            format!(
-                "seed {}: {:?}\n  replay: {}",
-                r.seed,
-                r.violations,
-                r.replay_command()
-            )
-        })
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let runs = all_pass(
+        (0..300)
+            .map(|seed| sim::SimConfig::with_kind(seed, FaultKind::LearnerAway))
+            .filter(|c| c.wipe_learners)
+            .take(40)
+            .map(sim::run)
+            .collect(),
+    );
     let wiped: u64 = runs.iter().map(|r| r.stats.learners_wiped).sum();
     let from_peers = runs.iter().filter(|r| r.stats.peer_instances > 0).count();
     assert!(

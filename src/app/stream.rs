@@ -174,8 +174,6 @@ pub struct StreamServer {
     last_poll: Option<Instant>,
     /// Readers disconnected for falling behind (or behind retention).
     pub dropped_readers: u64,
-    /// Readers refused at the handshake.
-    pub refused_readers: u64,
 }
 
 impl StreamServer {
@@ -207,7 +205,6 @@ impl StreamServer {
             journal,
             last_poll: None,
             dropped_readers: 0,
-            refused_readers: 0,
         })
     }
 
@@ -240,7 +237,7 @@ impl StreamServer {
             }
         }
         let journal = self.journal.as_ref();
-        let (mut dropped, mut refused) = (0, 0);
+        let mut dropped = 0;
         self.readers.retain_mut(|r| {
             let step = r.step(journal, lines, poll, now);
             match step {
@@ -248,7 +245,6 @@ impl StreamServer {
                 Step::Refuse(why) => {
                     // Best effort: a fresh socket's buffer takes one short line.
                     let _ = r.stream.write_all(format!("error {why}\n").as_bytes());
-                    refused += 1;
                     false
                 }
                 Step::Close => false,
@@ -259,7 +255,6 @@ impl StreamServer {
             }
         });
         self.dropped_readers += dropped;
-        self.refused_readers += refused;
     }
 }
 

@@ -93,8 +93,6 @@ pub struct Recovery {
     pub records: u64,
     /// Bytes of a torn or corrupt tail cut off, and why.
     pub cut: Option<(u64, String)>,
-    /// Newest segments dropped for want of a whole header.
-    pub dropped: usize,
 }
 
 /// The journal notes where records start every this many bytes, so a peer's fetch from a
@@ -228,7 +226,6 @@ impl Journal {
                         .remove(id)
                         .map_err(io_err(format!("cannot remove segment {id}")))?;
                     ids.pop();
-                    recovery.dropped += 1;
                 }
             }
         }
@@ -561,18 +558,10 @@ impl Journal {
             .files
             .read(seg)
             .map_err(io_err(format!("cannot read segment {seg}")))?;
-        let (mut at, mut last, mut next) = (0, 0, seg);
-        while let Parsed::Record(r, after) = record::parse(&data, at) {
-            if (at - last) as u64 >= INDEX_EVERY {
-                self.index.insert(next, (seg, at as u64));
-                last = at;
-            }
-            match r {
-                Record::Header { snapshot, .. } => next = snapshot.next,
-                Record::Delivered { instance, .. } => next = next.max(instance + 1),
-                Record::Through(n) => next = next.max(n),
-            }
-            at = after;
+        // The same walk as at open, which notes the newest segment's points.
+        if let Some(r) = replay(&data, seg, self.cluster)? {
+            self.index
+                .extend(r.points.into_iter().map(|(i, at)| (i, (seg, at))));
         }
         self.indexed.insert(seg);
         Ok(())

@@ -400,6 +400,20 @@ fn a_peer_fetch_reads_every_value_across_segments_and_refuses_a_damaged_one() {
     assert!(got
         .windows(2)
         .all(|w| w[0].0 < w[1].0 && w[0].1 + 1 == w[1].1));
+    // Reopened, the older segments are indexed when first read: the same answer.
+    drop(j);
+    let (mut j, _, _) = open(&files, cfg(FsyncPolicy::Sync, 2048, Retention::default()));
+    assert_eq!(
+        fetch_all(
+            &mut j,
+            Position {
+                instance: 4,
+                index: 1
+            }
+        )
+        .unwrap(),
+        got
+    );
     // A flipped byte inside an older segment: the fetch fails, it never skips what the
     // damaged record held.
     let mut f = files.clone();
