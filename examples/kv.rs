@@ -16,17 +16,18 @@
 //! its journal). Without FILE it starts empty and reads the stream `live`.
 
 use anyhow::{bail, Context};
-use ethpaxos::app::{connect_stream, parse_stream_line, StreamStart};
+use ethpaxos::app::{connect_stream, parse_stream_line, put_snapshot, StreamStart};
 use ethpaxos::protocol::Position;
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 /// What the store keeps in its state file.
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct State {
-    /// The last value applied (None: none yet).
-    applied: Option<String>,
+    /// Every value before this position is applied.
+    next: String,
     map: BTreeMap<String, String>,
 }
 
@@ -34,8 +35,8 @@ fn checksum(body: &str) -> String {
     blake3::hash(body.as_bytes()).to_hex()[..32].to_string()
 }
 
-/// The last position applied, and the map.
-type Restored = (Option<Position>, BTreeMap<String, String>);
+/// Where the stream continues (every value before it applied), and the map.
+type Restored = (Position, BTreeMap<String, String>);
 
 /// Loads a state file: `<checksum> <json>`. A file that is cut or altered is refused.
 fn load(path: &Path) -> anyhow::Result<Option<Restored>> {
@@ -55,23 +56,18 @@ fn load(path: &Path) -> anyhow::Result<Option<Restored>> {
     }
     let state: State = serde_json::from_str(body)
         .with_context(|| format!("{}: not a kv state file", path.display()))?;
-    let applied = state
-        .applied
-        .map(|p| p.parse::<Position>())
-        .transpose()
+    let next = state
+        .next
+        .parse::<Position>()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(Some((applied, state.map)))
+    Ok(Some((next, state.map)))
 }
 
 /// Writes the state file atomically: a crash leaves the old one or the new one.
-fn save(
-    path: &Path,
-    applied: Option<Position>,
-    map: &BTreeMap<String, String>,
-) -> anyhow::Result<()> {
+fn save(path: &Path, next: Position, map: &BTreeMap<String, String>) -> anyhow::Result<()> {
     use std::io::Write;
     let body = serde_json::to_string(&State {
-        applied: applied.map(|p| p.to_string()),
+        next: next.to_string(),
         map: map.clone(),
     })?;
     let tmp = path.with_extension("tmp");
@@ -89,25 +85,41 @@ struct Args {
     socket: PathBuf,
     state: Option<PathBuf>,
     count: Option<u64>,
+    through: Option<Position>,
     snapshot_every: u64,
+    restore: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let usage = "usage: kv SOCKET [--state FILE] [--count N] [--snapshot-every N]";
+    let usage = "usage: kv SOCKET [--state FILE] [--restore] [--count N] [--through POSITION] \
+                 [--snapshot-every N]";
     let mut it = std::env::args().skip(1);
     let mut a = Args {
         socket: it.next().context(usage)?.into(),
         state: None,
         count: None,
+        through: None,
         snapshot_every: 1000,
+        restore: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--restore" {
+            a.restore = true;
+            continue;
+        }
         let value = it
             .next()
             .with_context(|| format!("{flag} needs a value; {usage}"))?;
         match flag.as_str() {
             "--state" => a.state = Some(value.into()),
             "--count" => a.count = Some(value.parse().context("--count")?),
+            "--through" => {
+                a.through = Some(
+                    value
+                        .parse()
+                        .map_err(|e: String| anyhow::anyhow!("--through: {e}"))?,
+                )
+            }
             "--snapshot-every" => a.snapshot_every = value.parse().context("--snapshot-every")?,
             _ => bail!("unknown argument {flag:?}; {usage}"),
         }
@@ -115,79 +127,164 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn main() -> anyhow::Result<()> {
-    let a = args()?;
-    let (mut applied, mut map) = match &a.state {
-        Some(path) => load(path)?.unwrap_or_default(),
-        None => (None, BTreeMap::new()),
-    };
-    let start = match (&a.state, applied) {
-        (None, _) => StreamStart::Live,
-        // From the beginning of what the learner holds.
-        (Some(_), None) => StreamStart::From(Position::default()),
-        (Some(_), Some(p)) => StreamStart::From(Position {
-            instance: p.instance,
-            index: p.index + 1,
-        }),
-    };
-    let (stream, from) = connect_stream(&a.socket, start)
-        .with_context(|| format!("the stream of {}", a.socket.display()))?;
-    eprintln!(
-        "kv: applying the stream of {} from {}, {} keys restored",
-        a.socket.display(),
-        from.map_or("now".to_string(), |p| p.to_string()),
-        map.len()
-    );
-    let mut count = 0u64;
-    for line in stream.lines() {
-        let line = line?;
-        if let Some(why) = line.strip_prefix("error ") {
-            bail!("the learner ended the stream: {why}");
+/// The store: its map, and where the stream continues (every value before `next` applied).
+#[derive(Default)]
+struct Store {
+    next: Position,
+    map: BTreeMap<String, String>,
+    /// Whether anything was applied or restored (a fresh store asks for a snapshot).
+    started: bool,
+}
+
+impl Store {
+    fn apply(&mut self, position: Position, payload: &[u8]) -> anyhow::Result<()> {
+        if position < self.next {
+            bail!("the stream went back: {position}, before {}", self.next);
         }
-        let value = parse_stream_line(&line)
-            .ok_or_else(|| anyhow::anyhow!("not a stream line: {line:?}"))?;
-        if applied.is_some_and(|p| value.position <= p) {
-            bail!(
-                "the stream went back: {} after {}",
-                value.position,
-                applied.unwrap_or_default()
-            );
-        }
-        let text = String::from_utf8_lossy(&value.payload);
+        let text = String::from_utf8_lossy(payload);
         let mut words = text.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
             (Some("SET"), Some(k), Some(v)) => {
-                map.insert(k.to_string(), v.to_string());
+                self.map.insert(k.to_string(), v.to_string());
             }
             (Some("DEL"), Some(k), None) => {
-                map.remove(k);
+                self.map.remove(k);
             }
-            _ => eprintln!(
-                "kv: skipped {text:?} (client {} seq {})",
-                value.client, value.seq
-            ),
+            _ => eprintln!("kv: skipped {text:?} at {position}"),
         }
-        applied = Some(value.position);
+        self.next = Position {
+            instance: position.instance,
+            index: position.index + 1,
+        };
+        self.started = true;
+        Ok(())
+    }
+
+    /// The map as a learner's snapshot holds it (JSON).
+    fn image(&self) -> anyhow::Result<Vec<u8>> {
+        Ok(serde_json::to_vec(&self.map)?)
+    }
+
+    /// Restores a learner's snapshot: every value before `below` applied.
+    fn restore(&mut self, below: Position, image: &[u8]) -> anyhow::Result<()> {
+        self.map = serde_json::from_slice(image)
+            .context("the learner's snapshot does not hold a kv map")?;
+        self.next = below;
+        self.started = true;
+        eprintln!(
+            "kv: restored the learner's snapshot at {below}: {} keys",
+            self.map.len()
+        );
+        Ok(())
+    }
+}
+
+/// Connects where the store stands: where it stopped, or (a fresh store, or one whose point
+/// the learner no longer holds) at the learner's newest snapshot, restoring it. A learner
+/// with no snapshot yet serves a fresh store its whole stream.
+fn connect(a: &Args, store: &mut Store) -> anyhow::Result<BufReader<UnixStream>> {
+    let durable = a.restore || a.state.is_some();
+    let start = match (store.started, durable) {
+        (true, _) => StreamStart::From(store.next),
+        (false, true) => StreamStart::Snapshot,
+        (false, false) => StreamStart::Live,
+    };
+    let c = match connect_stream(&a.socket, start) {
+        Ok(c) => c,
+        Err(e) if durable => {
+            let why = e.to_string();
+            let retry = if start == StreamStart::Snapshot {
+                // No snapshot of an application's state yet: the whole stream.
+                eprintln!("kv: {why}");
+                StreamStart::From(Position::default())
+            } else if start != StreamStart::Snapshot && why.contains("from snapshot") {
+                eprintln!("kv: {why}");
+                StreamStart::Snapshot
+            } else {
+                bail!("the stream of {}: {why}", a.socket.display());
+            };
+            connect_stream(&a.socket, retry)
+                .with_context(|| format!("the stream of {}", a.socket.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("the stream of {}", a.socket.display())),
+    };
+    if let (Some(image), Some(below)) = (&c.snapshot, c.from) {
+        store.restore(below, image)?;
+    }
+    eprintln!(
+        "kv: applying the stream of {} from {}, {} keys",
+        a.socket.display(),
+        c.from.map_or("now".to_string(), |p| p.to_string()),
+        store.map.len()
+    );
+    Ok(c.lines)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let mut store = Store::default();
+    if let Some(path) = &a.state {
+        if let Some((next, map)) = load(path)? {
+            store = Store {
+                next,
+                map,
+                started: true,
+            };
+        }
+    }
+    let mut count = 0u64;
+    let done = |store: &Store, count: u64| {
+        a.count.is_some_and(|c| count >= c) || a.through.is_some_and(|t| store.next > t)
+    };
+    let mut stream = connect(&a, &mut store)?;
+    while !done(&store, count) {
+        let mut line = String::new();
+        if stream.read_line(&mut line)? == 0 {
+            bail!("the learner closed the stream");
+        }
+        let line = line.trim_end();
+        if let Some(why) = line.strip_prefix("error ") {
+            if !why.contains("from snapshot") {
+                bail!("the learner ended the stream: {why}");
+            }
+            // The learner installed a peer's snapshot: restore it and go on from there.
+            eprintln!("kv: {why}");
+            let c = connect_stream(&a.socket, StreamStart::Snapshot)
+                .with_context(|| format!("the snapshot of {}", a.socket.display()))?;
+            match (&c.snapshot, c.from) {
+                (Some(image), Some(below)) => store.restore(below, image)?,
+                _ => bail!("the learner sent no snapshot"),
+            }
+            stream = c.lines;
+            continue;
+        }
+        let value = parse_stream_line(line)
+            .ok_or_else(|| anyhow::anyhow!("not a stream line: {line:?}"))?;
+        store.apply(value.position, &value.payload)?;
         count += 1;
-        if let Some(path) = &a.state {
-            if a.snapshot_every > 0 && count % a.snapshot_every == 0 {
-                save(path, applied, &map)?;
+        if a.snapshot_every > 0 && count % a.snapshot_every == 0 {
+            if let Some(path) = &a.state {
+                save(path, store.next, &store.map)?;
             }
-        }
-        if a.count.is_some_and(|c| count >= c) {
-            break;
+            if a.state.is_some() || a.restore {
+                // Its learner keeps it for peers that need it, and for a store that
+                // restarts with nothing.
+                if let Err(e) = put_snapshot(&a.socket, store.next, &store.image()?) {
+                    eprintln!("kv: the learner did not take the snapshot: {e}");
+                }
+            }
         }
     }
     if let Some(path) = &a.state {
-        save(path, applied, &map)?;
+        save(path, store.next, &store.map)?;
     }
-    for (k, v) in &map {
+    for (k, v) in &store.map {
         println!("{k}={v}");
     }
     eprintln!(
-        "kv: {count} values applied, {} keys, last position {}",
-        map.len(),
-        applied.map_or("none".to_string(), |p| p.to_string())
+        "kv: {count} values applied, {} keys, the stream continues at {}",
+        store.map.len(),
+        store.next
     );
     Ok(())
 }

@@ -13,7 +13,8 @@
 mod stream;
 
 pub use stream::{
-    connect_stream, parse_stream_line, stream_line, StreamServer, StreamStart, READER_BACKLOG,
+    connect_stream, parse_stream_line, put_snapshot, stream_line, Connected, StreamServer,
+    StreamStart, READER_BACKLOG,
 };
 
 use crate::config::{NodeConfig, Role};

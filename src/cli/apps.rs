@@ -159,10 +159,18 @@ fn submit(config: &Path, timeout: Duration, format: &str, args: Vec<String>) -> 
 
 fn tail(socket: &Path, from: ethpaxos::app::StreamStart, count: Option<u64>) -> Result<()> {
     use std::io::{BufRead, Write};
-    let (stream, start) = ethpaxos::app::connect_stream(socket, from)
+    let c = ethpaxos::app::connect_stream(socket, from)
         .with_context(|| format!("the stream of {}", socket.display()))?;
+    let stream = c.lines;
+    if let Some(state) = &c.snapshot {
+        eprintln!(
+            "tail: the newest snapshot ({} bytes of application state) stands at {}",
+            state.len(),
+            c.from.unwrap_or_default()
+        );
+    }
     // The readiness signal: from here on this reader gets every value delivered.
-    match start {
+    match c.from {
         Some(p) => eprintln!("tail: reading the stream of {} from {p}", socket.display()),
         None => eprintln!("tail: reading the stream of {}", socket.display()),
     }

@@ -44,6 +44,8 @@ pub(crate) fn run(args: SimulateArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut failed = Vec::new();
     let mut last_report = Instant::now();
+    // Totals over the run: what the learners had to recover through.
+    let (mut resumes, mut from_peers, mut installs, mut stranded) = (0u64, 0u64, 0u64, 0u64);
     for seed in start..start.saturating_add(seeds) {
         let kind = kind.unwrap_or_else(|| FaultKind::for_seed(seed));
         let mut cfg = SimConfig::with_kind(seed, kind).with_policy(policy);
@@ -51,6 +53,10 @@ pub(crate) fn run(args: SimulateArgs) -> Result<()> {
             cfg = cfg.with_layout(layout);
         }
         let report = sim::run(cfg);
+        resumes += report.stats.learner_resumes;
+        from_peers += report.stats.peer_instances;
+        installs += report.stats.snapshot_installs;
+        stranded += report.stats.trimmed_out;
         if verbose {
             let s = &report.stats;
             writeln!(
@@ -105,6 +111,11 @@ pub(crate) fn run(args: SimulateArgs) -> Result<()> {
         seeds - failed.len() as u64,
         failed.len(),
         started.elapsed().as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "learners: {resumes} resumed from their journals, {from_peers} instances fetched from \
+         peers' journals, {installs} peers' snapshots installed, {stranded} left stranded"
     )?;
     if !failed.is_empty() {
         eprintln!(

@@ -326,12 +326,19 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             votes = Some(GroupCommit::new(storage, &storage_cfg));
             "acceptor"
         } else {
-            driver = driver.with_learner(Learner::new(
-                id,
-                &opts.protocol,
-                members.clone(),
-                Duration::ZERO,
-            ));
+            // The demo's learners keep no journal: their snapshots (of their own state, what
+            // acceptors trim by) are in memory.
+            driver = driver
+                .with_learner(Learner::new(
+                    id,
+                    &opts.protocol,
+                    members.clone(),
+                    Duration::ZERO,
+                ))
+                .with_snapshots(
+                    crate::journal::SnapshotStore::memory(opts.protocol.cluster_id),
+                    crate::journal::LearnerConfig::default().snapshot_every,
+                );
             "learner"
         };
         let learner = members.learners.iter().position(|l| *l == id);

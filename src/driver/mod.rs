@@ -21,16 +21,18 @@ mod store;
 
 pub use sessions::{client_id, Acked, Latency, Load, Sessions, APP_CLIENT};
 pub use stats::{
-    report_event, write_summary, JournalSummary, LearnerSummary, NodeStats, STATUS_EVERY,
+    report_event, write_summary, JournalSummary, LearnerSummary, NodeStats, SnapshotSummary,
+    STATUS_EVERY,
 };
 pub use store::{NodeStore, RoundStore, StoreError};
 
-use crate::journal::Journal;
+use crate::journal::{Journal, SnapshotStore};
 use crate::metrics::Recorder;
-use crate::protocol::limits::PEER_VALUES_FIXED;
+use crate::protocol::image;
+use crate::protocol::limits::{PEER_VALUES_FIXED, SNAPSHOT_CHUNK_FIXED};
 use crate::protocol::{
-    coalesce_accepted, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Learner,
-    Message, NodeId, Pending, Position, Proposer, ProtocolConfig,
+    coalesce_accepted, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Install,
+    InstanceId, Learner, Message, NodeId, Pending, Position, Proposer, ProtocolConfig,
 };
 use crate::storage::BatchBudget;
 use crate::transport::TransportStats;
@@ -64,10 +66,14 @@ pub fn takers(msg: &Message) -> Takers {
         | Message::ClientRequest { .. }
         | Message::Progress { .. } => t(false, true, false),
         // A peer's fetch is answered by the driver from the learner's journal.
+        Message::SnapshotHeld { .. } => t(false, true, false),
+        // A peer's fetch is answered by the driver from the learner's journal or snapshots.
         Message::CatchupReply { .. }
         | Message::Redirect { .. }
         | Message::PeerFetch { .. }
-        | Message::PeerValues { .. } => t(false, false, true),
+        | Message::PeerValues { .. }
+        | Message::SnapshotFetch { .. }
+        | Message::SnapshotChunk { .. } => t(false, false, true),
     }
 }
 
@@ -116,10 +122,34 @@ pub trait Sink {
     fn event(&mut self, node: NodeId, e: &Event) {
         report_event(node, e)
     }
+    /// The learner installed a snapshot image: it now stands at `below`, and the values
+    /// before it will never be delivered here. `app` is the application's state in it.
+    fn installed(
+        &mut self,
+        _now: Duration,
+        _below: Position,
+        _app: Option<&bytes::Bytes>,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
     /// The turn's deliveries are all in: flush what must be on record.
     fn end_turn(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// An application's state, kept by the node's learner thread: every delivered value is
+/// applied to it in order, the learner's snapshots carry its state, and an installed peer's
+/// snapshot replaces it. (The embedded API runs one; the simulator runs a digest of the
+/// stream, so its checker compares applications at equal positions.)
+pub trait StateMachine: Send {
+    /// Applies one delivered value, at its position in the cluster's order.
+    fn apply(&mut self, position: Position, v: &ClientValue);
+    /// Its state after every value applied so far.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces its state with a snapshot's, taken after applying every value before
+    /// `below`. An error names what is wrong with it.
+    fn restore(&mut self, below: Position, state: &[u8]) -> Result<(), String>;
 }
 
 /// A sink that only logs events.
@@ -136,6 +166,17 @@ pub struct Driver {
     journal: Option<Journal>,
     /// The instance the learner started at.
     resumed_at: u64,
+    /// Where the learner keeps its snapshot images (None: it keeps none and serves none).
+    snapshots: Option<SnapshotStore>,
+    /// The learner takes a snapshot of its own every this many instances (0: only its
+    /// application hands it snapshots).
+    snapshot_every: u64,
+    /// Where the learner's last own snapshot stood.
+    last_snapshot: InstanceId,
+    snapshot_stats: SnapshotSummary,
+    /// The application's state machine, if the node runs one.
+    machine: Option<Box<dyn StateMachine>>,
+    cluster: u32,
     pub sessions: Sessions,
     out: Actions,
     /// Messages this node sent itself, released by a commit: handled first next turn.
@@ -164,6 +205,12 @@ impl Driver {
             learner: None,
             journal: None,
             resumed_at: 0,
+            snapshots: None,
+            snapshot_every: 0,
+            last_snapshot: 0,
+            snapshot_stats: SnapshotSummary::default(),
+            machine: None,
+            cluster: protocol.cluster_id,
             sessions: Sessions::none(),
             out: Actions::new(),
             own: VecDeque::new(),
@@ -205,6 +252,91 @@ impl Driver {
     pub fn with_journal(mut self, j: Journal) -> Driver {
         self.journal = Some(j);
         self
+    }
+
+    /// The learner's snapshot store; it takes one of its own every `every` instances (0:
+    /// only those its application hands it).
+    pub fn with_snapshots(mut self, store: SnapshotStore, every: u64) -> Driver {
+        self.last_snapshot = store.newest_below();
+        if let Some(l) = &mut self.learner {
+            l.holds_snapshot(store.newest_below());
+        }
+        if every == 0 {
+            if let Some(j) = &mut self.journal {
+                j.hold_from(store.newest_below());
+            }
+        }
+        self.snapshots = Some(store);
+        self.snapshot_every = every;
+        self
+    }
+
+    /// The application's state machine, brought to where the learner stands: restored from
+    /// the newest snapshot at or before it, then the journal's values from there on applied.
+    /// Its snapshots go with the learner's from then on (every `snapshot_every` instances),
+    /// and an installed image must carry its state. Set after the learner, journal and
+    /// snapshot store.
+    pub fn with_machine(mut self, mut m: Box<dyn StateMachine>) -> Result<Driver, String> {
+        let Some(l) = &mut self.learner else {
+            return Err("a state machine needs the learner role".into());
+        };
+        let next = l.next_instance();
+        let mut from = Position::default();
+        if let Some(store) = &self.snapshots {
+            if let Some((below, bytes)) = store.newest().filter(|(p, _)| p.instance <= next) {
+                let img = image::decode(&bytes, self.cluster).map_err(|e| e.to_string())?;
+                let state = img.app.ok_or_else(|| {
+                    format!("the newest snapshot, at {below}, holds no application state")
+                })?;
+                m.restore(below, &state)
+                    .map_err(|e| format!("the snapshot at {below}: {e}"))?;
+                from = below;
+            }
+        }
+        if from.instance < next {
+            let Some(j) = &mut self.journal else {
+                return Err(format!(
+                    "the learner stands at instance {next} but keeps no journal to replay \
+                     from {from}"
+                ));
+            };
+            let budget = self.max_payload.saturating_sub(PEER_VALUES_FIXED);
+            while from.instance < next {
+                let page = j.peer_page(from, budget).map_err(|e| e.to_string())?;
+                if page.values.is_empty() && page.through == from.instance {
+                    return Err(format!(
+                        "the journal no longer holds {from} (it holds instances {} to {}), \
+                         where the application's state must be replayed from",
+                        page.oldest, page.end
+                    ));
+                }
+                for (p, v) in &page.values {
+                    if p.instance < next {
+                        m.apply(*p, v);
+                    }
+                }
+                from = match page.values.last() {
+                    Some((p, _)) if page.through <= p.instance => Position {
+                        instance: p.instance,
+                        index: p.index + 1,
+                    },
+                    _ => Position {
+                        instance: page.through,
+                        index: 0,
+                    },
+                };
+            }
+        }
+        l.require_app_state();
+        if let Some(j) = &mut self.journal {
+            j.hold_from(self.snapshots.as_ref().map_or(0, |s| s.newest_below()));
+        }
+        self.machine = Some(m);
+        Ok(self)
+    }
+
+    pub fn snapshots(&self) -> Option<&SnapshotStore> {
+        self.snapshots.as_ref()
     }
 
     pub fn journal(&self) -> Option<&Journal> {
@@ -290,6 +422,17 @@ impl Driver {
             }
             return;
         }
+        if let Message::SnapshotFetch {
+            at_least,
+            below,
+            offset,
+        } = msg
+        {
+            if self.learner.as_ref().is_some_and(|l| l.is_peer(from)) {
+                self.answer_image(from, at_least, below, offset);
+            }
+            return;
+        }
         // Clones only for a message more than one role here takes.
         match (acceptor, learner, proposer) {
             (Some(a), None, None) => a.handle(now, from, msg, out),
@@ -367,6 +510,55 @@ impl Driver {
         }
     }
 
+    /// Answers a peer learner's snapshot fetch: up to `answer_max_frames` chunks of the image
+    /// it asks for (or the newest, if that one is gone) from `offset` on; total 0 if this
+    /// learner holds none that covers `at_least`.
+    fn answer_image(&mut self, to: NodeId, at_least: InstanceId, below: Position, offset: u64) {
+        let held = self
+            .snapshots
+            .as_ref()
+            .and_then(|s| s.serving(at_least, below));
+        let Some((at, bytes)) = held else {
+            self.out.send(
+                to,
+                Message::SnapshotChunk {
+                    below,
+                    total: 0,
+                    offset,
+                    last: true,
+                    data: bytes::Bytes::new(),
+                },
+            );
+            return;
+        };
+        // Another image than the one asked for is sent from its start.
+        let mut from = if at == below { offset as usize } else { 0 };
+        let chunk = self
+            .max_payload
+            .saturating_sub(SNAPSHOT_CHUNK_FIXED)
+            .min(u16::MAX as usize)
+            .max(1);
+        let total = bytes.len();
+        for k in 0..self.answer_frames {
+            let end = (from + chunk).min(total);
+            let last = end >= total || k + 1 == self.answer_frames;
+            self.out.send(
+                to,
+                Message::SnapshotChunk {
+                    below: at,
+                    total: total as u64,
+                    offset: from as u64,
+                    last,
+                    data: bytes::Bytes::copy_from_slice(bytes.get(from..end).unwrap_or(&[])),
+                },
+            );
+            if last {
+                return;
+            }
+            from = end;
+        }
+    }
+
     /// Ticks every role when a tick is due (the period is `protocol.tick_us`). Says whether
     /// it ticked.
     pub fn tick_if_due(&mut self, now: Duration) -> bool {
@@ -389,25 +581,23 @@ impl Driver {
     /// journal see the turn once it is), accounts for events, and returns the changes to
     /// commit and the messages that wait on them.
     pub fn end_turn(&mut self, now: Duration, sink: &mut dyn Sink) -> std::io::Result<Pending> {
-        for d in self.out.deliver.drain(..) {
-            if let Some(j) = &mut self.journal {
-                j.append(&d);
+        let mut deliveries = std::mem::take(&mut self.out.deliver);
+        let installs = std::mem::take(&mut self.out.installs);
+        let mut installs = installs.into_iter().peekable();
+        for (k, d) in deliveries.drain(..).enumerate() {
+            while let Some(i) = installs.next_if(|i| i.at <= k) {
+                self.install(now, &i, sink)?;
             }
-            for (position, v) in d.positioned() {
-                self.stats.delivered += 1;
-                sink.delivered(now, position, v)?;
-                if let Some(ack) = self.sessions.delivered(now, position, v) {
-                    self.stats.acknowledged += 1;
-                    if let Some(m) = &mut self.metrics {
-                        m.client_latency(ack.latency);
-                    }
-                    sink.acknowledged(&ack)?;
-                }
-            }
+            self.deliver(now, &d, sink)?;
         }
+        for i in installs {
+            self.install(now, &i, sink)?;
+        }
+        self.out.deliver = deliveries;
         for e in self.out.events.drain(..) {
             match &e {
                 Event::Stranded { needed } => self.stats.trimmed_out = Some(*needed),
+                Event::SnapshotRefused { .. } => self.snapshot_stats.refused += 1,
                 Event::Shed { values } => self.stats.shed += *values as u64,
                 Event::Decided { value, .. } => {
                     if let Some(m) = &mut self.metrics {
@@ -432,7 +622,100 @@ impl Driver {
             };
             l.made_durable(durable);
         }
+        self.maybe_snapshot()?;
         Ok(self.out.take_pending())
+    }
+
+    /// One delivered instance: to the journal, the outputs and the client sessions.
+    fn deliver(
+        &mut self,
+        now: Duration,
+        d: &crate::protocol::Delivery,
+        sink: &mut dyn Sink,
+    ) -> std::io::Result<()> {
+        if let Some(j) = &mut self.journal {
+            j.append(d);
+        }
+        for (position, v) in d.positioned() {
+            self.stats.delivered += 1;
+            if let Some(m) = &mut self.machine {
+                m.apply(position, v);
+            }
+            sink.delivered(now, position, v)?;
+            if let Some(ack) = self.sessions.delivered(now, position, v) {
+                self.stats.acknowledged += 1;
+                if let Some(m) = &mut self.metrics {
+                    m.client_latency(ack.latency);
+                }
+                sink.acknowledged(&ack)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The learner installed a peer's image: kept in the snapshot store and the journal
+    /// (the learner stands there after a crash), handed to the outputs, and the sessions'
+    /// values it holds acknowledged.
+    fn install(&mut self, now: Duration, i: &Install, sink: &mut dyn Sink) -> std::io::Result<()> {
+        if let Some(store) = &self.snapshots {
+            store.save(i.bytes.clone()).map_err(std::io::Error::other)?;
+        }
+        if let Some(m) = &mut self.machine {
+            // The learner refuses images without application state when it runs one.
+            let state = i.image.app.as_deref().unwrap_or_default();
+            m.restore(i.image.below, state).map_err(|e| {
+                std::io::Error::other(format!("installing the snapshot at {}: {e}", i.image.below))
+            })?;
+        }
+        if let Some(j) = &mut self.journal {
+            j.install(now, &i.image.learner)
+                .map_err(std::io::Error::other)?;
+        }
+        if let Some(l) = &mut self.learner {
+            l.made_durable(i.image.below.instance);
+            if self.snapshots.is_some() {
+                l.holds_snapshot(i.image.below.instance);
+            }
+        }
+        self.last_snapshot = self.last_snapshot.max(i.image.below.instance);
+        self.snapshot_stats.installed += 1;
+        self.stats.trimmed_out = None;
+        for ack in self.sessions.installed(now, &i.image.learner) {
+            self.stats.acknowledged += 1;
+            sink.acknowledged(&ack)?;
+        }
+        sink.installed(now, i.image.below, i.image.app.as_ref())
+    }
+
+    /// Takes the learner's own snapshot once `snapshot_every` instances passed the last
+    /// (an image of its state with no application state), and tells the learner what the
+    /// store holds (its application may have handed it a newer one).
+    fn maybe_snapshot(&mut self) -> std::io::Result<()> {
+        let (Some(l), Some(store)) = (&mut self.learner, &self.snapshots) else {
+            return Ok(());
+        };
+        let next = l.next_instance();
+        if self.snapshot_every > 0 && next >= self.last_snapshot + self.snapshot_every {
+            let below = Position {
+                instance: next,
+                index: 0,
+            };
+            let app = self.machine.as_ref().map(|m| m.snapshot());
+            let bytes = image::encode(self.cluster, below, l.snapshot(), app.as_deref());
+            store
+                .save(std::sync::Arc::new(bytes))
+                .map_err(std::io::Error::other)?;
+            self.last_snapshot = next;
+            self.snapshot_stats.taken += 1;
+        }
+        l.holds_snapshot(store.newest_below());
+        if self.machine.is_some() || self.snapshot_every == 0 {
+            // Its application restores the newest snapshot and replays the journal after it.
+            if let Some(j) = &mut self.journal {
+                j.hold_from(store.newest_below());
+            }
+        }
+        Ok(())
     }
 
     /// Takes what a commit released: 2b votes merged, the node's messages to itself kept for
@@ -532,6 +815,11 @@ impl Driver {
                     oldest: j.oldest(),
                     stats: j.stats.clone(),
                 }),
+                snapshots: self.snapshots.as_ref().map(|s| SnapshotSummary {
+                    newest_below: s.newest_below(),
+                    saved: s.saved(),
+                    ..self.snapshot_stats.clone()
+                }),
             });
         }
         s
@@ -580,6 +868,8 @@ pub enum NodeError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::journal::SnapshotError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -3,7 +3,8 @@
 
 use crate::app::{AppLink, DeliveredValue};
 use crate::protocol::{
-    Actions, Client, ClientId, ClientValue, Message, NodeId, Position, ProtocolConfig, SubmitError,
+    Actions, Client, ClientId, ClientValue, LearnerSnapshot, Message, NodeId, Position,
+    ProtocolConfig, SubmitError,
 };
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -304,6 +305,43 @@ impl Sessions {
         let latency = c.on_delivered(now, v.seq)?;
         self.room = true;
         Some(self.acked(now, v, latency))
+    }
+
+    /// The learner installed a snapshot: values of these sessions its exactly-once table
+    /// holds were delivered elsewhere, before the image, and are acknowledged now.
+    pub fn installed(&mut self, now: Duration, learner: &LearnerSnapshot) -> Vec<Acked> {
+        let mut acks = Vec::new();
+        let clients = self
+            .clients
+            .iter_mut()
+            .chain(self.app.as_mut().map(|a| &mut a.client));
+        for c in clients {
+            let Some(dedup) = learner.dedup.get(&c.id()) else {
+                continue;
+            };
+            for (seq, latency) in c.on_installed(now, dedup) {
+                acks.push((c.id(), seq, latency));
+            }
+        }
+        if let Some(app) = &mut self.app {
+            for (client, seq, _) in &acks {
+                if *client == app.client.id() {
+                    if let Some(ack) = app.waiting.remove(seq) {
+                        let _ = ack.send(Ok(*seq));
+                    }
+                }
+            }
+        }
+        if !acks.is_empty() {
+            self.room = true;
+        }
+        acks.into_iter()
+            .map(|(client, seq, latency)| Acked {
+                client,
+                seq,
+                latency,
+            })
+            .collect()
     }
 
     fn acked(&mut self, now: Duration, v: &ClientValue, latency: Duration) -> Acked {

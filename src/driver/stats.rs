@@ -52,6 +52,23 @@ pub struct LearnerSummary {
     pub durable_below: u64,
     /// None: the learner keeps no journal (it restarts at instance 0).
     pub journal: Option<JournalSummary>,
+    /// None: the learner keeps no snapshots.
+    pub snapshots: Option<SnapshotSummary>,
+}
+
+/// A learner's snapshot images.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotSummary {
+    /// The newest image it holds covers every instance below this (0: none).
+    pub newest_below: u64,
+    /// Images it took of its own state (`learner.snapshot_every`).
+    pub taken: u64,
+    /// Images it stored, its own, its application's and installed ones.
+    pub saved: u64,
+    /// Peers' images it installed, and refused (damaged, foreign, lacking the application's
+    /// state).
+    pub installed: u64,
+    pub refused: u64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -189,7 +206,13 @@ pub fn report_event(id: NodeId, e: &Event) {
             "node {id}: this learner needs instance {needed} but acceptors trimmed everything below {trim}: fetching it from peer learners' journals"
         ),
         Event::Stranded { needed } => tracing::error!(
-            "node {id}: this learner needs instance {needed}, which acceptors trimmed and no peer learner's journal still holds; it cannot catch up without a snapshot (docs/learners.md)"
+            "node {id}: this learner needs instance {needed}, which acceptors trimmed, no peer learner's journal still holds and no peer's snapshot covers; it asks again every learner timeout (docs/learners.md)"
+        ),
+        Event::Installed { below, from, bytes } => tracing::warn!(
+            "node {id}: installed learner {from}'s snapshot ({bytes} bytes): this learner now stands at {below}; values before it were not delivered here"
+        ),
+        Event::SnapshotRefused { from, why } => tracing::warn!(
+            "node {id}: refused learner {from}'s snapshot: {why}; asking another peer"
         ),
         Event::NoRoundLeft { highest } => tracing::error!(
             "node {id}: cannot prepare: ballot {highest} is at the top of the round range (a forged or runaway ballot); frame authentication prevents this (docs/nodes.md)"

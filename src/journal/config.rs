@@ -33,6 +33,11 @@ pub struct LearnerConfig {
     pub retention_instances: u64,
     /// ... or once a segment was last written this many seconds ago (0: no bound).
     pub retention_age_s: u64,
+    /// The learner takes a snapshot image of its own state (delivery point and exactly-once
+    /// table, no application state) every this many instances; acceptors trim by the newest
+    /// a live learner holds. 0: only its application hands it snapshots (over the stream
+    /// socket), and it refuses peers' images without application state.
+    pub snapshot_every: u64,
 }
 
 impl Default for LearnerConfig {
@@ -46,6 +51,7 @@ impl Default for LearnerConfig {
             retention_mb: 1024,
             retention_instances: 0,
             retention_age_s: 0,
+            snapshot_every: 50_000,
         }
     }
 }
@@ -59,6 +65,15 @@ impl LearnerConfig {
         self.path
             .clone()
             .or_else(|| storage.map(|s| s.join(format!("learner-{id}"))))
+    }
+
+    /// Where node `id`'s snapshot images live: beside its journal (None: in memory).
+    pub fn snapshot_dir(
+        &self,
+        storage: Option<&Path>,
+        id: crate::protocol::NodeId,
+    ) -> Option<PathBuf> {
+        self.dir(storage, id).map(|d| d.join("snapshots"))
     }
 
     /// The journal's settings; `storage` is the node's `storage.fsync_policy`.

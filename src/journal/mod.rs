@@ -14,10 +14,12 @@
 mod config;
 mod files;
 pub mod record;
+mod snapshots;
 mod tail;
 
 pub use config::LearnerConfig;
 pub use files::{list_dir, segment_name, DiskFiles, MemFiles, SegmentFiles, SegmentReader};
+pub use snapshots::{SnapshotError, SnapshotStore, KEEP};
 pub use tail::{JournalTail, TailError, TailReader};
 
 use crate::protocol::{ClientValue, Delivery, InstanceId, LearnerSnapshot, Position};
@@ -156,6 +158,9 @@ pub struct Journal {
     indexed: HashSet<u64>,
     /// Bytes written since the last index entry.
     unindexed: u64,
+    /// Retention keeps every segment from the one holding this instance on: where an
+    /// application restoring the newest snapshot replays from (None: no such bound).
+    hold_from: Option<InstanceId>,
     pub stats: JournalStats,
 }
 
@@ -254,6 +259,7 @@ impl Journal {
             index: BTreeMap::new(),
             indexed: HashSet::new(),
             unindexed: 0,
+            hold_from: None,
             stats: JournalStats::default(),
         };
         for s in &j.segments {
@@ -274,6 +280,12 @@ impl Journal {
     /// The marks a stream reader follows.
     pub fn marks(&self) -> Arc<Marks> {
         self.marks.clone()
+    }
+
+    /// Retention keeps what an application restoring the snapshot at `instance` replays
+    /// (every segment from the one holding it on), whatever its bounds say.
+    pub fn hold_from(&mut self, instance: InstanceId) {
+        self.hold_from = Some(instance);
     }
 
     /// Every instance below this is durable.
@@ -394,6 +406,64 @@ impl Journal {
         Ok(())
     }
 
+    /// Where a learner resumes: its journal's state, or the newest image in `store` if that
+    /// stands past it (a crash between storing an installed image and restarting the
+    /// journal at it, or a journal lost with its disk). Returns the state and the image's
+    /// position when the image won.
+    pub fn resume(
+        &mut self,
+        state: LearnerSnapshot,
+        store: &SnapshotStore,
+    ) -> Result<(LearnerSnapshot, Option<Position>), JournalError> {
+        let Some((below, bytes)) = store.newest() else {
+            return Ok((state, None));
+        };
+        if below.instance <= state.next {
+            return Ok((state, None));
+        }
+        let img = crate::protocol::image::decode(&bytes, self.cluster)
+            .map_err(|e| corrupt_at(0, 0, format!("snapshot image at {below}: {e}")))?;
+        self.install(Duration::ZERO, &img.learner)?;
+        Ok((img.learner, Some(below)))
+    }
+
+    /// The learner installed a snapshot image and now stands at `learner`: what was recorded
+    /// before goes to disk, then a segment starts at the image's state and every older one
+    /// goes (they hold a history that stops short of the image; no reader or peer may read
+    /// across the jump). Durable whatever the policy: the learner stands there after a crash.
+    pub fn install(
+        &mut self,
+        now: Duration,
+        learner: &LearnerSnapshot,
+    ) -> Result<(), JournalError> {
+        self.sync(now)?;
+        let id = learner.next;
+        if self.segments.back().is_some_and(|s| s.id >= id) {
+            return Ok(());
+        }
+        self.recorded = id;
+        self.written = id;
+        self.start_segment(learner)?;
+        if self.cfg.fsync_policy == FsyncPolicy::None {
+            self.files
+                .sync(id)
+                .map_err(io_err(format!("cannot sync segment {id}")))?;
+        }
+        while self.segments.len() > 1 {
+            let old = self.segments[0].id;
+            self.files
+                .remove(old)
+                .map_err(io_err(format!("cannot remove segment {old}")))?;
+            self.segments.pop_front();
+            self.indexed.remove(&old);
+            self.stats.segments_removed += 1;
+        }
+        self.index.retain(|i, _| *i >= id);
+        self.durable = id;
+        self.publish_marks();
+        Ok(())
+    }
+
     /// Starts a segment at the learner's current state.
     fn start_segment(&mut self, learner: &LearnerSnapshot) -> Result<(), JournalError> {
         let id = learner.next;
@@ -432,6 +502,9 @@ impl Journal {
             // Everything the oldest segment holds is below the next one's start.
             let oldest_end = self.segments[1].id;
             let oldest = self.segments[0].id;
+            if self.hold_from.is_some_and(|h| oldest_end > h) {
+                break;
+            }
             let drop = (r.bytes > 0 && total > r.bytes)
                 || (r.instances > 0 && oldest_end <= self.written.saturating_sub(r.instances))
                 || r.age

@@ -10,7 +10,8 @@
 //! - `3` through: every instance below this was delivered (no-op instances, or instances whose
 //!   values were all duplicates, deliver nothing).
 
-use crate::protocol::{ClientDedup, ClientValue, InstanceId, LearnerSnapshot};
+use crate::protocol::image::{put_learner, Fields};
+use crate::protocol::{ClientValue, InstanceId, LearnerSnapshot};
 use bytes::Bytes;
 
 const MAGIC: &[u8; 4] = b"EPXJ";
@@ -67,19 +68,7 @@ pub fn header(out: &mut Vec<u8>, cluster: u32, s: &LearnerSnapshot) {
         b.extend_from_slice(MAGIC);
         b.push(VERSION);
         b.extend_from_slice(&cluster.to_le_bytes());
-        b.extend_from_slice(&s.next.to_le_bytes());
-        b.extend_from_slice(&(s.dedup.len() as u32).to_le_bytes());
-        // Sorted, so equal states write equal bytes.
-        let mut clients: Vec<_> = s.dedup.iter().collect();
-        clients.sort_unstable_by_key(|(c, _)| **c);
-        for (client, d) in clients {
-            b.extend_from_slice(&client.to_le_bytes());
-            b.extend_from_slice(&d.below.to_le_bytes());
-            b.extend_from_slice(&(d.above.len() as u32).to_le_bytes());
-            for seq in &d.above {
-                b.extend_from_slice(&seq.to_le_bytes());
-            }
-        }
+        put_learner(b, s);
     })
 }
 
@@ -142,36 +131,8 @@ pub fn parse(seg: &[u8], at: usize) -> Parsed {
     }
 }
 
-/// Reads little-endian fields off a body; None past its end.
-struct Body<'a>(&'a [u8]);
-
-impl<'a> Body<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    /// A count of items of at least `min` bytes each: never more than the body can hold.
-    fn count(&mut self, min: usize) -> Option<usize> {
-        let n = self.u32()? as usize;
-        (n.checked_mul(min)? <= self.0.len()).then_some(n)
-    }
-}
-
 fn decode(body: &[u8]) -> Option<Record> {
-    let mut b = Body(body);
+    let mut b = Fields(body);
     let record = match b.u8()? {
         KIND_HEADER => {
             if b.take(4)? != MAGIC {
@@ -179,22 +140,7 @@ fn decode(body: &[u8]) -> Option<Record> {
             }
             let version = b.u8()?;
             let cluster = b.u32()?;
-            let mut snapshot = LearnerSnapshot {
-                next: b.u64()?,
-                ..Default::default()
-            };
-            for _ in 0..b.count(20)? {
-                let client = b.u64()?;
-                let below = b.u64()?;
-                let mut d = ClientDedup {
-                    below,
-                    ..Default::default()
-                };
-                for _ in 0..b.count(8)? {
-                    d.above.insert(b.u64()?);
-                }
-                snapshot.dedup.insert(client, d);
-            }
+            let snapshot = b.learner()?;
             Record::Header {
                 version,
                 cluster,

@@ -6,7 +6,7 @@
 use super::files::{list_dir, SegmentReader};
 use super::record::{self, Parsed, Record};
 use super::Marks;
-use crate::protocol::{ClientValue, InstanceId, Position};
+use crate::protocol::{ClientValue, InstanceId, LearnerSnapshot, Position};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -95,6 +95,77 @@ impl JournalTail {
             next: seg,
             buf: Vec::new(),
         })
+    }
+
+    /// The learner's state just before `below` (its next instance `below.instance`, its
+    /// exactly-once table holding every value before `below`): what an application's
+    /// snapshot taken after applying everything before `below` is stored with. Read from
+    /// the segment that holds `below`, replayed from its header.
+    pub fn state_at(&self, below: Position) -> Result<LearnerSnapshot, TailError> {
+        let end = self.end();
+        if below.instance > end || (below.instance == end && below.index > 0) {
+            return Err(TailError::Future { asked: below, end });
+        }
+        let oldest = self.oldest();
+        let retention = || TailError::Retention {
+            asked: below,
+            oldest,
+        };
+        if below.instance < oldest {
+            return Err(retention());
+        }
+        let seg = list_dir(&self.dir)?
+            .into_iter()
+            .rev()
+            .find(|s| *s <= below.instance)
+            .ok_or_else(retention)?;
+        let data = std::fs::read(self.dir.join(super::segment_name(seg)))?;
+        let corrupt = |offset: usize, why: String| TailError::Corrupt {
+            seg,
+            offset: offset as u64,
+            why,
+        };
+        let Parsed::Record(Record::Header { snapshot, .. }, mut at) = record::parse(&data, 0)
+        else {
+            return Err(corrupt(0, "no whole header".into()));
+        };
+        let mut state = snapshot;
+        loop {
+            match record::parse(&data, at) {
+                Parsed::Record(Record::Delivered { instance, values }, next) => {
+                    if instance > below.instance {
+                        break;
+                    }
+                    for (index, v) in &values {
+                        if (Position {
+                            instance,
+                            index: *index,
+                        }) < below
+                        {
+                            state.replay_value(v.client, v.seq);
+                        }
+                    }
+                    if instance < below.instance {
+                        state.replay_through(instance + 1);
+                    }
+                    at = next;
+                }
+                Parsed::Record(Record::Through(n), next) => {
+                    state.replay_through(n.min(below.instance));
+                    at = next;
+                }
+                Parsed::Record(_, _) => return Err(corrupt(at, "a second header".into())),
+                Parsed::End | Parsed::Short(_) => break,
+                Parsed::Bad(why) => return Err(corrupt(at, why)),
+            }
+        }
+        if state.next < below.instance {
+            return Err(TailError::Future {
+                asked: below,
+                end: state.next,
+            });
+        }
+        Ok(state)
     }
 
     /// A reader of what is delivered from now on.

@@ -11,7 +11,7 @@ use crate::app::{stream_line, AppLink, StreamServer};
 use crate::config::{NodeConfig, Polling, Role, Stages, ValidNodeConfig};
 use crate::driver::single::{self, Idle, ADAPTIVE_SPINS};
 use crate::driver::{io, Acked, Driver, Load, NodeStore, RoundStore, Sessions, Sink};
-use crate::journal::{DiskFiles, Journal, JournalTail};
+use crate::journal::{DiskFiles, Journal, JournalTail, SnapshotStore};
 use crate::metrics::Metrics;
 use crate::protocol::{Acceptor, ClientValue, Learner, Position, Proposer};
 use crate::storage::{BatchBudget, GroupCommit, RoundFile};
@@ -67,10 +67,13 @@ fn open_append(path: &Path) -> Result<BufWriter<File>, NodeError> {
 }
 
 impl Outputs {
-    fn open(cfg: &NodeConfig, journal: Option<JournalTail>) -> Result<Outputs, NodeError> {
+    fn open(
+        cfg: &NodeConfig,
+        journal: Option<(JournalTail, SnapshotStore)>,
+    ) -> Result<Outputs, NodeError> {
         let stream = match &cfg.output.socket {
             Some(path) => Some(
-                StreamServer::bind(path, journal)
+                StreamServer::bind(path, journal, cfg.learner.snapshot_every == 0)
                     .map_err(io(format!("cannot listen on {}", path.display())))?,
             ),
             None => None,
@@ -157,6 +160,18 @@ impl Sink for Outputs {
     fn acknowledged(&mut self, ack: &Acked) -> std::io::Result<()> {
         if let Some(w) = &mut self.acked {
             writeln!(w, "{} {}", ack.client, ack.seq)?;
+        }
+        Ok(())
+    }
+
+    fn installed(
+        &mut self,
+        _now: Duration,
+        below: Position,
+        _app: Option<&Bytes>,
+    ) -> std::io::Result<()> {
+        if let Some(server) = &mut self.stream {
+            server.installed(below);
         }
         Ok(())
     }
@@ -329,6 +344,13 @@ impl Node {
             votes = Some(GroupCommit::new(s, &cfg.storage));
         }
         let mut tail = None;
+        let learner = |l: Learner| {
+            if cfg.learner.snapshot_every == 0 {
+                l.needing_app_state()
+            } else {
+                l
+            }
+        };
         if me.plays(Role::Learner) {
             match cfg.learner.dir(cfg.storage.path.as_deref(), id) {
                 Some(dir) => {
@@ -336,14 +358,16 @@ impl Node {
                         "cannot create the learner journal directory {}",
                         dir.display()
                     )))?;
-                    let (journal, state, recovery) = Journal::open(
+                    let (mut journal, state, recovery) = Journal::open(
                         Box::new(files),
                         cfg.learner.journal(cfg.storage.fsync_policy),
                         protocol.cluster_id,
                     )?;
+                    let store = SnapshotStore::open(&dir.join("snapshots"), protocol.cluster_id)?;
+                    let (state, from_image) = journal.resume(state, &store)?;
                     tracing::info!(
                         "node {id}: learner resumes at instance {} (journal {}: {} segment(s), \
-                         {} record(s) replayed{})",
+                         {} record(s) replayed{}{})",
                         state.next,
                         dir.display(),
                         recovery.segments,
@@ -353,26 +377,35 @@ impl Node {
                             .map(|(bytes, why)| format!(
                                 ", a torn tail of {bytes} bytes cut: {why}"
                             ))
+                            .unwrap_or_default(),
+                        from_image
+                            .map(|p| format!(", then its newest snapshot at {p}"))
                             .unwrap_or_default()
                     );
-                    tail = Some(JournalTail::new(&dir, journal.marks()));
+                    tail = Some((JournalTail::new(&dir, journal.marks()), store.clone()));
                     driver = driver
-                        .with_learner(Learner::restore(
+                        .with_learner(learner(Learner::restore(
                             id,
                             &protocol,
                             members.clone(),
                             Duration::ZERO,
                             state,
-                        ))
-                        .with_journal(journal);
+                        )))
+                        .with_journal(journal)
+                        .with_snapshots(store, cfg.learner.snapshot_every);
                 }
                 None => {
-                    driver = driver.with_learner(Learner::new(
-                        id,
-                        &protocol,
-                        members.clone(),
-                        Duration::ZERO,
-                    ))
+                    driver = driver
+                        .with_learner(learner(Learner::new(
+                            id,
+                            &protocol,
+                            members.clone(),
+                            Duration::ZERO,
+                        )))
+                        .with_snapshots(
+                            SnapshotStore::memory(protocol.cluster_id),
+                            cfg.learner.snapshot_every,
+                        )
                 }
             }
         }

@@ -84,6 +84,19 @@ pub enum Event {
     Stranded {
         needed: InstanceId,
     },
+    /// A learner installed a peer's snapshot image: it now stands at `below`; the values
+    /// before it were never delivered here.
+    Installed {
+        below: Position,
+        from: NodeId,
+        bytes: u64,
+    },
+    /// A learner refused a peer's snapshot image (damaged, another cluster's, or without the
+    /// application state this learner needs) and asks another peer.
+    SnapshotRefused {
+        from: NodeId,
+        why: String,
+    },
     /// The leader shed client values because its queue was full (clients retry them).
     Shed {
         values: usize,
@@ -95,11 +108,23 @@ pub enum Event {
     },
 }
 
+/// A snapshot image a learner installed, between its deliveries: the ones before `at` in
+/// `Actions::deliver` came before it, the rest after. Its driver makes it durable (snapshot
+/// store, journal) and hands it to the application.
+#[derive(Clone, Debug)]
+pub struct Install {
+    pub at: usize,
+    pub image: std::sync::Arc<super::image::Image>,
+    /// The image as received (what the driver stores).
+    pub bytes: std::sync::Arc<Vec<u8>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Actions {
     persist: Vec<Change>,
     send: Vec<Envelope>,
     pub deliver: Vec<Delivery>,
+    pub installs: Vec<Install>,
     pub events: Vec<Event>,
 }
 
@@ -170,6 +195,7 @@ impl Actions {
         self.persist.is_empty()
             && self.send.is_empty()
             && self.deliver.is_empty()
+            && self.installs.is_empty()
             && self.events.is_empty()
     }
 
@@ -208,6 +234,7 @@ impl Actions {
         self.persist.clear();
         self.send.clear();
         self.deliver.clear();
+        self.installs.clear();
         self.events.clear();
     }
 

@@ -4,6 +4,7 @@
 
 use super::actions::Actions;
 use super::config::ProtocolConfig;
+use super::learner::ClientDedup;
 use super::limits as sizes;
 use super::message::Message;
 use super::types::{ClientId, ClientValue, NodeId};
@@ -124,6 +125,21 @@ impl Client {
         self.outstanding
             .remove(&seq)
             .map(|o| now.saturating_sub(o.submitted_at))
+    }
+
+    /// The learner installed a snapshot whose exactly-once table says which of this
+    /// client's values were delivered: those outstanding are acknowledged (their latency
+    /// returned), never to be delivered here.
+    pub fn on_installed(&mut self, now: Duration, dedup: &ClientDedup) -> Vec<(u64, Duration)> {
+        let done: Vec<u64> = self
+            .outstanding
+            .keys()
+            .copied()
+            .filter(|s| dedup.holds(*s))
+            .collect();
+        done.into_iter()
+            .filter_map(|s| Some((s, self.on_delivered(now, s)?)))
+            .collect()
     }
 
     pub fn handle(&mut self, msg: &Message) {

@@ -51,7 +51,7 @@ pub struct ProtocolConfig {
     pub progress_interval_ms: u64,
     /// The leader tells acceptors to trim this often (0 disables trimming) ...
     pub trim_interval_ms: u64,
-    /// ... keeping this many delivered instances below the slowest learner.
+    /// ... keeping this many instances below the newest snapshot a live learner holds.
     pub trim_keep: u64,
     /// A client resends an unacknowledged value after this long.
     pub client_timeout_ms: u64,

@@ -5,11 +5,14 @@
 //! is fetched from peer learners' journals instead (`PeerFetch`), in order, an answer of up to
 //! `answer_max_frames` frames at a time.
 
-use super::actions::{Actions, Delivery, Event};
+use super::actions::{Actions, Delivery, Event, Install};
 use super::config::{Membership, ProtocolConfig};
+use super::image::{self, Image, MAX_IMAGE};
 use super::message::Message;
 use super::types::{Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId, Position};
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Per client: every sequence number below `below` and those in `above` were delivered.
@@ -21,6 +24,11 @@ pub struct ClientDedup {
 }
 
 impl ClientDedup {
+    /// Whether `seq` was delivered.
+    pub fn holds(&self, seq: u64) -> bool {
+        seq < self.below || self.above.contains(&seq)
+    }
+
     /// Records `seq`; false if it was delivered before.
     fn insert(&mut self, seq: u64) -> bool {
         if seq == self.below {
@@ -70,10 +78,61 @@ struct PeerCatchup {
     turn: usize,
     /// Peers whose journals no longer hold `want`.
     lacking: BTreeSet<NodeId>,
-    /// Every peer lacks what this learner needs: it needs a snapshot.
+    /// Every peer's journal and snapshot lack what this learner needs.
     stranded: bool,
     /// Answers that arrived before their turn, by where they start.
     early: BTreeMap<Position, Page>,
+    /// Every peer's journal lacks `want`: fetching a peer's snapshot image instead.
+    image: Option<ImageFetch>,
+}
+
+impl PeerCatchup {
+    fn at(instance: InstanceId) -> PeerCatchup {
+        PeerCatchup {
+            partial: Vec::new(),
+            want: Position { instance, index: 0 },
+            asked: None,
+            turn: 0,
+            lacking: BTreeSet::new(),
+            stranded: false,
+            early: BTreeMap::new(),
+            image: None,
+        }
+    }
+}
+
+/// Fetching one peer's snapshot image in chunks. A lost chunk is asked for again from where
+/// the image stands (resumable); a peer silent `STALLS` times in a row, or whose image is
+/// damaged, is left for the next.
+#[derive(Debug, Default)]
+struct ImageFetch {
+    peer: Option<NodeId>,
+    /// The image being received: where it stands and its size (zero until its first chunk).
+    below: Position,
+    total: u64,
+    bytes: Vec<u8>,
+    /// Chunks that arrived ahead of their turn, by offset.
+    early: BTreeMap<u64, Bytes>,
+    asked: Option<Duration>,
+    stalls: u32,
+    turn: usize,
+    /// Peers that hold no image covering what this learner needs (or sent a bad one).
+    lacking: BTreeSet<NodeId>,
+}
+
+/// A peer silent this many catch-up intervals in a row is left for the next.
+const STALLS: u32 = 3;
+
+impl ImageFetch {
+    fn restart(&mut self) {
+        self.peer = None;
+        self.below = Position::default();
+        self.total = 0;
+        self.bytes = Vec::new();
+        self.early.clear();
+        self.asked = None;
+        self.stalls = 0;
+    }
 }
 
 /// What a peer's answer carries (`Message::PeerValues`).
@@ -113,6 +172,14 @@ pub struct Learner {
     peer: Option<PeerCatchup>,
     /// Values delivered from peers' journals.
     peer_values: u64,
+    /// Snapshot images installed from peers.
+    installs: u64,
+    /// The newest durable snapshot this learner holds covers every instance below this (0:
+    /// none); reported to proposers, which trim by it.
+    snapshot_held: InstanceId,
+    /// Installed images must carry the application's state (its application hands the
+    /// learner its snapshots: an image without one would leave it with nothing to restore).
+    needs_app_state: bool,
 }
 
 impl Learner {
@@ -142,7 +209,30 @@ impl Learner {
             trimmed: None,
             peer: None,
             peer_values: 0,
+            installs: 0,
+            snapshot_held: 0,
+            needs_app_state: false,
         }
+    }
+
+    /// Refuses peers' snapshot images that carry no application state.
+    pub fn needing_app_state(mut self) -> Self {
+        self.require_app_state();
+        self
+    }
+
+    pub fn require_app_state(&mut self) {
+        self.needs_app_state = true;
+    }
+
+    /// The newest durable snapshot this learner holds covers every instance below `below`.
+    pub fn holds_snapshot(&mut self, below: InstanceId) {
+        self.snapshot_held = self.snapshot_held.max(below);
+    }
+
+    /// Snapshot images this learner installed from peers.
+    pub fn installs(&self) -> u64 {
+        self.installs
     }
 
     /// Whether `id` is another learner of the cluster (whose fetches this node answers).
@@ -230,18 +320,7 @@ impl Learner {
                             needed: self.snapshot.next,
                             trim,
                         });
-                        self.peer = Some(PeerCatchup {
-                            partial: Vec::new(),
-                            want: Position {
-                                instance: self.snapshot.next,
-                                index: 0,
-                            },
-                            asked: None,
-                            turn: 0,
-                            lacking: BTreeSet::new(),
-                            stranded: false,
-                            early: BTreeMap::new(),
-                        });
+                        self.peer = Some(PeerCatchup::at(self.snapshot.next));
                     }
                 }
                 let before = self.snapshot.next;
@@ -265,17 +344,25 @@ impl Learner {
             Message::PeerValues {
                 from: at,
                 through,
-                oldest,
-                end,
                 values,
                 last,
+                ..
             } if from != self.id && self.members.learners.contains(&from) => {
                 let page = Page {
                     through,
                     values,
                     last,
                 };
-                self.peer_answer(now, from, at, (oldest, end), page, out);
+                self.peer_answer(now, from, at, page, out);
+            }
+            Message::SnapshotChunk {
+                below,
+                total,
+                offset,
+                last,
+                data,
+            } if from != self.id && self.members.learners.contains(&from) => {
+                self.image_chunk(now, from, (below, total), offset, last, data, out);
             }
             _ => {}
         }
@@ -288,15 +375,15 @@ impl Learner {
         now: Duration,
         peer: NodeId,
         at: Position,
-        (oldest, end): (InstanceId, InstanceId),
         page: Page,
         out: &mut Actions,
     ) {
         let Some(p) = self.peer.as_mut() else { return };
         if page.values.is_empty() && page.through == at.instance {
-            // It does not hold `at`: gone from its journal (ask another at once), or not
-            // there yet (ask again after the interval).
-            if p.want == at && (at.instance < oldest || oldest == end) {
+            // It does not hold `at`: gone from its journal, or not there yet (it is behind
+            // the acceptors' trim too, and may itself be waiting on this learner): ask
+            // another at once, and once none holds it, a snapshot.
+            if p.want == at {
                 p.lacking.insert(peer);
                 p.asked = None;
             }
@@ -349,6 +436,8 @@ impl Learner {
         };
         p.lacking.clear();
         p.stranded = false;
+        // A journal answers again: no image needed.
+        p.image = None;
         if last {
             // Its answer is in: ask for the next at once.
             p.asked = None;
@@ -419,6 +508,14 @@ impl Learner {
                     delivered_below: self.durable,
                 },
             );
+            if self.snapshot_held > 0 {
+                out.send_all(
+                    &self.members.proposers,
+                    &Message::SnapshotHeld {
+                        below: self.snapshot_held,
+                    },
+                );
+            }
         }
         self.maybe_catch_up(now, out);
     }
@@ -507,6 +604,10 @@ impl Learner {
         let interval = ProtocolConfig::ms(self.cfg.catchup_interval_ms);
         let me = self.id;
         let Some(p) = self.peer.as_mut() else { return };
+        if p.image.is_some() {
+            self.maybe_fetch_image(now, out);
+            return;
+        }
         if p.asked.is_some_and(|t| now.saturating_sub(t) < interval) {
             return;
         }
@@ -518,22 +619,197 @@ impl Learner {
             .filter(|l| *l != me && !p.lacking.contains(l))
             .collect();
         if peers.is_empty() {
-            if !p.stranded {
-                p.stranded = true;
-                out.events.push(Event::Stranded {
-                    needed: p.want.instance,
-                });
-            }
-            // Peers' journals only move on, but a peer that was down may come back with
-            // more: ask them all again, slowly.
-            p.lacking.clear();
-            p.asked = Some(now + ProtocolConfig::ms(self.cfg.learner_timeout_ms));
+            // No peer's journal holds it: a peer's snapshot image must.
+            p.image.get_or_insert_with(ImageFetch::default);
+            self.maybe_fetch_image(now, out);
             return;
         }
         let to = peers[p.turn % peers.len()];
         p.turn = p.turn.wrapping_add(1);
         p.asked = Some(now);
         out.send(to, Message::PeerFetch { from: p.want });
+    }
+
+    /// Asks a peer for (the rest of) a snapshot image; once every peer lacks one, the
+    /// learner is stranded and asks them all again, journals first, every learner timeout.
+    fn maybe_fetch_image(&mut self, now: Duration, out: &mut Actions) {
+        let interval = ProtocolConfig::ms(self.cfg.catchup_interval_ms);
+        let me = self.id;
+        let learners = &self.members.learners;
+        let Some(p) = self.peer.as_mut() else { return };
+        let need = p.want.instance;
+        let Some(f) = p.image.as_mut() else { return };
+        if f.asked.is_some_and(|t| now.saturating_sub(t) < interval) {
+            return;
+        }
+        if f.asked.is_some() {
+            f.stalls += 1;
+            if f.stalls >= STALLS {
+                if let Some(peer) = f.peer {
+                    f.lacking.insert(peer);
+                }
+                f.restart();
+            }
+        }
+        if f.peer.is_none() {
+            let peers: Vec<NodeId> = learners
+                .iter()
+                .copied()
+                .filter(|l| *l != me && !f.lacking.contains(l))
+                .collect();
+            if peers.is_empty() {
+                if !p.stranded {
+                    p.stranded = true;
+                    out.events.push(Event::Stranded { needed: need });
+                }
+                // Peers' journals and snapshots move on, and a peer that was down may come
+                // back: ask them all again, slowly.
+                p.image = None;
+                p.lacking.clear();
+                p.asked = Some(now + ProtocolConfig::ms(self.cfg.learner_timeout_ms));
+                return;
+            }
+            f.peer = Some(peers[f.turn % peers.len()]);
+            f.turn = f.turn.wrapping_add(1);
+        }
+        let to = f.peer.expect("chosen above");
+        f.asked = Some(now);
+        out.send(
+            to,
+            Message::SnapshotFetch {
+                at_least: need,
+                below: f.below,
+                offset: f.bytes.len() as u64,
+            },
+        );
+    }
+
+    /// A chunk of the image a peer sends. Taken in order (early ones wait); the whole image
+    /// is checked, then installed.
+    #[allow(clippy::too_many_arguments)]
+    fn image_chunk(
+        &mut self,
+        now: Duration,
+        peer: NodeId,
+        (below, total): (Position, u64),
+        offset: u64,
+        last: bool,
+        data: Bytes,
+        out: &mut Actions,
+    ) {
+        let Some(f) = self
+            .peer
+            .as_mut()
+            .and_then(|p| p.image.as_mut())
+            .filter(|f| f.peer == Some(peer))
+        else {
+            return;
+        };
+        if total == 0 {
+            // It holds no image that covers what this learner needs.
+            f.lacking.insert(peer);
+            f.restart();
+            return;
+        }
+        if f.total == 0 && offset == 0 && total <= MAX_IMAGE {
+            f.below = below;
+            f.total = total;
+        }
+        if (below, total) != (f.below, f.total) {
+            // Its image changed (it took a newer one): start over with that.
+            if offset == 0 {
+                f.restart();
+                f.peer = Some(peer);
+                f.below = below;
+                f.total = total;
+            } else {
+                f.bytes.clear();
+                f.early.clear();
+                f.asked = None;
+                return;
+            }
+        }
+        if offset > f.bytes.len() as u64 {
+            if f.early.len() < EARLY_ANSWERS {
+                f.early.insert(offset, data);
+            }
+            return;
+        }
+        if offset == f.bytes.len() as u64 {
+            f.bytes.extend_from_slice(&data);
+            while let Some(next) = f.early.remove(&(f.bytes.len() as u64)) {
+                f.bytes.extend_from_slice(&next);
+            }
+            let at = f.bytes.len() as u64;
+            f.early = f.early.split_off(&at);
+            f.stalls = 0;
+            if last {
+                f.asked = None;
+            }
+        }
+        if (f.bytes.len() as u64) < f.total {
+            return;
+        }
+        let bytes = std::mem::take(&mut f.bytes);
+        f.restart();
+        match self.check_image(&bytes) {
+            Ok(img) => self.install(now, peer, img, bytes, out),
+            Err(why) => {
+                if let Some(f) = self.peer.as_mut().and_then(|p| p.image.as_mut()) {
+                    f.lacking.insert(peer);
+                }
+                out.events.push(Event::SnapshotRefused { from: peer, why });
+            }
+        }
+    }
+
+    fn check_image(&self, bytes: &[u8]) -> Result<Image, String> {
+        let img = image::decode(bytes, self.cfg.cluster_id).map_err(|e| e.to_string())?;
+        if self.needs_app_state && img.app.is_none() {
+            return Err(format!(
+                "the image at {} holds no application state, and this learner's application \
+                 needs one (its peer takes snapshots without its application's)",
+                img.below
+            ));
+        }
+        Ok(img)
+    }
+
+    /// Stands at a peer's image: the next instance to deliver is the image's, its
+    /// exactly-once table the image's. Values before it are never delivered here.
+    fn install(
+        &mut self,
+        now: Duration,
+        peer: NodeId,
+        img: Image,
+        bytes: Vec<u8>,
+        out: &mut Actions,
+    ) {
+        let next = img.below.instance;
+        if next <= self.snapshot.next {
+            // Delivered past it meanwhile: nothing to gain.
+            return;
+        }
+        self.snapshot = img.learner.clone();
+        self.known_decided = self.known_decided.max(next);
+        self.undecided = self.undecided.split_off(&next);
+        self.decided = self.decided.split_off(&next);
+        self.peer = None;
+        self.trimmed = None;
+        self.last_catchup = None;
+        self.gap_since = None;
+        self.installs += 1;
+        out.events.push(Event::Installed {
+            below: img.below,
+            from: peer,
+            bytes: bytes.len() as u64,
+        });
+        out.installs.push(Install {
+            at: out.deliver.len(),
+            image: Arc::new(img),
+            bytes: Arc::new(bytes),
+        });
+        self.deliver(now, out);
     }
 
     fn maybe_catch_up(&mut self, now: Duration, out: &mut Actions) {

@@ -40,6 +40,8 @@ pub const CLIENT_REQUEST_FIXED: usize = 2;
 pub const POSITION: usize = 8 + 4;
 /// from, through, oldest, end, last, value count.
 pub const PEER_VALUES_FIXED: usize = POSITION + 3 * 8 + 1 + 2;
+/// below, total, offset, last, data length.
+pub const SNAPSHOT_CHUNK_FIXED: usize = POSITION + 8 + 8 + 1 + 2;
 
 pub fn value(v: &ClientValue) -> usize {
     VALUE_FIXED + v.payload.len()
@@ -75,6 +77,9 @@ pub fn payload(msg: &Message) -> usize {
         Message::Progress { .. } => 8,
         Message::Trim { .. } => 8,
         Message::PeerFetch { .. } => POSITION,
+        Message::SnapshotHeld { .. } => 8,
+        Message::SnapshotFetch { .. } => 8 + POSITION + 8,
+        Message::SnapshotChunk { data, .. } => SNAPSHOT_CHUNK_FIXED + data.len(),
         Message::PeerValues { values, .. } => {
             PEER_VALUES_FIXED
                 + values

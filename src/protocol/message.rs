@@ -1,6 +1,8 @@
 //! Every message the roles exchange. The wire module gives each one a frame layout
 //! (docs/wire-format.md); the in-memory transport and the simulator pass them as they are.
 
+use bytes::Bytes;
+
 use super::types::{
     AcceptedEntry, Ballot, Batch, ClientId, ClientValue, InstanceId, NodeId, Position,
 };
@@ -82,6 +84,27 @@ pub enum Message {
         values: Vec<(Position, ClientValue)>,
         last: bool,
     },
+    /// A learner holds a durable snapshot covering every instance below `below`: proposers
+    /// trim acceptors by the newest any live learner holds.
+    SnapshotHeld { below: InstanceId },
+    /// A learner that needs what no peer's journal holds asks a peer learner for a snapshot
+    /// image covering every instance below `at_least`: the image at `below` (the zero
+    /// position: its newest), from byte `offset` on.
+    SnapshotFetch {
+        at_least: InstanceId,
+        below: Position,
+        offset: u64,
+    },
+    /// Bytes `[offset, offset + data.len())` of a peer learner's image at `below`, `total`
+    /// bytes long; one of up to `answer_max_frames`, `last` marking the answer's last. A peer
+    /// holding no image that covers `at_least` answers `total` 0.
+    SnapshotChunk {
+        below: Position,
+        total: u64,
+        offset: u64,
+        last: bool,
+        data: Bytes,
+    },
 }
 
 impl Message {
@@ -102,6 +125,9 @@ impl Message {
             Message::Trim { .. } => MessageKind::Trim,
             Message::PeerFetch { .. } => MessageKind::PeerFetch,
             Message::PeerValues { .. } => MessageKind::PeerValues,
+            Message::SnapshotHeld { .. } => MessageKind::SnapshotHeld,
+            Message::SnapshotFetch { .. } => MessageKind::SnapshotFetch,
+            Message::SnapshotChunk { .. } => MessageKind::SnapshotChunk,
         }
     }
 }
@@ -124,10 +150,13 @@ pub enum MessageKind {
     Trim = 12,
     PeerFetch = 13,
     PeerValues = 14,
+    SnapshotHeld = 15,
+    SnapshotFetch = 16,
+    SnapshotChunk = 17,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 14] = [
+    pub const ALL: [MessageKind; 17] = [
         MessageKind::Prepare,
         MessageKind::Promise,
         MessageKind::Accept,
@@ -142,6 +171,9 @@ impl MessageKind {
         MessageKind::Trim,
         MessageKind::PeerFetch,
         MessageKind::PeerValues,
+        MessageKind::SnapshotHeld,
+        MessageKind::SnapshotFetch,
+        MessageKind::SnapshotChunk,
     ];
 
     /// Its name in metrics (`type` label).
@@ -161,6 +193,9 @@ impl MessageKind {
             MessageKind::Trim => "trim",
             MessageKind::PeerFetch => "peer_fetch",
             MessageKind::PeerValues => "peer_values",
+            MessageKind::SnapshotHeld => "snapshot_held",
+            MessageKind::SnapshotFetch => "snapshot_fetch",
+            MessageKind::SnapshotChunk => "snapshot_chunk",
         }
     }
 

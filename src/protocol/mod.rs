@@ -8,6 +8,7 @@ mod acceptor;
 mod actions;
 mod client;
 mod config;
+pub mod image;
 mod learner;
 pub mod limits;
 mod message;
@@ -16,7 +17,7 @@ mod types;
 
 pub use acceptor::{Acceptor, AcceptorCounters, AcceptorState};
 pub use actions::{
-    coalesce_accepted, Actions, Change, Delivery, Event, Pending, Persist, Volatile,
+    coalesce_accepted, Actions, Change, Delivery, Event, Install, Pending, Persist, Volatile,
 };
 pub use client::{Client, SubmitError};
 pub use config::{ConfigError, Membership, ProtocolConfig};

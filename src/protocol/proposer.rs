@@ -129,6 +129,8 @@ pub struct Proposer {
     pending_since: Duration,
     /// Per learner: the delivery point it last reported, and when.
     progress: HashMap<NodeId, (InstanceId, Duration)>,
+    /// Per learner: where the newest snapshot it holds stands, and when it said so.
+    snapshots: HashMap<NodeId, (InstanceId, Duration)>,
     /// The highest trim point this proposer sent or an acceptor reported: phase 1 never
     /// starts below it.
     known_trim: InstanceId,
@@ -181,6 +183,7 @@ impl Proposer {
             // Until it reports, a learner counts as at 0 and heard now: one that never
             // reports stops holding trim back a learner timeout after we start.
             progress,
+            snapshots: HashMap::new(),
             known_trim: 0,
             last_heartbeat: Duration::ZERO,
             last_trim: now,
@@ -288,6 +291,9 @@ impl Proposer {
                 self.progress.insert(from, (delivered_below, now));
                 self.mark_decided_below(delivered_below);
                 self.pump(now, out);
+            }
+            Message::SnapshotHeld { below } if self.members.learners.contains(&from) => {
+                self.snapshots.insert(from, (below, now));
             }
             _ => {}
         }
@@ -804,9 +810,10 @@ impl Proposer {
         out.send_all(&self.members.learners, &msg);
     }
 
-    /// Tells acceptors to drop what every live learner has delivered, minus `trim_keep`. A
-    /// learner not heard from for `learner_timeout_ms` does not hold trim back: acceptors
-    /// would otherwise keep every vote in memory for as long as it stays down.
+    /// Tells acceptors to drop what the newest snapshot a live learner holds covers, minus
+    /// `trim_keep`. No learner holds trim back, dead or slow: one that needs what acceptors
+    /// dropped fetches it from a peer's journal or installs a peer's snapshot. A snapshot
+    /// only counts while its learner is heard from (it serves it to peers).
     fn maybe_trim(&mut self, now: Duration, out: &mut Actions) {
         if self.cfg.trim_interval_ms == 0
             || now.saturating_sub(self.last_trim) < ProtocolConfig::ms(self.cfg.trim_interval_ms)
@@ -814,8 +821,14 @@ impl Proposer {
             return;
         }
         self.last_trim = now;
-        let slowest = self.live_learner_points(now).min();
-        if let Some(below) = slowest.and_then(|s| s.checked_sub(self.cfg.trim_keep)) {
+        let timeout = ProtocolConfig::ms(self.cfg.learner_timeout_ms);
+        let newest = self
+            .snapshots
+            .values()
+            .filter(|(_, heard)| now.saturating_sub(*heard) < timeout)
+            .map(|(below, _)| *below)
+            .max();
+        if let Some(below) = newest.and_then(|s| s.checked_sub(self.cfg.trim_keep)) {
             if below > 0 {
                 self.known_trim = self.known_trim.max(below);
                 out.send_all(&self.members.acceptors, &Message::Trim { below });

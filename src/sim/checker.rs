@@ -1,8 +1,9 @@
 //! Safety and liveness checks over what the learners did in one run.
 
-use crate::protocol::{Batch, ClientId, ClientValue, InstanceId, Position};
+use super::StreamDigest;
+use crate::protocol::{Batch, ClientDedup, ClientId, ClientValue, InstanceId, Position};
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +43,13 @@ pub struct Observations {
     pub abandoned: HashSet<(ClientId, u64)>,
     /// Learners that resumed from their journals somewhere else than where they stood.
     pub journal_faults: Vec<String>,
+    /// Per learner: peers' snapshots it installed: where its stream went on (an index into
+    /// `delivered`), the image's position, and its exactly-once table (the values before
+    /// it, which this learner never delivers).
+    pub installs: Vec<Vec<(usize, Position, HashMap<ClientId, ClientDedup>)>>,
+    /// Per learner: its application's digest each time its delivery point moved, by the
+    /// instance it stood at.
+    pub digests: Vec<BTreeMap<InstanceId, StreamDigest>>,
     /// Per learner: the values it delivered, and how many of them are owed (not abandoned).
     got: Vec<HashSet<(ClientId, u64)>>,
     owed_got: Vec<usize>,
@@ -59,6 +67,8 @@ impl Observations {
             delivered: vec![Vec::new(); learners],
             positions: vec![Vec::new(); learners],
             trimmed_out: vec![false; learners],
+            installs: vec![Vec::new(); learners],
+            digests: vec![BTreeMap::new(); learners],
             got: vec![HashSet::new(); learners],
             owed_got: vec![0; learners],
             ..Default::default()
@@ -73,6 +83,19 @@ impl Observations {
             self.owed_got[l] += 1;
         }
         self.delivered[l].push(v.clone());
+    }
+
+    /// Learner `l` installed a peer's snapshot image at `below`, whose exactly-once table is
+    /// `dedup`.
+    pub fn installed(&mut self, l: usize, below: Position, dedup: HashMap<ClientId, ClientDedup>) {
+        self.installs[l].push((self.delivered[l].len(), below, dedup));
+        // It owes no value the image holds; nothing it stood short of matters any more.
+        self.trimmed_out[l] = false;
+    }
+
+    /// Learner `l`'s application's digest once it stood at instance `next`.
+    pub fn digest(&mut self, l: usize, next: InstanceId, d: StreamDigest) {
+        self.digests[l].insert(next, d);
     }
 
     /// Learner `l` restarted from its journal at instance `resume`, having delivered every
@@ -106,6 +129,13 @@ impl Observations {
         });
         self.positions[l].retain(|p| p.instance < resume);
         self.decided[l].retain(|(i, _)| *i < resume);
+        let kept = self.delivered[l].len();
+        self.installs[l].retain(|(at, below, _)| *at <= kept && below.instance <= resume);
+        self.digests[l] = self.digests[l]
+            .split_off(&0)
+            .into_iter()
+            .filter(|(i, _)| *i <= resume)
+            .collect();
         self.got[l] = self.delivered[l]
             .iter()
             .map(|v| (v.client, v.seq))
@@ -132,26 +162,36 @@ impl Observations {
     /// it owes.
     pub fn all_delivered(&self) -> bool {
         let owed = self.submitted.len() - self.abandoned.len();
-        self.owed_got
-            .iter()
-            .zip(&self.trimmed_out)
-            .all(|(got, trimmed)| *trimmed || *got >= owed)
+        (0..self.owed_got.len()).all(|l| {
+            self.trimmed_out[l]
+                || self.owed_got[l] >= owed
+                || (!self.installs[l].is_empty() && self.missing_at(l).is_empty())
+        })
+    }
+
+    /// What learner `l` owes and has not delivered: every value submitted and not
+    /// abandoned, except those a snapshot it installed holds.
+    fn missing_at(&self, l: usize) -> Vec<(ClientId, u64)> {
+        let image = self.installs[l].last().map(|(_, _, d)| d);
+        let got = &self.got[l];
+        let mut out: Vec<_> = self
+            .submitted
+            .keys()
+            .filter(|key| !got.contains(key) && !self.abandoned.contains(key))
+            .filter(|(c, s)| !image.is_some_and(|d| d.get(c).is_some_and(|d| d.holds(*s))))
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     fn missing(&self) -> Vec<(usize, ClientId, u64)> {
         let mut out = Vec::new();
-        for (l, stream) in self.delivered.iter().enumerate() {
-            if self.trimmed_out[l] {
-                continue;
-            }
-            let got: HashSet<_> = stream.iter().map(|v| (v.client, v.seq)).collect();
-            for key in self.submitted.keys() {
-                if !got.contains(key) && !self.abandoned.contains(key) {
-                    out.push((l, key.0, key.1));
-                }
+        for l in 0..self.delivered.len() {
+            if !self.trimmed_out[l] {
+                out.extend(self.missing_at(l).into_iter().map(|(c, s)| (l, c, s)));
             }
         }
-        out.sort_unstable();
         out
     }
 
@@ -180,8 +220,12 @@ impl Observations {
         // Agreement: one value per instance across learners; instances in order, none skipped.
         let mut chosen: HashMap<InstanceId, (usize, &Batch)> = HashMap::new();
         for (l, log) in self.decided.iter().enumerate() {
+            let jumps: HashSet<InstanceId> = self.installs[l]
+                .iter()
+                .map(|(_, b, _)| b.instance)
+                .collect();
             for (k, (i, b)) in log.iter().enumerate() {
-                if k > 0 && *i != log[k - 1].0 + 1 {
+                if k > 0 && *i != log[k - 1].0 + 1 && !(jumps.contains(i) && *i > log[k - 1].0) {
                     bad(
                         "order",
                         format!("learner {l} decided instance {i} after {}", log[k - 1].0),
@@ -263,18 +307,75 @@ impl Observations {
             }
         }
 
-        // Same order everywhere: each stream is a prefix of the longest.
-        if let Some(longest) = self.delivered.iter().max_by_key(|d| d.len()) {
-            for (l, stream) in self.delivered.iter().enumerate() {
-                if let Some(k) = stream
-                    .iter()
-                    .zip(longest)
-                    .position(|(a, b)| (a.client, a.seq) != (b.client, b.seq))
-                {
+        // Same order everywhere, nothing skipped: one value per position across learners,
+        // and each learner's stream, between the snapshots it installed, holds every value
+        // any learner delivered in that span of positions.
+        let mut at: BTreeMap<Position, (ClientId, u64)> = BTreeMap::new();
+        for (stream, positions) in self.delivered.iter().zip(&self.positions) {
+            for (v, p) in stream.iter().zip(positions) {
+                if let Some(other) = at.insert(*p, (v.client, v.seq)) {
+                    if other != (v.client, v.seq) {
+                        bad(
+                            "same-order",
+                            format!(
+                                "position {p} holds {}:{} at one learner, {}:{} at another",
+                                other.0, other.1, v.client, v.seq
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        for (l, positions) in self.positions.iter().enumerate() {
+            let mut cuts: Vec<(usize, Position)> =
+                self.installs[l].iter().map(|(k, b, _)| (*k, *b)).collect();
+            cuts.insert(0, (0, Position::default()));
+            for (c, (start, from)) in cuts.iter().enumerate() {
+                let end = cuts.get(c + 1).map_or(positions.len(), |(k, _)| *k);
+                let span = &positions[*start..end.max(*start)];
+                if let Some(first) = span.first().filter(|p| *p < from) {
+                    bad(
+                        "snapshot",
+                        format!(
+                            "learner {l} delivered {first} after installing a snapshot at {from}"
+                        ),
+                    );
+                }
+                let Some(last) = span.last() else { continue };
+                let everyone = at.range(*from..=*last).count();
+                if everyone != span.len() {
                     bad(
                         "same-order",
-                        format!("learner {l} differs from the longest stream at position {k}"),
+                        format!(
+                            "learner {l} delivered {} values in [{from}, {last}], the learners \
+                             together {everyone}: it skipped some",
+                            span.len()
+                        ),
                     );
+                }
+            }
+        }
+
+        // Applications agree: equal digests wherever learners stood at the same instance,
+        // across restarts and snapshot installs.
+        let mut digest_at: HashMap<InstanceId, (usize, StreamDigest)> = HashMap::new();
+        'digests: for (l, digests) in self.digests.iter().enumerate() {
+            for (i, d) in digests {
+                match digest_at.get(i) {
+                    Some((other, od)) if od != d => {
+                        bad(
+                            "app-digest",
+                            format!(
+                                "at instance {i}, learner {other}'s application holds {od:?}, \
+                                 learner {l}'s {d:?}"
+                            ),
+                        );
+                        break 'digests;
+                    }
+                    Some(_) => {}
+                    None => {
+                        digest_at.insert(*i, (l, *d));
+                    }
                 }
             }
         }

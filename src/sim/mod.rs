@@ -15,8 +15,8 @@ pub use faults::{CrashFault, CrashTarget, FaultKind, FaultPlan, Forgery, Partiti
 
 pub use crate::driver::AcceptorLogic;
 
-use crate::driver::{Acked, Driver, NodeStore, Sessions, Sink};
-use crate::journal::{Journal, JournalConfig, MemFiles, Retention};
+use crate::driver::{Acked, Driver, NodeStore, Sessions, Sink, StateMachine};
+use crate::journal::{Journal, JournalConfig, MemFiles, Retention, SnapshotStore};
 use crate::protocol::{
     Acceptor, AcceptorCounters, AcceptorState, Ballot, Batch, ClientId, ClientValue, Envelope,
     Event, InstanceId, Learner, Membership, Message, NodeId, Position, Proposer, ProtocolConfig,
@@ -29,6 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Builds an acceptor from what its storage made durable (also at restart).
@@ -67,6 +68,9 @@ pub struct SimConfig {
     /// A restarted learner comes back with an empty journal (its disk replaced): it joins
     /// as a new learner would, from instance 0.
     pub wipe_learners: bool,
+    /// The applications restore snapshots wrongly (only tests that prove the checker's
+    /// digest comparison bites set this).
+    pub snapshot_lies: bool,
     pub plan: FaultPlan,
     /// The acceptors' fsync policy, how long a synced commit takes, and how often the
     /// production group commit syncs under `async` (and a lying disk flushes its cache).
@@ -76,6 +80,9 @@ pub struct SimConfig {
     /// How the learners keep their journals: its own policy, small segments (so rotation
     /// and retention are common).
     pub journal: JournalConfig,
+    /// Learners take a snapshot (with their application's digest) every this many
+    /// instances; acceptors trim by the newest.
+    pub snapshot_every: u64,
 }
 
 impl SimConfig {
@@ -122,6 +129,7 @@ impl SimConfig {
             disk_lies: false,
             journal_lies: false,
             wipe_learners: false,
+            snapshot_lies: false,
             plan,
             policy: FsyncPolicy::Sync,
             fsync_latency: Duration::from_micros(rng.gen_range(50..500)),
@@ -132,6 +140,7 @@ impl SimConfig {
                 segment_bytes: 1 << 20,
                 retention: Retention::default(),
             },
+            snapshot_every: 64,
         };
         // Drawn last, so the draws above (and what older seeds ran) stay as they were.
         // Short pages make paged phase 1 and paged catch-up common.
@@ -180,6 +189,7 @@ impl SimConfig {
                 age: None,
             },
         };
+        cfg.snapshot_every = rng.gen_range(8..256);
         cfg
     }
 
@@ -205,6 +215,12 @@ impl SimConfig {
     /// Disks that acknowledge before they sync: the checker must catch what follows.
     pub fn with_lying_disks(mut self) -> SimConfig {
         self.disk_lies = true;
+        self
+    }
+
+    /// Applications that restore a snapshot's state slightly wrong: the checker must catch it.
+    pub fn with_lying_snapshots(mut self) -> SimConfig {
+        self.snapshot_lies = true;
         self
     }
 
@@ -245,6 +261,8 @@ pub struct SimStats {
     pub peer_instances: u64,
     /// Learners restarted with an empty journal.
     pub learners_wiped: u64,
+    /// Peers' snapshot images learners installed (no peer's journal held what they needed).
+    pub snapshot_installs: u64,
     /// Learners restarted from their journals past instance 0, and the instances they
     /// delivered again (what their journal had not made durable).
     pub learner_resumes: u64,
@@ -340,6 +358,10 @@ struct Node {
     delivered_at_crash: Option<InstanceId>,
     /// Its journal was replaced by an empty one before this start.
     wiped: bool,
+    /// The learner's snapshot images (kept across a crash: each is synced as it is saved).
+    snapshots: SnapshotStore,
+    /// The state of its application, a digest of the stream (what its state machine holds).
+    app: Arc<Mutex<StreamDigest>>,
     /// Bumped by every crash: a commit that completes after one is dropped.
     incarnation: u64,
     /// Frames on their way to this node or waiting in its receive queue: like a socket's
@@ -391,10 +413,68 @@ enum What {
     Forge(usize),
 }
 
+/// A digest of the values an application applied, in order: the state of the simulator's
+/// application. Equal streams give equal digests at equal positions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamDigest {
+    pub values: u64,
+    pub hash: u64,
+}
+
+impl StreamDigest {
+    fn apply(&mut self, position: Position, v: &ClientValue) {
+        let mut h = self.hash ^ 0x9E37_79B9_7F4A_7C15;
+        for word in [position.instance, position.index as u64, v.client, v.seq] {
+            h = (h ^ word).wrapping_mul(0x0100_0000_01B3).rotate_left(29);
+        }
+        self.hash = h;
+        self.values += 1;
+    }
+}
+
+/// The simulator's application: the digest, shared with the simulation that reads it after
+/// every turn.
+struct DigestMachine {
+    state: Arc<Mutex<StreamDigest>>,
+    /// Restores a snapshot's state off by one bit (tests of the checker only).
+    lies: bool,
+}
+
+impl StateMachine for DigestMachine {
+    fn apply(&mut self, position: Position, v: &ClientValue) {
+        self.state.lock().expect("not poisoned").apply(position, v);
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        let d = *self.state.lock().expect("not poisoned");
+        [d.values.to_le_bytes(), d.hash.to_le_bytes()].concat()
+    }
+    fn restore(&mut self, _below: Position, state: &[u8]) -> Result<(), String> {
+        let word = |k: usize| {
+            state
+                .get(8 * k..8 * k + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| format!("a digest is 16 bytes, not {}", state.len()))
+        };
+        *self.state.lock().expect("not poisoned") = StreamDigest {
+            values: word(0)?,
+            hash: word(1)? ^ u64::from(self.lies),
+        };
+        Ok(())
+    }
+}
+
+/// What one turn gave the application, in order.
+enum Given {
+    Value(Position, ClientValue),
+    /// A peer's snapshot installed: the stream goes on from here.
+    Installed(Position),
+}
+
 /// What a turn delivered and reported, for the checker.
 #[derive(Default)]
 struct Collected {
-    delivered: Vec<(Position, ClientValue)>,
+    delivered: Vec<Given>,
     acked: Vec<(ClientId, u64)>,
     events: Vec<Event>,
 }
@@ -406,7 +486,16 @@ impl Sink for Collected {
         position: Position,
         v: &ClientValue,
     ) -> std::io::Result<()> {
-        self.delivered.push((position, v.clone()));
+        self.delivered.push(Given::Value(position, v.clone()));
+        Ok(())
+    }
+    fn installed(
+        &mut self,
+        _now: Duration,
+        below: Position,
+        _app: Option<&Bytes>,
+    ) -> std::io::Result<()> {
+        self.delivered.push(Given::Installed(below));
         Ok(())
     }
     fn acknowledged(&mut self, ack: &Acked) -> std::io::Result<()> {
@@ -533,6 +622,8 @@ impl Simulation {
                 journal: MemFiles::default(),
                 delivered_at_crash: None,
                 wiped: false,
+                snapshots: SnapshotStore::memory(cfg.protocol.cluster_id),
+                app: Arc::default(),
                 incarnation: 0,
                 inflight: 0,
                 inbox: Vec::new(),
@@ -649,12 +740,15 @@ impl Simulation {
             ));
         }
         if let Some(l) = plays.learner {
-            let (journal, state, _) = Journal::open(
+            let (mut journal, state, _) = Journal::open(
                 Box::new(node.journal.clone()),
                 self.cfg.journal.clone(),
                 cfg.cluster_id,
             )
             .expect("the simulated journal never fails to open");
+            let (state, _) = journal
+                .resume(state, &node.snapshots)
+                .expect("the simulated journal resumes at its snapshot");
             if let Some(at_crash) = node.delivered_at_crash.take() {
                 // An empty journal promises nothing: it starts over (policy None).
                 let policy = match std::mem::take(&mut node.wiped) {
@@ -667,9 +761,16 @@ impl Simulation {
                 };
                 self.obs.learner_restarted(l, state.next, at_crash, policy);
             }
+            *node.app.lock().expect("not poisoned") = StreamDigest::default();
             d = d
                 .with_learner(Learner::restore(id, cfg, members.clone(), self.now, state))
-                .with_journal(journal);
+                .with_journal(journal)
+                .with_snapshots(node.snapshots.clone(), self.cfg.snapshot_every)
+                .with_machine(Box::new(DigestMachine {
+                    state: node.app.clone(),
+                    lies: self.cfg.snapshot_lies,
+                }))
+                .unwrap_or_else(|e| panic!("node {id}: the application cannot resume: {e}"));
         }
         if plays.clients > 0 {
             // A new session each incarnation: a restarted node never reuses client ids.
@@ -955,6 +1056,8 @@ impl Simulation {
                 if !self.up(n) {
                     if self.cfg.wipe_learners && self.nodes[n].plays.learner.is_some() {
                         self.nodes[n].journal = MemFiles::default();
+                        self.nodes[n].snapshots =
+                            SnapshotStore::memory(self.cfg.protocol.cluster_id);
                         self.nodes[n].wiped = true;
                         self.stats.learners_wiped += 1;
                     }
@@ -1086,8 +1189,27 @@ impl Simulation {
         let sink = std::mem::take(&mut self.sink);
         let learner = self.nodes[n].plays.learner;
         if let Some(l) = learner {
-            for (position, v) in &sink.delivered {
-                self.obs.deliver(l, *position, v);
+            for given in &sink.delivered {
+                match given {
+                    Given::Value(position, v) => self.obs.deliver(l, *position, v),
+                    Given::Installed(below) => {
+                        self.stats.snapshot_installs += 1;
+                        let node = &self.nodes[n];
+                        let learner = node.driver.as_ref().and_then(|d| d.learner.as_ref());
+                        let dedup = learner
+                            .map(|l| l.snapshot().dedup.clone())
+                            .unwrap_or_default();
+                        self.obs.installed(l, *below, dedup);
+                    }
+                }
+            }
+            if let Some(d) = self.nodes[n]
+                .driver
+                .as_ref()
+                .and_then(|d| d.learner.as_ref())
+            {
+                let digest = *self.nodes[n].app.lock().expect("not poisoned");
+                self.obs.digest(l, d.next_instance(), digest);
             }
         }
         for e in &sink.events {

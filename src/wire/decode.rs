@@ -180,6 +180,11 @@ impl Reader {
             payload,
         })
     }
+    /// `len` raw bytes, sharing the frame's copy.
+    fn bytes(&mut self, len: usize, field: &'static str) -> Result<Bytes, DecodeError> {
+        self.take(len, field)?;
+        Ok(self.buf.slice(self.pos - len..self.pos))
+    }
     fn position(&mut self, field: &'static str) -> Result<Position, DecodeError> {
         Ok(Position {
             instance: self.u64(field)?,
@@ -314,6 +319,42 @@ impl Reader {
             MessageKind::Trim => Message::Trim {
                 below: self.u64("below")?,
             },
+            MessageKind::SnapshotHeld => Message::SnapshotHeld {
+                below: self.u64("below")?,
+            },
+            MessageKind::SnapshotFetch => Message::SnapshotFetch {
+                at_least: self.u64("at_least")?,
+                below: self.position("below")?,
+                offset: self.u64("offset")?,
+            },
+            MessageKind::SnapshotChunk => {
+                let below = self.position("below")?;
+                let total = self.u64("total")?;
+                let offset = self.u64("offset")?;
+                let last = match self.u8("last")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(self.invalid("last", "must be 0 or 1")),
+                };
+                let len = self.u16("data.len")? as usize;
+                let data = self.bytes(len, "data")?;
+                if total > crate::protocol::image::MAX_IMAGE {
+                    return Err(self.invalid("total", "larger than the largest image (1 GiB)"));
+                }
+                if offset
+                    .checked_add(len as u64)
+                    .map_or(true, |end| end > total)
+                {
+                    return Err(self.invalid("offset", "the chunk ends past the image's total"));
+                }
+                Message::SnapshotChunk {
+                    below,
+                    total,
+                    offset,
+                    last,
+                    data,
+                }
+            }
             MessageKind::PeerFetch => Message::PeerFetch {
                 from: self.position("from")?,
             },

@@ -190,6 +190,30 @@ impl Writer<'_> {
             Message::Progress { delivered_below } => self.u64(*delivered_below),
             Message::Trim { below } => self.u64(*below),
             Message::PeerFetch { from } => self.position(*from),
+            Message::SnapshotHeld { below } => self.u64(*below),
+            Message::SnapshotFetch {
+                at_least,
+                below,
+                offset,
+            } => {
+                self.u64(*at_least);
+                self.position(*below);
+                self.u64(*offset);
+            }
+            Message::SnapshotChunk {
+                below,
+                total,
+                offset,
+                last,
+                data,
+            } => {
+                self.position(*below);
+                self.u64(*total);
+                self.u64(*offset);
+                self.u8(*last as u8);
+                self.count("data", data.len())?;
+                self.out.extend_from_slice(data);
+            }
             Message::PeerValues {
                 from,
                 through,
