@@ -71,7 +71,9 @@ fn kill_a_learner_and_it_resumes_where_its_journal_stands() {
 fn a_learner_away_past_the_trim_point_catches_up_from_its_peers_journals() {
     let mut nodes: Vec<LoopNode> = Vec::new();
     // Trim soon and close behind: the acceptors trim past the learner while it is down.
-    let protocol = "protocol: {learner_timeout_ms: 300, trim_interval_ms: 50, trim_keep: 50}\n";
+    // Acceptors trim by the learners' snapshots, taken every 100 instances.
+    let protocol = "protocol: {learner_timeout_ms: 300, trim_interval_ms: 50, trim_keep: 50}\n\
+                    learner: {snapshot_every: 100}\n";
     nodes.extend([1, 2].map(|id| LoopNode::new(id, "[proposer]").with(protocol)));
     nodes.extend([11, 12, 13].map(|id| LoopNode::new(id, "[acceptor]").with(protocol)));
     nodes.extend([21, 22].map(|id| LoopNode::new(id, "[learner]").with(protocol)));
@@ -94,4 +96,59 @@ fn a_learner_away_past_the_trim_point_catches_up_from_its_peers_journals() {
     );
     // The acceptors did trim past it.
     assert!(summaries[&11]["acceptor"]["trim"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_learner_away_past_trim_and_its_peers_journals_installs_a_peers_snapshot() {
+    let mut nodes: Vec<LoopNode> = Vec::new();
+    // Trim by snapshots taken every 100 instances; learners keep journals of two 1 MiB
+    // segments, which 1 KiB values fill in well under the time learner 21 is down: no
+    // peer's journal holds where it stopped when it comes back.
+    let protocol = "protocol: {learner_timeout_ms: 300, trim_interval_ms: 50, trim_keep: 50}\n";
+    let learner = "learner: {snapshot_every: 100, segment_mb: 1, retention_mb: 2}\n";
+    nodes.extend([1, 2].map(|id| LoopNode::new(id, "[proposer]").with(protocol)));
+    nodes.extend([11, 12, 13].map(|id| LoopNode::new(id, "[acceptor]").with(protocol)));
+    nodes.extend([21, 22].map(|id| LoopNode::new(id, "[learner]").with(protocol).with(learner)));
+    nodes.push(
+        LoopNode::new(23, "[learner, client]")
+            .with("load: {clients: 4, outstanding: 8, value_size: 1024}\n")
+            .with(protocol)
+            .with(learner),
+    );
+    let mut c = ProcCluster::start_all(Loopback::new("crash-image", nodes));
+    c.patience = std::time::Duration::from_secs(20);
+    c.progress(1000, "at start");
+    c.terminate(21);
+    // Down until its peers' journals dropped what it had not delivered.
+    let stopped_at = c
+        .summary(21)
+        .and_then(|s| s["learner"]["delivered_below"].as_u64())
+        .expect("learner 21's summary");
+    c.wait_until(
+        "learner 22's journal moved past learner 21",
+        &|c: &ProcCluster<Loopback>| {
+            c.summary(22)
+                .and_then(|s| s["learner"]["journal"]["oldest"].as_u64())
+                .is_some_and(|o| o > stopped_at)
+        },
+    );
+    c.start(21);
+    let summaries = c.finish_and_check();
+    let l = &summaries[&21]["learner"];
+    let snaps = &l["snapshots"];
+    assert!(snaps["installed"].as_u64().unwrap() >= 1, "{l}");
+    let at: ethpaxos::protocol::Position = snaps["installed_at"].as_str().unwrap().parse().unwrap();
+    assert!(at.instance > stopped_at, "{l}");
+    assert!(
+        summaries[&21]["trimmed_out"].is_null(),
+        "{}",
+        summaries[&21]
+    );
+    // Its peers served the image: they hold snapshots of their own.
+    assert!(
+        summaries[&22]["learner"]["snapshots"]["taken"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }

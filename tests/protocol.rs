@@ -825,7 +825,7 @@ fn trims(out: &Actions) -> Vec<InstanceId> {
 }
 
 #[test]
-fn trim_stops_waiting_for_a_learner_gone_silent() {
+fn trim_follows_the_newest_snapshot_a_live_learner_holds_and_no_learner_holds_it_back() {
     let cfg = ProtocolConfig {
         trim_keep: 10,
         ..ProtocolConfig::default()
@@ -835,43 +835,282 @@ fn trim_stops_waiting_for_a_learner_gone_silent() {
     let progress = |below| Message::Progress {
         delivered_below: below,
     };
-    p.handle(now, 21, progress(100), &mut Actions::new());
-    p.handle(now, 22, progress(50), &mut Actions::new());
-    // Learner 22 falls silent from here on; 21 goes on reporting.
-    let stop = now;
-    now += ms(cfg.trim_interval_ms);
-    let mut out = Actions::new();
-    p.tick(now, &mut out);
-    assert_eq!(trims(&out), vec![40], "the slowest live learner holds trim");
-    let mut last = Vec::new();
-    while now < stop + ms(cfg.learner_timeout_ms) + ms(200) {
-        now += ms(cfg.progress_interval_ms);
-        p.handle(
-            now,
-            21,
-            progress(1_000 + now.as_millis() as u64),
-            &mut Actions::new(),
-        );
+    let held = |below| Message::SnapshotHeld { below };
+    let tick = |p: &mut Proposer, now: Duration| {
         let mut out = Actions::new();
         p.tick(now, &mut out);
-        let t = trims(&out);
-        if !t.is_empty() {
-            last = t;
-        }
-        if now < stop + ms(cfg.learner_timeout_ms) {
-            assert!(last.iter().all(|b| *b == 40), "trimmed past a live learner");
-        }
-    }
-    assert!(
-        last[0] > 1_000,
-        "trim still waits for the silent learner: {last:?}"
-    );
-    // When it comes back below the trim point it no longer holds trim back.
+        trims(&out)
+    };
+    // Nothing is trimmed before a learner holds a snapshot, however far learners went.
+    p.handle(now, 21, progress(1_000), &mut Actions::new());
     p.handle(now, 22, progress(50), &mut Actions::new());
     now += ms(cfg.trim_interval_ms);
+    assert_eq!(
+        tick(&mut p, now),
+        Vec::<u64>::new(),
+        "trimmed with no snapshot anywhere"
+    );
+    // Learner 21 holds a snapshot at 600: trim passes the slow learner 22 (it will fetch
+    // from a peer's journal or install that snapshot), keeping `trim_keep`.
+    p.handle(now, 21, held(600), &mut Actions::new());
+    p.handle(now, 22, held(40), &mut Actions::new());
+    now += ms(cfg.trim_interval_ms);
+    assert_eq!(tick(&mut p, now), vec![590]);
+    // Learner 21 falls silent: its snapshot stops counting once it is not heard from for
+    // the learner timeout (it could not serve it), and trim stays where it was.
+    let stop = now;
+    while now < stop + ms(cfg.learner_timeout_ms) + ms(2 * cfg.trim_interval_ms) {
+        now += ms(cfg.progress_interval_ms);
+        p.handle(now, 22, held(40), &mut Actions::new());
+        let t = tick(&mut p, now);
+        if now > stop + ms(cfg.learner_timeout_ms) + ms(cfg.trim_interval_ms) {
+            assert!(t.iter().all(|b| *b <= 590), "{t:?}");
+        }
+    }
+    // A newer snapshot of a live learner moves it on.
+    p.handle(now, 22, held(2_000), &mut Actions::new());
+    now += ms(cfg.trim_interval_ms);
+    assert_eq!(tick(&mut p, now), vec![1_990]);
+}
+
+/// A learner stranded behind the acceptors' trim with no peer journal holding what it needs,
+/// and the peer learners' images: what it asks and what it installs.
+#[test]
+fn a_stranded_learner_fetches_a_peers_image_in_chunks_resumes_after_a_loss_and_refuses_a_bad_one() {
+    let cfg = ProtocolConfig::default();
+    let members = Membership {
+        learners: vec![21, 22, 23],
+        ..members()
+    };
+    let mut l = Learner::new(21, &cfg, members, ms(0));
     let mut out = Actions::new();
-    p.tick(now, &mut out);
-    assert!(trims(&out)[0] >= last[0]);
+    let mut now = ms(0);
+    // Acceptors trimmed below 500; both peers' journals start after 0.
+    l.handle(
+        now,
+        11,
+        Message::CatchupReply {
+            trim: 500,
+            entries: Vec::new(),
+        },
+        &mut out,
+    );
+    let lacks = |from: Position| Message::PeerValues {
+        from,
+        through: 0,
+        oldest: 400,
+        end: 900,
+        values: Vec::new(),
+        last: true,
+    };
+    // What it asks of peers (its progress reports to proposers aside).
+    let asked = |l: &mut Learner, now: Duration| -> Vec<Envelope> {
+        let mut out = Actions::new();
+        l.tick(now, &mut out);
+        sent(&mut out)
+            .into_iter()
+            .filter(|e| !matches!(e.msg, Message::Progress { .. }))
+            .collect()
+    };
+    for _ in 0..2 {
+        now += ms(cfg.catchup_interval_ms);
+        for e in asked(&mut l, now) {
+            if let Message::PeerFetch { from } = e.msg {
+                l.handle(now, e.to, lacks(from), &mut Actions::new());
+            }
+        }
+    }
+    // Every journal lacks instance 0: it asks a peer for an image covering it.
+    now += ms(cfg.catchup_interval_ms);
+    let ask = asked(&mut l, now);
+    let Some((
+        peer,
+        Message::SnapshotFetch {
+            at_least, offset, ..
+        },
+    )) = ask.iter().map(|e| (e.to, e.msg.clone())).next()
+    else {
+        panic!("no image fetch: {ask:?}");
+    };
+    assert_eq!((at_least, offset), (0, 0));
+    // A state with one client's values 0..=9 delivered, at 600.0.
+    let mut state = LearnerSnapshot {
+        next: 600,
+        ..Default::default()
+    };
+    for seq in 0..10 {
+        state.replay_value(5, seq);
+    }
+    let below = Position {
+        instance: 600,
+        index: 0,
+    };
+    let bytes = image::encode(cfg.cluster_id, below, &state, Some(b"application state"));
+    let chunk = |bytes: &[u8], offset: usize, len: usize, last: bool| Message::SnapshotChunk {
+        below,
+        total: bytes.len() as u64,
+        offset: offset as u64,
+        last,
+        data: Bytes::copy_from_slice(&bytes[offset..(offset + len).min(bytes.len())]),
+    };
+    // A damaged image (one flipped byte): refused by name, the peer left for another.
+    let mut damaged = bytes.clone();
+    damaged[20] ^= 1;
+    let mut out = Actions::new();
+    l.handle(now, peer, chunk(&damaged, 0, 30, false), &mut out);
+    l.handle(
+        now,
+        peer,
+        chunk(&damaged, 30, damaged.len(), true),
+        &mut out,
+    );
+    assert!(
+        matches!(&out.events[..], [Event::SnapshotRefused { from, why }] if *from == peer && why.contains("checksum")),
+        "{:?}",
+        out.events
+    );
+    assert!(out.installs.is_empty());
+    // The next peer's image arrives with its second chunk lost: asked again from where it
+    // stands, not from the start.
+    now += ms(cfg.catchup_interval_ms);
+    let ask = asked(&mut l, now);
+    let other = ask[0].to;
+    assert_ne!(other, peer, "it asked the peer whose image was bad again");
+    let mut out = Actions::new();
+    l.handle(now, other, chunk(&bytes, 0, 20, false), &mut out);
+    l.handle(now, other, chunk(&bytes, 40, 20, false), &mut out);
+    now += ms(cfg.catchup_interval_ms);
+    let ask = asked(&mut l, now);
+    assert!(
+        matches!(ask[0].msg, Message::SnapshotFetch { offset: 20, below: b, .. } if b == below),
+        "{ask:?}"
+    );
+    // The rest, with an early chunk held: the image is installed.
+    l.handle(now, other, chunk(&bytes, 20, 20, false), &mut out);
+    l.handle(now, other, chunk(&bytes, 60, bytes.len(), true), &mut out);
+    assert_eq!(out.installs.len(), 1, "{:?}", out.events);
+    assert_eq!(out.installs[0].image.below, below);
+    assert_eq!(
+        out.installs[0].image.app.as_deref(),
+        Some(&b"application state"[..])
+    );
+    assert_eq!(l.next_instance(), 600);
+    assert_eq!(l.trimmed(), None);
+    // From here it delivers instance 600 on; the image's values are never delivered again.
+    let mut out = Actions::new();
+    let v = |seq| ClientValue {
+        client: 5,
+        seq,
+        payload: Bytes::new(),
+    };
+    l.handle(
+        now,
+        1,
+        Message::Accept {
+            ballot: Ballot::new(1, 1),
+            instance: 600,
+            value: Batch::new(vec![v(9), v(10)]),
+        },
+        &mut out,
+    );
+    for a in [11, 12] {
+        l.handle(
+            now,
+            a,
+            Message::Accepted {
+                ballot: Ballot::new(1, 1),
+                instances: vec![600],
+            },
+            &mut out,
+        );
+    }
+    assert_eq!(out.deliver.len(), 1);
+    assert_eq!(out.deliver[0].values, vec![v(10)]);
+    assert_eq!(out.deliver[0].indexes, vec![1]);
+}
+
+#[test]
+fn a_learner_running_an_application_refuses_an_image_without_its_state_or_of_another_cluster() {
+    let cfg = ProtocolConfig::default();
+    let below = Position {
+        instance: 50,
+        index: 0,
+    };
+    let state = LearnerSnapshot {
+        next: 50,
+        ..Default::default()
+    };
+    for (bytes, want) in [
+        (
+            image::encode(cfg.cluster_id, below, &state, None),
+            "no application state",
+        ),
+        (
+            image::encode(cfg.cluster_id + 1, below, &state, Some(b"x")),
+            "cluster",
+        ),
+    ] {
+        let mut l = Learner::new(21, &cfg, members(), ms(0)).needing_app_state();
+        let mut now = ms(0);
+        l.handle(
+            now,
+            11,
+            Message::CatchupReply {
+                trim: 10,
+                entries: Vec::new(),
+            },
+            &mut Actions::new(),
+        );
+        let mut peer = None;
+        for _ in 0..4 {
+            now += ms(cfg.catchup_interval_ms);
+            let mut out = Actions::new();
+            l.tick(now, &mut out);
+            for e in sent(&mut out) {
+                match e.msg {
+                    Message::PeerFetch { from } => l.handle(
+                        now,
+                        e.to,
+                        Message::PeerValues {
+                            from,
+                            through: from.instance,
+                            oldest: 5,
+                            end: 60,
+                            values: Vec::new(),
+                            last: true,
+                        },
+                        &mut Actions::new(),
+                    ),
+                    Message::SnapshotFetch { .. } => peer = Some(e.to),
+                    _ => {}
+                }
+            }
+            if peer.is_some() {
+                break;
+            }
+        }
+        let peer = peer.expect("it asked for an image");
+        let mut out = Actions::new();
+        l.handle(
+            now,
+            peer,
+            Message::SnapshotChunk {
+                below,
+                total: bytes.len() as u64,
+                offset: 0,
+                last: true,
+                data: Bytes::from(bytes),
+            },
+            &mut out,
+        );
+        assert!(out.installs.is_empty());
+        assert!(
+            matches!(&out.events[..], [Event::SnapshotRefused { why, .. }] if why.contains(want)),
+            "{want}: {:?}",
+            out.events
+        );
+        assert_eq!(l.next_instance(), 0);
+    }
 }
 
 #[test]
@@ -1042,4 +1281,56 @@ fn positions_are_instance_and_index_in_the_batch() {
             index: 3
         })
     );
+}
+
+#[test]
+fn a_peer_that_never_answers_is_left_for_the_others_and_then_for_a_snapshot() {
+    // Learner 22 is down; 23's journal lacks what 21 needs. 21 must not ask 22 forever: it
+    // counts it as lacking after a few silent intervals and goes on to an image.
+    let cfg = ProtocolConfig::default();
+    let members = Membership {
+        learners: vec![21, 22, 23],
+        ..members()
+    };
+    let mut l = Learner::new(21, &cfg, members, ms(0));
+    let mut now = ms(0);
+    l.handle(
+        now,
+        11,
+        Message::CatchupReply {
+            trim: 300,
+            entries: Vec::new(),
+        },
+        &mut Actions::new(),
+    );
+    let mut asked_silent = 0;
+    for _ in 0..40 {
+        now += ms(cfg.catchup_interval_ms);
+        let mut out = Actions::new();
+        l.tick(now, &mut out);
+        for e in sent(&mut out) {
+            match (e.to, e.msg) {
+                (22, Message::PeerFetch { .. }) => asked_silent += 1,
+                (23, Message::PeerFetch { from }) => l.handle(
+                    now,
+                    23,
+                    Message::PeerValues {
+                        from,
+                        through: from.instance,
+                        oldest: 200,
+                        end: 400,
+                        values: Vec::new(),
+                        last: true,
+                    },
+                    &mut Actions::new(),
+                ),
+                (_, Message::SnapshotFetch { .. }) => {
+                    assert!(asked_silent >= 1 && asked_silent <= 3, "{asked_silent}");
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("still asking the silent peer ({asked_silent} times), never an image");
 }

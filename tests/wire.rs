@@ -97,6 +97,31 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), any::<u32>()).prop_map(|(instance, index)| Message::PeerFetch {
             from: Position { instance, index }
         }),
+        any::<u64>().prop_map(|below| Message::SnapshotHeld { below }),
+        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u64>()).prop_map(
+            |(at_least, instance, index, offset)| Message::SnapshotFetch {
+                at_least,
+                below: Position { instance, index },
+                offset,
+            }
+        ),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            0u64..1 << 20,
+            any::<bool>()
+        )
+            .prop_map(|(instance, index, data, offset, last)| {
+                let total = offset + data.len() as u64 + offset % 7;
+                Message::SnapshotChunk {
+                    below: Position { instance, index },
+                    total,
+                    offset,
+                    last,
+                    data: Bytes::from(data),
+                }
+            }),
         (
             any::<u32>(),
             proptest::collection::vec((0u64..4, any::<u16>(), value()), 0..8),
@@ -428,6 +453,42 @@ fn a_peer_answer_whose_positions_do_not_hold_is_refused_by_field() {
     // The `last` flag is a boolean byte.
     let mut buf = encoded(&good);
     buf[FRAME_OVERHEAD + 12 + 24] = 2;
+    let err = wire::decode(&buf).expect_err("last = 2");
+    assert!(err.to_string().contains("last"), "{err}");
+}
+
+#[test]
+fn a_snapshot_chunk_that_claims_past_its_image_is_refused_by_field() {
+    let good = Message::SnapshotChunk {
+        below: Position {
+            instance: 40,
+            index: 1,
+        },
+        total: 10,
+        offset: 4,
+        last: true,
+        data: Bytes::from_static(b"abcdef"),
+    };
+    assert_eq!(wire::decode(&encoded(&good)).unwrap().msg, good);
+    let with = |total: u64, offset: u64| Message::SnapshotChunk {
+        below: Position::default(),
+        total,
+        offset,
+        last: false,
+        data: Bytes::from_static(b"abcdef"),
+    };
+    // Bytes past the image's end, an offset that overflows, a total beyond any image.
+    for (m, field) in [
+        (with(9, 4), "offset"),
+        (with(u64::MAX, u64::MAX - 2), "total"),
+        (with(1 << 40, 0), "total"),
+    ] {
+        let err = wire::decode(&encoded(&m)).expect_err(field);
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    // `last` is a boolean byte (after below, total and offset).
+    let mut buf = encoded(&good);
+    buf[FRAME_OVERHEAD + 12 + 16] = 2;
     let err = wire::decode(&buf).expect_err("last = 2");
     assert!(err.to_string().contains("last"), "{err}");
 }

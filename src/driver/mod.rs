@@ -679,6 +679,7 @@ impl Driver {
         }
         self.last_snapshot = self.last_snapshot.max(i.image.below.instance);
         self.snapshot_stats.installed += 1;
+        self.snapshot_stats.installed_at = Some(i.image.below.to_string());
         self.stats.trimmed_out = None;
         for ack in self.sessions.installed(now, &i.image.learner) {
             self.stats.acknowledged += 1;

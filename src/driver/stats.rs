@@ -69,6 +69,9 @@ pub struct SnapshotSummary {
     /// state).
     pub installed: u64,
     pub refused: u64,
+    /// Where the last image it installed stood (`INSTANCE.INDEX`): its stream starts over
+    /// there.
+    pub installed_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]

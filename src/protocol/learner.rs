@@ -76,6 +76,10 @@ struct PeerCatchup {
     asked: Option<Duration>,
     /// Which peer to ask next (an index into the other learners).
     turn: usize,
+    /// The peer asked last, and per peer how many fetches in a row it left unanswered: one
+    /// silent `STALLS` times (down, or cut off) counts as lacking.
+    asked_peer: Option<NodeId>,
+    silent: BTreeMap<NodeId, u32>,
     /// Peers whose journals no longer hold `want`.
     lacking: BTreeSet<NodeId>,
     /// Every peer's journal and snapshot lack what this learner needs.
@@ -93,6 +97,8 @@ impl PeerCatchup {
             want: Position { instance, index: 0 },
             asked: None,
             turn: 0,
+            asked_peer: None,
+            silent: BTreeMap::new(),
             lacking: BTreeSet::new(),
             stranded: false,
             early: BTreeMap::new(),
@@ -379,6 +385,7 @@ impl Learner {
         out: &mut Actions,
     ) {
         let Some(p) = self.peer.as_mut() else { return };
+        p.silent.remove(&peer);
         if page.values.is_empty() && page.through == at.instance {
             // It does not hold `at`: gone from its journal, or not there yet (it is behind
             // the acceptors' trim too, and may itself be waiting on this learner): ask
@@ -611,6 +618,15 @@ impl Learner {
         if p.asked.is_some_and(|t| now.saturating_sub(t) < interval) {
             return;
         }
+        if let (Some(_), Some(peer)) = (p.asked, p.asked_peer) {
+            // Its answer did not come in (or not whole) within the interval.
+            let silent = p.silent.entry(peer).or_default();
+            *silent += 1;
+            if *silent >= STALLS {
+                p.silent.remove(&peer);
+                p.lacking.insert(peer);
+            }
+        }
         let peers: Vec<NodeId> = self
             .members
             .learners
@@ -627,6 +643,7 @@ impl Learner {
         let to = peers[p.turn % peers.len()];
         p.turn = p.turn.wrapping_add(1);
         p.asked = Some(now);
+        p.asked_peer = Some(to);
         out.send(to, Message::PeerFetch { from: p.want });
     }
 

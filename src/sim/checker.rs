@@ -18,6 +18,9 @@ impl fmt::Display for Violation {
     }
 }
 
+/// A snapshot image's exactly-once table: the values before it.
+pub type ImageTable = HashMap<ClientId, ClientDedup>;
+
 /// What the run observed.
 #[derive(Default)]
 pub struct Observations {
@@ -46,7 +49,7 @@ pub struct Observations {
     /// Per learner: peers' snapshots it installed: where its stream went on (an index into
     /// `delivered`), the image's position, and its exactly-once table (the values before
     /// it, which this learner never delivers).
-    pub installs: Vec<Vec<(usize, Position, HashMap<ClientId, ClientDedup>)>>,
+    pub installs: Vec<Vec<(usize, Position, ImageTable)>>,
     /// Per learner: its application's digest each time its delivery point moved, by the
     /// instance it stood at.
     pub digests: Vec<BTreeMap<InstanceId, StreamDigest>>,
@@ -87,7 +90,7 @@ impl Observations {
 
     /// Learner `l` installed a peer's snapshot image at `below`, whose exactly-once table is
     /// `dedup`.
-    pub fn installed(&mut self, l: usize, below: Position, dedup: HashMap<ClientId, ClientDedup>) {
+    pub fn installed(&mut self, l: usize, below: Position, dedup: ImageTable) {
         self.installs[l].push((self.delivered[l].len(), below, dedup));
         // It owes no value the image holds; nothing it stood short of matters any more.
         self.trimmed_out[l] = false;

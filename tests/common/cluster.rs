@@ -132,6 +132,18 @@ impl<P: Placement> ProcCluster<P> {
         }
     }
 
+    /// Waits (bounded by `patience`) until `ready` holds of the cluster (its nodes' summaries,
+    /// typically); panics naming `what` otherwise.
+    pub fn wait_until(&self, what: &str, ready: &dyn Fn(&Self) -> bool) {
+        let deadline = Instant::now() + self.patience;
+        while !ready(self) {
+            if Instant::now() > deadline {
+                panic!("timed out waiting until {what}{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last lines of every node's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
@@ -220,13 +232,23 @@ impl<P: Placement> ProcCluster<P> {
             .filter(|id| *id != client && self.place.plays(*id, "learner") && self.running(*id))
             .map(|id| (id, self.delivered(id)))
             .collect();
-        let acked = check_delivery(&self.acked(), &learners, 200, self.patience)
+        let installed_at = |id: u16| {
+            self.summary(id)?["learner"]["snapshots"]["installed_at"]
+                .as_str()?
+                .parse()
+                .ok()
+        };
+        let acked = check_delivery(&self.acked(), &learners, 200, self.patience, &installed_at)
             .unwrap_or_else(|e| panic!("{e}{}", self.logs()));
         if self.place.plays(client, "learner") {
             // The client node's own learner stopped with it: what it delivered is a prefix
             // of everybody's stream.
             let own = pairs(&self.delivered(client));
-            let full = pairs(&learners[0].1);
+            let reference = learners
+                .iter()
+                .find(|(id, _)| installed_at(*id).is_none())
+                .expect("a learner without a snapshot installed");
+            let full = pairs(&reference.1);
             assert!(
                 own.len() >= acked && full.starts_with(&own),
                 "the client node's learner delivered another order ({} values)",

@@ -27,50 +27,110 @@ pub fn pairs(path: &Path) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// `client seq hash position` lines of a delivered file: (client, seq) and the position
+/// (a torn last line is skipped).
+pub fn positioned(path: &Path) -> Vec<((u64, u64), ethpaxos::protocol::Position)> {
+    read_lines(path)
+        .iter()
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            let key = (it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+            Some((key, it.nth(1)?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Waits (up to `within`) until every learner has delivered every acknowledged value and all
 /// learners hold the same number, then checks each delivered every value once and all in
-/// one order. `acked` must hold more than `min_acked` values. Err describes the violation.
+/// one order. A learner that installed a peer's snapshot (`installed_at` says where, asked
+/// on every look) is held to every value from there on, in the same order, and to nothing
+/// else. `acked` must hold more than `min_acked` values. Err describes the violation.
 pub fn check_delivery(
     acked: &Path,
     learners: &[(u16, PathBuf)],
     min_acked: usize,
     within: Duration,
+    installed_at: &dyn Fn(u16) -> Option<ethpaxos::protocol::Position>,
 ) -> Result<usize, String> {
     let acked: HashSet<(u64, u64)> = pairs(acked).into_iter().collect();
     if acked.len() <= min_acked {
         return Err(format!("only {} values acknowledged", acked.len()));
     }
     let deadline = Instant::now() + within;
-    let streams = loop {
-        let streams: Vec<Vec<(u64, u64)>> = learners.iter().map(|(_, p)| pairs(p)).collect();
-        let complete = streams.iter().all(|s| {
-            let got: HashSet<_> = s.iter().copied().collect();
-            acked.is_subset(&got)
+    loop {
+        let installs: Vec<_> = learners.iter().map(|(id, _)| installed_at(*id)).collect();
+        let streams: Vec<Vec<_>> = learners.iter().map(|(_, p)| positioned(p)).collect();
+        let whole: Vec<usize> = (0..learners.len())
+            .filter(|k| installs[*k].is_none())
+            .collect();
+        let Some(&reference) = whole.first() else {
+            return Err("every learner installed a snapshot: none to compare with".into());
+        };
+        let full = &streams[reference];
+        let complete = whole.iter().all(|k| {
+            let got: HashSet<_> = streams[*k].iter().map(|(key, _)| *key).collect();
+            acked.is_subset(&got) && streams[*k].len() == full.len()
+        }) && installs.iter().zip(&streams).all(|(at, s)| {
+            at.map_or(true, |p| {
+                let got: HashSet<_> = s.iter().map(|(key, _)| *key).collect();
+                full.iter()
+                    .filter(|(_, q)| *q >= p)
+                    .all(|(key, _)| got.contains(key))
+            })
         });
-        if complete && streams.iter().all(|s| s.len() == streams[0].len()) {
-            break streams;
+        if complete {
+            break;
         }
         if Instant::now() > deadline {
             let lens: Vec<_> = streams.iter().map(Vec::len).collect();
             return Err(format!(
-                "learners did not deliver every acknowledged value ({} acked; delivered {lens:?})",
+                "learners did not deliver every acknowledged value ({} acked; delivered \
+                 {lens:?}; snapshots installed at {installs:?})",
                 acked.len()
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
-    for ((id, _), s) in learners.iter().zip(&streams) {
-        let unique: HashSet<_> = s.iter().collect();
+    }
+    let streams: Vec<Vec<_>> = learners.iter().map(|(_, p)| positioned(p)).collect();
+    let installs: Vec<_> = learners.iter().map(|(id, _)| installed_at(*id)).collect();
+    let reference = installs
+        .iter()
+        .position(Option::is_none)
+        .expect("checked above");
+    let full = &streams[reference];
+    for (((id, _), s), at) in learners.iter().zip(&streams).zip(&installs) {
+        let unique: HashSet<_> = s.iter().map(|(key, _)| key).collect();
         if unique.len() != s.len() {
             return Err(format!("learner {id} delivered a value twice"));
         }
-    }
-    for ((id, _), s) in learners.iter().zip(&streams).skip(1) {
-        if *s != streams[0] {
-            return Err(format!(
-                "learner {id} delivered another order than learner {}",
-                learners[0].0
-            ));
+        match at {
+            None if s != full => {
+                return Err(format!(
+                    "learner {id} delivered another order than learner {}",
+                    learners[reference].0
+                ))
+            }
+            None => {}
+            Some(p) => {
+                // In the reference's order, at the reference's positions, nothing skipped
+                // from the image on.
+                let mut rest = full.iter();
+                if !s.iter().all(|e| rest.any(|f| f == e)) {
+                    return Err(format!(
+                        "learner {id} (snapshot installed at {p}) delivered another order \
+                         than learner {}",
+                        learners[reference].0
+                    ));
+                }
+                if s.iter().any(|(_, q)| q >= p)
+                    && s.iter().filter(|(_, q)| q >= p).count()
+                        != full.iter().filter(|(_, q)| q >= p).count()
+                {
+                    return Err(format!(
+                        "learner {id} skipped values after its snapshot at {p}"
+                    ));
+                }
+            }
         }
     }
     Ok(acked.len())
