@@ -1325,7 +1325,7 @@ fn a_peer_that_never_answers_is_left_for_the_others_and_then_for_a_snapshot() {
                     &mut Actions::new(),
                 ),
                 (_, Message::SnapshotFetch { .. }) => {
-                    assert!(asked_silent >= 1 && asked_silent <= 3, "{asked_silent}");
+                    assert!((1..=3).contains(&asked_silent), "{asked_silent}");
                     return;
                 }
                 _ => {}
