@@ -19,11 +19,17 @@ struct Cluster(ProcCluster<Loopback>);
 
 impl Cluster {
     fn start(name: &str) -> Cluster {
+        Self::start_with(name, "")
+    }
+
+    /// With more YAML for replica 1.
+    fn start_with(name: &str, replica1: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("ethpaxos-apps-{name}-{}", std::process::id()));
         let socket = dir.join("stream-1.sock");
         let nodes = vec![
             LoopNode::new(1, "[replica]")
-                .with(format!("output: {{socket: \"{}\"}}\n", socket.display())),
+                .with(format!("output: {{socket: \"{}\"}}\n", socket.display()))
+                .with(replica1),
             LoopNode::new(2, "[replica]"),
             LoopNode::new(3, "[replica]"),
             LoopNode::new(8, "[learner, client]").manual(),
@@ -447,4 +453,197 @@ fn the_stream_resumes_from_a_position_and_refuses_bad_ones_by_name() {
         answer.starts_with("error ") && answer.contains("live"),
         "{answer}"
     );
+}
+
+/// The embedded test's application: a key-value map (and how many values it applied), shared
+/// with the test.
+#[derive(Clone, Default)]
+struct KvMachine(
+    std::sync::Arc<std::sync::Mutex<(std::collections::BTreeMap<String, String>, u64)>>,
+);
+
+impl ethpaxos::app::StateMachine for KvMachine {
+    fn apply(
+        &mut self,
+        _position: ethpaxos::protocol::Position,
+        v: &ethpaxos::protocol::ClientValue,
+    ) {
+        let text = String::from_utf8_lossy(&v.payload).into_owned();
+        let mut s = self.0.lock().unwrap();
+        if let Some(("SET", kv)) = text.split_once(' ') {
+            if let Some((k, val)) = kv.split_once(' ') {
+                s.0.insert(k.into(), val.into());
+            }
+        }
+        s.1 += 1;
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&*self.0.lock().unwrap()).unwrap()
+    }
+    fn restore(
+        &mut self,
+        _below: ethpaxos::protocol::Position,
+        state: &[u8],
+    ) -> Result<(), String> {
+        *self.0.lock().unwrap() = serde_json::from_slice(state).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn an_embedded_state_machine_takes_snapshots_and_restarts_from_them_and_the_journal() {
+    let c = Cluster::start("machine");
+    let mut cfg = NodeConfig::load(&c.config(8)).unwrap();
+    // A snapshot every 4 instances: the restart restores one and replays the journal after.
+    cfg.learner.snapshot_every = 4;
+    let mut want = std::collections::BTreeMap::new();
+    let submit =
+        |node: &Embedded, i: u32, want: &mut std::collections::BTreeMap<String, String>| {
+            node.submit(
+                Bytes::from(format!("SET k{} v{i}", i % 5)),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+            want.insert(format!("k{}", i % 5), format!("v{i}"));
+        };
+    let first = KvMachine::default();
+    let node = Embedded::start_with(cfg.clone(), Box::new(first.clone())).unwrap();
+    for i in 0..23 {
+        submit(&node, i, &mut want);
+    }
+    let stats = node.stop().unwrap();
+    let snaps = &stats.learner.as_ref().unwrap().snapshots;
+    assert!(snaps.as_ref().unwrap().taken >= 2, "{snaps:?}");
+    assert_eq!(first.0.lock().unwrap().0, want);
+    // A fresh machine, restored by the node from its newest image and its journal: the
+    // same map, every value applied once.
+    let second = KvMachine::default();
+    let node = Embedded::start_with(cfg, Box::new(second.clone())).unwrap();
+    submit(&node, 23, &mut want);
+    node.stop().unwrap();
+    let (map, applied) = second.0.lock().unwrap().clone();
+    assert_eq!(map, want);
+    assert_eq!(applied, 24);
+}
+
+/// Runs the kv example against replica 1's stream with extra arguments; returns (success,
+/// stdout, stderr).
+fn kv_with(c: &Cluster, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(kv_example())
+        .arg(c.socket())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut child = out;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kv {args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_kv_store_hands_its_learner_snapshots_and_a_fresh_store_restores_from_one() {
+    // Replica 1's learner keeps its application's snapshots (it takes none of its own).
+    let c = Cluster::start_with("kvsnap", "learner: {snapshot_every: 0}\n");
+    // Nothing held yet: `from snapshot` says so, naming where to start instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["tail", "--from", "snapshot", "--socket"])
+        .arg(c.socket())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no snapshot yet"),
+        "{out:?}"
+    );
+    let values: Vec<String> = (0..30)
+        .map(|i| match i % 5 {
+            4 => format!("DEL k{}", i % 7),
+            _ => format!("SET k{} v{i}", i % 7),
+        })
+        .collect();
+    let mut want = std::collections::BTreeMap::new();
+    for v in &values {
+        let w: Vec<&str> = v.split(' ').collect();
+        match w[0] {
+            "SET" => want.insert(w[1].to_string(), w[2].to_string()),
+            _ => want.remove(w[1]),
+        };
+    }
+    let want: String = want.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    submit_all(&c, &values);
+    // A store with nothing applies the whole stream and hands its learner a snapshot every
+    // 7 values.
+    let (ok, map, err) = kv_with(&c, &["--restore", "--count", "30", "--snapshot-every", "7"]);
+    assert!(ok, "{err}");
+    assert_eq!(map, want);
+    // Another store with nothing restores the newest (after 28 values) and applies the
+    // last 2: the same map.
+    let (ok, map, err) = kv_with(&c, &["--restore", "--count", "2", "--snapshot-every", "0"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("restored the learner's snapshot"), "{err}");
+    assert_eq!(map, want);
+    // `tail --from snapshot` starts at the image and gives the values after it.
+    let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+        .args(["tail", "--from", "snapshot", "--count", "2", "--socket"])
+        .arg(c.socket())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap().to_string())
+        .collect();
+    assert_eq!(lines, values[28..].to_vec());
+    // A snapshot handed with a length its bytes do not match, or at a position the stream
+    // has not reached, is refused by name.
+    use std::io::{Read, Write};
+    let put = |line: &str, body: &[u8]| {
+        let mut s = std::os::unix::net::UnixStream::connect(c.socket()).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let a = put("put snapshot 1.0 5\n", b"toolong");
+    assert!(a.starts_with("error") && a.contains("follow"), "{a}");
+    let a = put("put snapshot 99999.0 2\n", b"{}");
+    assert!(a.starts_with("error") && a.contains("past the end"), "{a}");
+    let a = put("put snapshot one 2\n", b"{}");
+    assert!(
+        a.starts_with("error") && a.contains("put snapshot INSTANCE.INDEX LENGTH"),
+        "{a}"
+    );
+    let a = put("put snapshot 1.0 2\n", b"{}");
+    assert!(a.starts_with("ok stored 1.0"), "{a}");
+}
+
+#[test]
+fn a_learner_that_takes_its_own_snapshots_refuses_an_applications() {
+    let c = Cluster::start("kvown");
+    let (ok, _, err) = kv_with(&c, &["--restore", "--count", "0", "--snapshot-every", "1"]);
+    assert!(ok, "{err}");
+    let out = {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(c.socket()).unwrap();
+        s.write_all(b"put snapshot 0.0 2\n{}").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(out.contains("snapshot_every"), "{out}");
 }

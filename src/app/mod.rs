@@ -17,6 +17,8 @@ pub use stream::{
     StreamStart, READER_BACKLOG,
 };
 
+pub use crate::driver::StateMachine;
+
 use crate::config::{NodeConfig, Role};
 use crate::node::{self, NodeError, NodeStats};
 use crate::protocol::Position;
@@ -47,6 +49,8 @@ pub struct AppRequest {
 pub struct AppLink {
     pub requests: Receiver<AppRequest>,
     pub deliveries: Sender<DeliveredValue>,
+    /// The application's state machine, run by the node's learner (snapshots, restores).
+    pub machine: Option<Box<dyn StateMachine>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,26 @@ impl Embedded {
     /// Starts the node `cfg` describes; it must play client and learner. Its `load` section
     /// is ignored: the application is its only client.
     pub fn start(cfg: NodeConfig) -> Result<Embedded, AppError> {
+        Self::launch(cfg, None)
+    }
+
+    /// Starts the node with the application's state machine, which its learner runs: every
+    /// delivered value is applied to it in order; every `learner.snapshot_every` instances
+    /// its snapshot goes into the learner's snapshot image (what peers install and acceptors
+    /// trim by); at a restart it is restored from the newest image and the journal after
+    /// it; a peer's installed image replaces its state. `deliveries` still yields every
+    /// value.
+    pub fn start_with(
+        cfg: NodeConfig,
+        machine: Box<dyn StateMachine>,
+    ) -> Result<Embedded, AppError> {
+        Self::launch(cfg, Some(machine))
+    }
+
+    fn launch(
+        cfg: NodeConfig,
+        machine: Option<Box<dyn StateMachine>>,
+    ) -> Result<Embedded, AppError> {
         let cfg = cfg.validated()?.without_load_clients();
         let me = cfg.me();
         if !(me.plays(Role::Client) && me.plays(Role::Learner)) {
@@ -87,6 +111,7 @@ impl Embedded {
         let link = AppLink {
             requests: req_rx,
             deliveries: del_tx,
+            machine,
         };
         let thread = std::thread::Builder::new()
             .name(format!("ethpaxos-node-{}", cfg.node_id))

@@ -409,8 +409,11 @@ impl Reader {
             Phase::Handshake { .. } if !poll => return Step::Keep,
             Phase::Handshake { line, since } => match read_some(&mut self.stream, line) {
                 Err(()) => return Step::Close,
-                Ok(()) => {
+                Ok(closed) => {
                     let Some(end) = line.iter().position(|b| *b == b'\n') else {
+                        if closed {
+                            return Step::Close;
+                        }
                         if now.duration_since(*since) > HANDSHAKE_TIMEOUT {
                             return Step::Refuse(
                                 "no handshake within 10 s: send `live`, `from INSTANCE.INDEX`, \
@@ -465,7 +468,8 @@ impl Reader {
                 body,
                 since,
             } => {
-                if read_some(&mut self.stream, body).is_err() && (body.len() as u64) < *len {
+                let gone = read_some(&mut self.stream, body).map_or(true, |closed| closed);
+                if gone && (body.len() as u64) < *len {
                     return Step::Close;
                 }
                 if (body.len() as u64) < *len {
@@ -572,14 +576,15 @@ fn flush(stream: &mut UnixStream, backlog: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Reads what the reader sent so far onto `into`; Err once it is gone (or closed its side).
-fn read_some(stream: &mut UnixStream, into: &mut Vec<u8>) -> Result<(), ()> {
+/// Reads what the reader sent so far onto `into`: Ok(true) once it closed its side (what it
+/// sent before counts), Err once the connection failed.
+fn read_some(stream: &mut UnixStream, into: &mut Vec<u8>) -> Result<bool, ()> {
     let mut buf = [0u8; 64 << 10];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) => return Err(()),
+            Ok(0) => return Ok(true),
             Ok(n) => into.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
             Err(_) => return Err(()),
         }
     }

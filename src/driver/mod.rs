@@ -871,6 +871,8 @@ pub enum NodeError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Snapshot(#[from] crate::journal::SnapshotError),
+    #[error("the application's state machine: {0}")]
+    Application(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -423,7 +423,10 @@ impl Node {
                 hold: None,
             })
             .with_warmup(Duration::from_millis(cfg.load.warmup_ms));
-        if let Some(link) = app {
+        if let Some(mut link) = app {
+            if let Some(m) = link.machine.take() {
+                driver = driver.with_machine(m).map_err(NodeError::Application)?;
+            }
             sessions = sessions.with_app(link, id, session, &protocol, &members.proposers);
         }
         let driver = driver
