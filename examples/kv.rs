@@ -4,9 +4,17 @@
 //!   cargo run --example kv -- /path/to/stream.sock [--state FILE] [--count N]
 //!   ethpaxos submit --config client.yaml "SET colour blue" "SET size 9" "DEL size"
 //!
-//! Commands are values: `SET <key> <value>` and `DEL <key>`; anything else is reported and
-//! skipped. With `--count N` it stops after applying N values and prints the map as
-//! `key=value` lines.
+//! Commands are values: `SET <key> <value>` and `DEL <key>`; anything else changes no key
+//! (it is counted). With `--count N` it stops after applying N values, with `--through
+//! POSITION` once it applied the value there; it prints the map as `key=value` lines, and
+//! with `--digest` a last line `digest HEX applied N`: a digest of every value it applied
+//! (position, client, sequence number, payload), in order, which equal streams make equal.
+//!
+//! With `--restore` (or `--state`) the store stands on its learner's snapshots: every
+//! `--snapshot-every` values it hands the learner its state (`put snapshot`), and a store
+//! with nothing, or one whose position the learner no longer holds, restores the learner's
+//! newest snapshot and applies the stream after it. When its learner installs a peer's
+//! snapshot (it was away past what its peers keep) the store restores that one.
 //!
 //! With `--state FILE` the store survives restarts: every `--snapshot-every` values (and when
 //! it stops) it writes its map and the position of the last value it applied to FILE
@@ -28,15 +36,27 @@ use std::path::{Path, PathBuf};
 struct State {
     /// Every value before this position is applied.
     next: String,
+    #[serde(flatten)]
+    data: Data,
+}
+
+/// The store's state: what its snapshots hold.
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
+struct Data {
     map: BTreeMap<String, String>,
+    /// Values applied, and the digest of all of them in order.
+    #[serde(default)]
+    applied: u64,
+    #[serde(default)]
+    digest: String,
 }
 
 fn checksum(body: &str) -> String {
     blake3::hash(body.as_bytes()).to_hex()[..32].to_string()
 }
 
-/// Where the stream continues (every value before it applied), and the map.
-type Restored = (Position, BTreeMap<String, String>);
+/// Where the stream continues (every value before it applied), and the state.
+type Restored = (Position, Data);
 
 /// Loads a state file: `<checksum> <json>`. A file that is cut or altered is refused.
 fn load(path: &Path) -> anyhow::Result<Option<Restored>> {
@@ -60,15 +80,15 @@ fn load(path: &Path) -> anyhow::Result<Option<Restored>> {
         .next
         .parse::<Position>()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(Some((next, state.map)))
+    Ok(Some((next, state.data)))
 }
 
 /// Writes the state file atomically: a crash leaves the old one or the new one.
-fn save(path: &Path, next: Position, map: &BTreeMap<String, String>) -> anyhow::Result<()> {
+fn save(path: &Path, next: Position, data: &Data) -> anyhow::Result<()> {
     use std::io::Write;
     let body = serde_json::to_string(&State {
         next: next.to_string(),
-        map: map.clone(),
+        data: data.clone(),
     })?;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -88,11 +108,12 @@ struct Args {
     through: Option<Position>,
     snapshot_every: u64,
     restore: bool,
+    digest: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
     let usage = "usage: kv SOCKET [--state FILE] [--restore] [--count N] [--through POSITION] \
-                 [--snapshot-every N]";
+                 [--snapshot-every N] [--digest]";
     let mut it = std::env::args().skip(1);
     let mut a = Args {
         socket: it.next().context(usage)?.into(),
@@ -101,10 +122,12 @@ fn args() -> anyhow::Result<Args> {
         through: None,
         snapshot_every: 1000,
         restore: false,
+        digest: false,
     };
     while let Some(flag) = it.next() {
-        if flag == "--restore" {
-            a.restore = true;
+        if flag == "--restore" || flag == "--digest" {
+            a.restore |= flag == "--restore";
+            a.digest |= flag == "--digest";
             continue;
         }
         let value = it
@@ -127,31 +150,39 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// The store: its map, and where the stream continues (every value before `next` applied).
+/// The store: its state, and where the stream continues (every value before `next` applied).
 #[derive(Default)]
 struct Store {
     next: Position,
-    map: BTreeMap<String, String>,
+    data: Data,
     /// Whether anything was applied or restored (a fresh store asks for a snapshot).
     started: bool,
 }
 
 impl Store {
-    fn apply(&mut self, position: Position, payload: &[u8]) -> anyhow::Result<()> {
+    fn apply(&mut self, v: &ethpaxos::app::DeliveredValue) -> anyhow::Result<()> {
+        let position = v.position;
         if position < self.next {
             bail!("the stream went back: {position}, before {}", self.next);
         }
-        let text = String::from_utf8_lossy(payload);
+        let text = String::from_utf8_lossy(&v.payload);
         let mut words = text.splitn(3, ' ');
+        let map = &mut self.data.map;
         match (words.next(), words.next(), words.next()) {
             (Some("SET"), Some(k), Some(v)) => {
-                self.map.insert(k.to_string(), v.to_string());
+                map.insert(k.to_string(), v.to_string());
             }
             (Some("DEL"), Some(k), None) => {
-                self.map.remove(k);
+                map.remove(k);
             }
-            _ => eprintln!("kv: skipped {text:?} at {position}"),
+            _ => {}
         }
+        let mut h = blake3::Hasher::new();
+        h.update(self.data.digest.as_bytes());
+        h.update(format!("{position} {} {} ", v.client, v.seq).as_bytes());
+        h.update(&v.payload);
+        self.data.digest = h.finalize().to_hex()[..32].to_string();
+        self.data.applied += 1;
         self.next = Position {
             instance: position.instance,
             index: position.index + 1,
@@ -160,22 +191,45 @@ impl Store {
         Ok(())
     }
 
-    /// The map as a learner's snapshot holds it (JSON).
+    /// The state as a learner's snapshot holds it (JSON).
     fn image(&self) -> anyhow::Result<Vec<u8>> {
-        Ok(serde_json::to_vec(&self.map)?)
+        Ok(serde_json::to_vec(&self.data)?)
     }
 
     /// Restores a learner's snapshot: every value before `below` applied.
     fn restore(&mut self, below: Position, image: &[u8]) -> anyhow::Result<()> {
-        self.map = serde_json::from_slice(image)
-            .context("the learner's snapshot does not hold a kv map")?;
+        self.data = serde_json::from_slice(image)
+            .context("the learner's snapshot does not hold a kv store's state")?;
         self.next = below;
         self.started = true;
         eprintln!(
-            "kv: restored the learner's snapshot at {below}: {} keys",
-            self.map.len()
+            "kv: restored the learner's snapshot at {below}: {} keys, {} values applied",
+            self.data.map.len(),
+            self.data.applied
         );
         Ok(())
+    }
+}
+
+/// Connects, waiting up to 30 s for a learner that is not listening yet (a store started
+/// with its node).
+fn connect_patiently(
+    socket: &Path,
+    start: StreamStart,
+) -> std::io::Result<ethpaxos::app::Connected> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match connect_stream(socket, start) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            r => return r,
+        }
     }
 }
 
@@ -189,11 +243,13 @@ fn connect(a: &Args, store: &mut Store) -> anyhow::Result<BufReader<UnixStream>>
         (false, true) => StreamStart::Snapshot,
         (false, false) => StreamStart::Live,
     };
-    let c = match connect_stream(&a.socket, start) {
+    let c = match connect_patiently(&a.socket, start) {
         Ok(c) => c,
         Err(e) if durable => {
             let why = e.to_string();
-            let retry = if start == StreamStart::Snapshot {
+            let retry = if start == StreamStart::Snapshot
+                && (why.contains("no snapshot yet") || why.contains("no application state"))
+            {
                 // No snapshot of an application's state yet: the whole stream.
                 eprintln!("kv: {why}");
                 StreamStart::From(Position::default())
@@ -215,7 +271,7 @@ fn connect(a: &Args, store: &mut Store) -> anyhow::Result<BufReader<UnixStream>>
         "kv: applying the stream of {} from {}, {} keys",
         a.socket.display(),
         c.from.map_or("now".to_string(), |p| p.to_string()),
-        store.map.len()
+        store.data.map.len()
     );
     Ok(c.lines)
 }
@@ -224,10 +280,10 @@ fn main() -> anyhow::Result<()> {
     let a = args()?;
     let mut store = Store::default();
     if let Some(path) = &a.state {
-        if let Some((next, map)) = load(path)? {
+        if let Some((next, data)) = load(path)? {
             store = Store {
                 next,
-                map,
+                data,
                 started: true,
             };
         }
@@ -260,11 +316,11 @@ fn main() -> anyhow::Result<()> {
         }
         let value = parse_stream_line(line)
             .ok_or_else(|| anyhow::anyhow!("not a stream line: {line:?}"))?;
-        store.apply(value.position, &value.payload)?;
+        store.apply(&value)?;
         count += 1;
         if a.snapshot_every > 0 && count % a.snapshot_every == 0 {
             if let Some(path) = &a.state {
-                save(path, store.next, &store.map)?;
+                save(path, store.next, &store.data)?;
             }
             if a.state.is_some() || a.restore {
                 // Its learner keeps it for peers that need it, and for a store that
@@ -276,14 +332,21 @@ fn main() -> anyhow::Result<()> {
         }
     }
     if let Some(path) = &a.state {
-        save(path, store.next, &store.map)?;
+        save(path, store.next, &store.data)?;
     }
-    for (k, v) in &store.map {
+    for (k, v) in &store.data.map {
         println!("{k}={v}");
     }
+    if a.digest {
+        println!(
+            "digest {} applied {}",
+            store.data.digest, store.data.applied
+        );
+    }
     eprintln!(
-        "kv: {count} values applied, {} keys, the stream continues at {}",
-        store.map.len(),
+        "kv: {count} values applied in this run ({} in all), {} keys, the stream continues at {}",
+        store.data.applied,
+        store.data.map.len(),
         store.next
     );
     Ok(())

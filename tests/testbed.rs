@@ -626,6 +626,8 @@ fn a_learner_down_then_a_leader_kill_elects_a_leader_and_trim_moves_on() {
         Nodes::Layout(LayoutSpec {
             layout: Layout::Roles,
             protocol: protocol.clone(),
+            // Acceptors trim by the learners' snapshots.
+            snapshot_every: 100,
             ..LayoutSpec::default()
         }),
     );
@@ -850,6 +852,7 @@ fn a_replica_away_past_the_trim_point_catches_up_from_its_peers_journals() {
                 trim_keep: 50,
                 ..ProtocolConfig::default()
             },
+            snapshot_every: 100,
             ..LayoutSpec::default()
         }),
     );
@@ -874,5 +877,197 @@ fn a_replica_away_past_the_trim_point_catches_up_from_its_peers_journals() {
     assert!(
         trim > resumed,
         "acceptors trimmed to {trim}, it resumed at {resumed}"
+    );
+}
+
+/// The kv example binary cargo built beside the tests.
+fn kv_example() -> std::path::PathBuf {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_ethpaxos"));
+    exe.parent().unwrap().join("examples").join("kv")
+}
+
+/// Key-value stores (examples/kv.rs) on replicas' stream sockets, killed when dropped.
+struct Stores(HashMap<u16, Child>);
+
+impl Stores {
+    fn start(&mut self, bed: &Bed, id: u16) {
+        let log = std::fs::File::create(bed.dir().join(format!("kv-{id}.log"))).unwrap();
+        let child = Command::new(kv_example())
+            .arg(bed.dir().join(format!("stream-{id}.sock")))
+            .args(["--restore", "--snapshot-every", "300"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.0.insert(id, child);
+    }
+
+    fn kill(&mut self, id: u16) {
+        if let Some(mut c) = self.0.remove(&id) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        let ids: Vec<u16> = self.0.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+/// A summary field as a number.
+fn field(s: &Option<serde_json::Value>, path: &[&str]) -> Option<u64> {
+    let mut v = s.as_ref()?;
+    for p in path {
+        v = v.get(p)?;
+    }
+    v.as_u64()
+}
+
+#[test]
+#[ignore = "needs root and iproute2: network namespaces (.ci/run runs it as root)"]
+fn a_replica_and_its_kv_store_away_past_every_peer_journal_come_back_through_a_snapshot() {
+    let _slot = testbed_slot();
+    let spec = LayoutSpec {
+        layout: Layout::Replicas,
+        protocol: ProtocolConfig {
+            learner_timeout_ms: 300,
+            trim_interval_ms: 50,
+            trim_keep: 50,
+            ..ProtocolConfig::default()
+        },
+        ..LayoutSpec::default()
+    };
+    let mut configs = testbed::layout_configs(&spec, None, Path::new("."));
+    for c in &mut configs {
+        let me = c.me().clone();
+        if me.plays(Role::Learner) {
+            // Journals of two 1 MiB segments, which 1 KiB values fill in a second or two.
+            c.learner.segment_mb = 1;
+            c.learner.retention_mb = 2;
+        }
+        if me.plays(Role::Client) {
+            c.load.value_size = 1024;
+        } else if me.plays(Role::Learner) {
+            // A replica's learner keeps its store's snapshots and serves its stream.
+            c.learner.snapshot_every = 0;
+            c.output.socket = Some("stream.sock".into());
+        } else {
+            unreachable!("replicas and a client node");
+        }
+    }
+    let mut bed = Bed::up_with("tbkv", Nodes::Configs(configs));
+    let replicas = [1u16, 2, 3];
+    bed.wait_until("every replica serves its stream", &|b: &ProcCluster<
+        Netns,
+    >| {
+        replicas
+            .iter()
+            .all(|id| b.dir().join(format!("stream-{id}.sock")).exists())
+    });
+    let mut stores = Stores(HashMap::new());
+    for id in replicas {
+        stores.start(&bed, id);
+    }
+    bed.progress(2000, "at start");
+    let leader = bed.leader();
+    let victim = replicas.into_iter().find(|id| *id != leader).unwrap();
+    let other = replicas
+        .into_iter()
+        .find(|id| *id != leader && *id != victim)
+        .unwrap();
+    // The replica and its store go down together, until the others' journals dropped what
+    // it had not delivered.
+    let stopped_at = field(&bed.summary(victim), &["learner", "delivered_below"]).unwrap();
+    bed.kill9(victim);
+    stores.kill(victim);
+    bed.wait_until(
+        "the other replicas' journals moved past the one down",
+        &|b: &ProcCluster<Netns>| {
+            [leader, other].iter().all(|id| {
+                field(&b.summary(*id), &["learner", "journal", "oldest"])
+                    .is_some_and(|o| o > stopped_at)
+            })
+        },
+    );
+    // Its store starts once it serves its stream again (its new summary says it runs).
+    std::fs::remove_file(bed.dir().join(format!("summary-{victim}.json"))).unwrap();
+    bed.start(victim);
+    bed.wait_until("the replica restarted", &|b: &ProcCluster<Netns>| {
+        b.summary(victim).is_some()
+    });
+    stores.start(&bed, victim);
+    // It installed a peer's snapshot, and its store (restored from it) handed its learner a
+    // newer one since.
+    bed.wait_until(
+        "the replica installed a peer's snapshot and its store handed it a newer one",
+        &|b: &ProcCluster<Netns>| {
+            let s = b.summary(victim);
+            let at = s.as_ref().and_then(|s| {
+                s["learner"]["snapshots"]["installed_at"]
+                    .as_str()?
+                    .parse::<ethpaxos::protocol::Position>()
+                    .ok()
+            });
+            at.is_some_and(|p| {
+                field(&s, &["learner", "snapshots", "newest_below"]).is_some_and(|n| n > p.instance)
+            })
+        },
+    );
+    bed.progress(2000, &format!("after replica {victim} came back"));
+    // The stores stop (no snapshot is handed after this). Fresh stores on every replica
+    // restore its newest snapshot and apply the stream up to one position past every
+    // snapshot: the same map, the same digest of every value applied, the same count.
+    drop(stores);
+    let last = replicas
+        .iter()
+        .filter_map(|id| {
+            common::positioned(&bed.delivered(*id))
+                .last()
+                .map(|(_, p)| *p)
+        })
+        .max()
+        .unwrap();
+    let mut outputs = Vec::new();
+    for id in replicas {
+        let out = Command::new(kv_example())
+            .arg(bed.dir().join(format!("stream-{id}.sock")))
+            .args([
+                "--restore",
+                "--snapshot-every",
+                "0",
+                "--digest",
+                "--through",
+            ])
+            .arg(last.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "replica {id}'s store: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push((id, String::from_utf8_lossy(&out.stdout).into_owned()));
+    }
+    for (id, out) in &outputs[1..] {
+        assert_eq!(
+            out, &outputs[0].1,
+            "replica {id}'s store differs from replica {}'s",
+            outputs[0].0
+        );
+    }
+    let digest = outputs[0].1.lines().last().unwrap();
+    assert!(digest.starts_with("digest "), "{digest}");
+    let stats = bed.finish_and_check();
+    let snaps = &stats[&victim]["learner"]["snapshots"];
+    assert!(snaps["installed"].as_u64().unwrap() >= 1, "{snaps}");
+    assert!(
+        stats[&victim]["trimmed_out"].is_null(),
+        "{}",
+        stats[&victim]
     );
 }

@@ -636,7 +636,12 @@ fn start(held: Option<&Held>, asked: StreamStart) -> Result<(Phase, Vec<u8>), St
             (below, answer)
         }
     };
-    let reader = j.reader(from).map_err(|e| explain(held, e))?;
+    let reader = if asked == StreamStart::Snapshot {
+        j.reader_after_image(from)
+    } else {
+        j.reader(from)
+    }
+    .map_err(|e| explain(held, e))?;
     if answer.is_empty() {
         answer = format!("ok {from}\n").into_bytes();
     }

@@ -139,6 +139,7 @@ pub(crate) fn run(action: TestbedAction) -> Result<()> {
                     dpdk_hugepages: false,
                     journal: !no_journal,
                     journal_retention_mb: ethpaxos::journal::LearnerConfig::default().retention_mb,
+                    snapshot_every: ethpaxos::journal::LearnerConfig::default().snapshot_every,
                     protocol: Default::default(),
                 }),
             };

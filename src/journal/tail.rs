@@ -168,6 +168,18 @@ impl JournalTail {
         Ok(state)
     }
 
+    /// A reader of every value at `below` or later, where a snapshot image stands: `below`
+    /// may be inside the instance the learner delivers next (its values before `below` are
+    /// in the image).
+    pub fn reader_after_image(&self, below: Position) -> Result<TailReader, TailError> {
+        let mut r = self.reader(Position {
+            instance: below.instance,
+            index: 0,
+        })?;
+        r.from = below;
+        Ok(r)
+    }
+
     /// A reader of what is delivered from now on.
     pub fn live(&self) -> Result<TailReader, TailError> {
         self.reader(Position {

@@ -111,8 +111,10 @@ pub struct LayoutSpec {
     pub dpdk_hugepages: bool,
     /// Learners keep a journal (`learner.journal`) ...
     pub journal: bool,
-    /// ... of at most this many MiB (`learner.retention_mb`; 0: no bound).
+    /// ... of at most this many MiB (`learner.retention_mb`; 0: no bound) ...
     pub journal_retention_mb: u64,
+    /// ... and take a snapshot every this many instances (`learner.snapshot_every`).
+    pub snapshot_every: u64,
     /// Every node's `protocol:` section.
     pub protocol: crate::protocol::ProtocolConfig,
 }
@@ -133,6 +135,7 @@ impl Default for LayoutSpec {
             dpdk_hugepages: false,
             journal: true,
             journal_retention_mb: crate::journal::LearnerConfig::default().retention_mb,
+            snapshot_every: crate::journal::LearnerConfig::default().snapshot_every,
             protocol: Default::default(),
         }
     }
@@ -455,6 +458,7 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
                     fsync_policy: Some(spec.policy),
                     journal: spec.journal,
                     retention_mb: spec.journal_retention_mb,
+                    snapshot_every: spec.snapshot_every,
                     ..Default::default()
                 },
             }
