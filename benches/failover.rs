@@ -17,7 +17,7 @@
 //!
 //! `--soak SECONDS` instead runs the same cluster under load with learner 22 dead from the
 //! start and prints each acceptor's resident memory and storage size every 10 s: with trim
-//! following only live learners, both must stay flat. Then it restarts learner 22, which
+//! following the live learners' snapshots, both must stay flat. Then it restarts learner 22, which
 //! fetches what acceptors trimmed from learner 21's journal, and prints how long it took to
 //! catch up with learner 21 and at what rate.
 

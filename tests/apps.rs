@@ -315,6 +315,27 @@ fn submit_all(c: &Cluster, values: &[String]) {
     );
 }
 
+/// 30 kv commands whose keys are overwritten and deleted (the map depends on applying each
+/// once, in order), and the map they leave as the kv example prints it.
+fn kv_commands() -> (Vec<String>, String) {
+    let values: Vec<String> = (0..30)
+        .map(|i| match i % 5 {
+            4 => format!("DEL k{}", i % 7),
+            _ => format!("SET k{} v{i}", i % 7),
+        })
+        .collect();
+    let mut want = std::collections::BTreeMap::new();
+    for v in &values {
+        let w: Vec<&str> = v.split(' ').collect();
+        match w[0] {
+            "SET" => want.insert(w[1].to_string(), w[2].to_string()),
+            _ => want.remove(w[1]),
+        };
+    }
+    let want = want.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    (values, want)
+}
+
 /// Runs the kv example against replica 1's stream with a state file; returns its map lines.
 fn kv_run(c: &Cluster, state: &std::path::Path, count: usize) -> String {
     let kv = Command::new(kv_example())
@@ -334,21 +355,7 @@ fn the_kv_store_and_its_learner_restart_and_apply_every_value_once() {
     let mut c = Cluster::start("kvrestart");
     // Keys are overwritten and deleted, so the map depends on applying each value once and
     // in order.
-    let values: Vec<String> = (0..30)
-        .map(|i| match i % 5 {
-            4 => format!("DEL k{}", i % 7),
-            _ => format!("SET k{} v{i}", i % 7),
-        })
-        .collect();
-    let mut want = std::collections::BTreeMap::new();
-    for v in &values {
-        let w: Vec<&str> = v.split(' ').collect();
-        match w[0] {
-            "SET" => want.insert(w[1].to_string(), w[2].to_string()),
-            _ => want.remove(w[1]),
-        };
-    }
-    let want: String = want.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let (values, want) = kv_commands();
     submit_all(&c, &values);
     let state = c.0.dir().join("kv-state.json");
     // The store applies the first 11 values and stops (its state file holds them) ...
@@ -568,21 +575,7 @@ fn a_kv_store_hands_its_learner_snapshots_and_a_fresh_store_restores_from_one() 
         String::from_utf8_lossy(&out.stderr).contains("no snapshot yet"),
         "{out:?}"
     );
-    let values: Vec<String> = (0..30)
-        .map(|i| match i % 5 {
-            4 => format!("DEL k{}", i % 7),
-            _ => format!("SET k{} v{i}", i % 7),
-        })
-        .collect();
-    let mut want = std::collections::BTreeMap::new();
-    for v in &values {
-        let w: Vec<&str> = v.split(' ').collect();
-        match w[0] {
-            "SET" => want.insert(w[1].to_string(), w[2].to_string()),
-            _ => want.remove(w[1]),
-        };
-    }
-    let want: String = want.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let (values, want) = kv_commands();
     submit_all(&c, &values);
     // A store with nothing applies the whole stream and hands its learner a snapshot every
     // 7 values.

@@ -443,6 +443,12 @@ fn a_learners_journal_is_named_and_its_bad_settings_name_the_field() {
     assert!(ok && text.contains("(fsync policy async)"), "{text}");
     let (ok, text) = check(&learner_with("learner: {journal: false}\n"));
     assert!(ok && text.contains("learner journal: none"), "{text}");
+    assert!(
+        text.contains("its own state every 50000 instances"),
+        "{text}"
+    );
+    let (ok, text) = check(&learner_with("learner: {snapshot_every: 0}\n"));
+    assert!(ok && text.contains("its application's only"), "{text}");
     for (yaml, field) in [
         ("learner: {segment_mb: 0}\n", "learner.segment_mb"),
         ("learner: {segment_mb: 5000}\n", "learner.segment_mb"),

@@ -846,12 +846,7 @@ fn a_replica_away_past_the_trim_point_catches_up_from_its_peers_journals() {
         "tbpeer",
         Nodes::Layout(LayoutSpec {
             layout: Layout::Replicas,
-            protocol: ProtocolConfig {
-                learner_timeout_ms: 300,
-                trim_interval_ms: 50,
-                trim_keep: 50,
-                ..ProtocolConfig::default()
-            },
+            protocol: trim_soon(),
             snapshot_every: 100,
             ..LayoutSpec::default()
         }),
@@ -878,6 +873,16 @@ fn a_replica_away_past_the_trim_point_catches_up_from_its_peers_journals() {
         trim > resumed,
         "acceptors trimmed to {trim}, it resumed at {resumed}"
     );
+}
+
+/// Trim soon and close behind, so the acceptors trim past a node while it is down.
+fn trim_soon() -> ProtocolConfig {
+    ProtocolConfig {
+        learner_timeout_ms: 300,
+        trim_interval_ms: 50,
+        trim_keep: 50,
+        ..ProtocolConfig::default()
+    }
 }
 
 /// The kv example binary cargo built beside the tests.
@@ -934,12 +939,7 @@ fn a_replica_and_its_kv_store_away_past_every_peer_journal_come_back_through_a_s
     let _slot = testbed_slot();
     let spec = LayoutSpec {
         layout: Layout::Replicas,
-        protocol: ProtocolConfig {
-            learner_timeout_ms: 300,
-            trim_interval_ms: 50,
-            trim_keep: 50,
-            ..ProtocolConfig::default()
-        },
+        protocol: trim_soon(),
         ..LayoutSpec::default()
     };
     let mut configs = testbed::layout_configs(&spec, None, Path::new("."));

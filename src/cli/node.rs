@@ -73,6 +73,13 @@ pub(crate) fn check_config(args: CheckConfigArgs) -> Result<()> {
                  the learner at instance 0"
             ),
         }
+        match cfg.learner.snapshot_every {
+            0 => println!(
+                "learner snapshots: its application's only (put snapshot on the stream socket); \
+                 nothing is trimmed until it hands one"
+            ),
+            n => println!("learner snapshots: its own state every {n} instances"),
+        }
     }
     Ok(())
 }

@@ -261,14 +261,25 @@ impl Driver {
         if let Some(l) = &mut self.learner {
             l.holds_snapshot(store.newest_below());
         }
-        if every == 0 {
-            if let Some(j) = &mut self.journal {
-                j.hold_from(store.newest_below());
-            }
-        }
         self.snapshots = Some(store);
         self.snapshot_every = every;
+        self.hold_journal();
         self
+    }
+
+    /// Keeps in the journal what an application restoring the newest snapshot replays. A
+    /// state machine's snapshots come every `snapshot_every` instances, so the journal holds
+    /// from 0 until the first. A socket application's come when it hands them: until the
+    /// first, the journal's retention applies as configured (a learner whose application
+    /// never hands one must not fill its disk).
+    fn hold_journal(&mut self) {
+        let (Some(store), Some(j)) = (&self.snapshots, &mut self.journal) else {
+            return;
+        };
+        let newest = store.newest_below();
+        if self.machine.is_some() || (self.snapshot_every == 0 && newest > 0) {
+            j.hold_from(newest);
+        }
     }
 
     /// The application's state machine, brought to where the learner stands: restored from
@@ -315,23 +326,12 @@ impl Driver {
                         m.apply(*p, v);
                     }
                 }
-                from = match page.values.last() {
-                    Some((p, _)) if page.through <= p.instance => Position {
-                        instance: p.instance,
-                        index: p.index + 1,
-                    },
-                    _ => Position {
-                        instance: page.through,
-                        index: 0,
-                    },
-                };
+                from = page.next();
             }
         }
         l.require_app_state();
-        if let Some(j) = &mut self.journal {
-            j.hold_from(self.snapshots.as_ref().map_or(0, |s| s.newest_below()));
-        }
         self.machine = Some(m);
+        self.hold_journal();
         Ok(self)
     }
 
@@ -479,16 +479,7 @@ impl Driver {
                     return;
                 }
             };
-            let next = match page.values.last() {
-                Some((p, _)) if page.through <= p.instance => Position {
-                    instance: p.instance,
-                    index: p.index + 1,
-                },
-                _ => Position {
-                    instance: page.through,
-                    index: 0,
-                },
-            };
+            let next = page.next();
             let last = (page.values.is_empty() && page.through == from.instance)
                 || next.instance >= page.end
                 || k + 1 == self.answer_frames;
@@ -598,6 +589,10 @@ impl Driver {
             match &e {
                 Event::Stranded { needed } => self.stats.trimmed_out = Some(*needed),
                 Event::SnapshotRefused { .. } => self.snapshot_stats.refused += 1,
+                Event::Installed { bytes, took, .. } => {
+                    self.snapshot_stats.installed_bytes = *bytes;
+                    self.snapshot_stats.install_ms = took.as_millis() as u64;
+                }
                 Event::Shed { values } => self.stats.shed += *values as u64,
                 Event::Decided { value, .. } => {
                     if let Some(m) = &mut self.metrics {
@@ -710,12 +705,7 @@ impl Driver {
             self.snapshot_stats.taken += 1;
         }
         l.holds_snapshot(store.newest_below());
-        if self.machine.is_some() || self.snapshot_every == 0 {
-            // Its application restores the newest snapshot and replays the journal after it.
-            if let Some(j) = &mut self.journal {
-                j.hold_from(store.newest_below());
-            }
-        }
+        self.hold_journal();
         Ok(())
     }
 

@@ -70,8 +70,10 @@ pub struct SnapshotSummary {
     pub installed: u64,
     pub refused: u64,
     /// Where the last image it installed stood (`INSTANCE.INDEX`): its stream starts over
-    /// there.
+    /// there. Its size, and how long its transfer took (first chunk asked to image checked).
     pub installed_at: Option<String>,
+    pub installed_bytes: u64,
+    pub install_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -211,8 +213,14 @@ pub fn report_event(id: NodeId, e: &Event) {
         Event::Stranded { needed } => tracing::error!(
             "node {id}: this learner needs instance {needed}, which acceptors trimmed, no peer learner's journal still holds and no peer's snapshot covers; it asks again every learner timeout (docs/learners.md)"
         ),
-        Event::Installed { below, from, bytes } => tracing::warn!(
-            "node {id}: installed learner {from}'s snapshot ({bytes} bytes): this learner now stands at {below}; values before it were not delivered here"
+        Event::Installed {
+            below,
+            from,
+            bytes,
+            took,
+        } => tracing::warn!(
+            "node {id}: installed learner {from}'s snapshot ({bytes} bytes in {} ms): this learner now stands at {below}; values before it were not delivered here",
+            took.as_millis()
         ),
         Event::SnapshotRefused { from, why } => tracing::warn!(
             "node {id}: refused learner {from}'s snapshot: {why}; asking another peer"

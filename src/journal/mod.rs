@@ -113,6 +113,23 @@ pub struct PeerPage {
     pub values: Vec<(Position, ClientValue)>,
 }
 
+impl PeerPage {
+    /// Where the next page starts: after its last value, or at `through` when that
+    /// instance holds nothing of this page yet.
+    pub fn next(&self) -> Position {
+        match self.values.last() {
+            Some((p, _)) if self.through <= p.instance => Position {
+                instance: p.instance,
+                index: p.index + 1,
+            },
+            _ => Position {
+                instance: self.through,
+                index: 0,
+            },
+        }
+    }
+}
+
 /// Outside `sync`, records are written once this many bytes gathered ...
 const WRITE_BATCH: usize = 256 << 10;
 /// ... or this long after the last write.
@@ -570,6 +587,9 @@ impl Journal {
                     Record::Header { .. } => {}
                     Record::Through(n) => page.through = page.through.max(n.min(end)),
                     Record::Delivered { instance, values } if instance >= from.instance => {
+                        // Instances between the last record and this one delivered nothing:
+                        // they are complete, whether or not this one fits the page.
+                        page.through = page.through.max(instance);
                         for (index, v) in values {
                             let p = Position { instance, index };
                             if p < from {

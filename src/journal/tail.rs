@@ -22,8 +22,7 @@ pub struct JournalTail {
 pub enum TailError {
     #[error(
         "position {asked} is older than this learner keeps: the oldest position its journal \
-         holds is {oldest}.0 (latest snapshot: none; the journal's retention is set under \
-         `learner:` in its config)"
+         holds is {oldest}.0 (the journal's retention is set under `learner:` in its config)"
     )]
     Retention { asked: Position, oldest: InstanceId },
     #[error(

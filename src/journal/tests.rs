@@ -350,20 +350,33 @@ fn a_reader_follows_the_journal_from_a_position_across_segments() {
 }
 
 /// Every value a peer's fetches from `from` get, page after page, as the driver chains them.
-fn fetch_all(j: &mut Journal, mut from: Position) -> Result<Vec<(Position, u64)>, JournalError> {
+fn fetch_all(j: &mut Journal, from: Position) -> Result<Vec<(Position, u64)>, JournalError> {
+    fetch_all_by(j, from, 1000)
+}
+
+/// The same, `budget` bytes of values a page; every page must be one the wire accepts
+/// (positions that grow from where it starts and stay at or below its `through`).
+fn fetch_all_by(
+    j: &mut Journal,
+    mut from: Position,
+    budget: usize,
+) -> Result<Vec<(Position, u64)>, JournalError> {
     let mut got = Vec::new();
     loop {
-        let page = j.peer_page(from, 1000)?;
-        let next = match page.values.last() {
-            Some((p, _)) if page.through <= p.instance => Position {
+        let page = j.peer_page(from, budget)?;
+        let mut at = from;
+        for (p, _) in &page.values {
+            assert!(
+                *p >= at && p.instance <= page.through,
+                "a page from {from} (through {}) holds {p}",
+                page.through
+            );
+            at = Position {
                 instance: p.instance,
                 index: p.index + 1,
-            },
-            _ => Position {
-                instance: page.through,
-                index: 0,
-            },
-        };
+            };
+        }
+        let next = page.next();
         got.extend(page.values.iter().map(|(p, v)| (*p, v.seq)));
         if next.instance >= page.end || (page.values.is_empty() && page.through == from.instance) {
             return Ok(got);
@@ -397,6 +410,23 @@ fn a_peer_fetch_reads_every_value_across_segments_and_refuses_a_damaged_one() {
     );
     // Instances 0, 1 and 3 hold two values each, 2 none, 4 two: seven come before 4.1.
     assert_eq!(got.len() as u64, feed.seq - 7, "every value from 4.1 on");
+    // Pages cut anywhere, right after an instance that delivered nothing too (turns of five
+    // instances record no `through` between them), are the same values, and each is one the
+    // wire accepts.
+    let (mut k, s, _) = open(
+        &MemFiles::default(),
+        cfg(FsyncPolicy::Sync, 2048, Retention::default()),
+    );
+    let mut five = Feed::from(s);
+    for t in 0..40 {
+        five.turn(&mut k, Duration::from_millis(t), 5);
+    }
+    let whole = fetch_all_by(&mut k, Position::default(), 1 << 20).unwrap();
+    assert_eq!(whole.len() as u64, five.seq);
+    for budget in (80..400).step_by(7) {
+        let by = fetch_all_by(&mut k, Position::default(), budget).unwrap();
+        assert_eq!(by, whole, "budget {budget}");
+    }
     assert!(got
         .windows(2)
         .all(|w| w[0].0 < w[1].0 && w[0].1 + 1 == w[1].1));

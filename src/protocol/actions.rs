@@ -90,6 +90,8 @@ pub enum Event {
         below: Position,
         from: NodeId,
         bytes: u64,
+        /// From its first chunk asked for to the whole image checked.
+        took: std::time::Duration,
     },
     /// A learner refused a peer's snapshot image (damaged, another cluster's, or without the
     /// application state this learner needs) and asks another peer.

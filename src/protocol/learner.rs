@@ -124,6 +124,8 @@ struct ImageFetch {
     turn: usize,
     /// Peers that hold no image covering what this learner needs (or sent a bad one).
     lacking: BTreeSet<NodeId>,
+    /// When this image's first chunk was asked for.
+    started: Option<Duration>,
 }
 
 /// A peer silent this many catch-up intervals in a row is left for the next.
@@ -138,6 +140,7 @@ impl ImageFetch {
         self.early.clear();
         self.asked = None;
         self.stalls = 0;
+        self.started = None;
     }
 }
 
@@ -691,6 +694,7 @@ impl Learner {
         }
         let to = f.peer.expect("chosen above");
         f.asked = Some(now);
+        f.started.get_or_insert(now);
         out.send(
             to,
             Message::SnapshotFetch {
@@ -765,12 +769,17 @@ impl Learner {
             }
         }
         if (f.bytes.len() as u64) < f.total {
+            if f.asked.is_none() {
+                // Its answer is in: ask for the next part now, not at the next tick.
+                self.maybe_fetch_image(now, out);
+            }
             return;
         }
         let bytes = std::mem::take(&mut f.bytes);
+        let took = now.saturating_sub(f.started.unwrap_or(now));
         f.restart();
         match self.check_image(&bytes) {
-            Ok(img) => self.install(now, peer, img, bytes, out),
+            Ok(img) => self.install(now, peer, (img, bytes, took), out),
             Err(why) => {
                 if let Some(f) = self.peer.as_mut().and_then(|p| p.image.as_mut()) {
                     f.lacking.insert(peer);
@@ -798,8 +807,7 @@ impl Learner {
         &mut self,
         now: Duration,
         peer: NodeId,
-        img: Image,
-        bytes: Vec<u8>,
+        (img, bytes, took): (Image, Vec<u8>, Duration),
         out: &mut Actions,
     ) {
         let next = img.below.instance;
@@ -820,6 +828,7 @@ impl Learner {
             below: img.below,
             from: peer,
             bytes: bytes.len() as u64,
+            took,
         });
         out.installs.push(Install {
             at: out.deliver.len(),
