@@ -335,10 +335,6 @@ impl Driver {
         Ok(self)
     }
 
-    pub fn snapshots(&self) -> Option<&SnapshotStore> {
-        self.snapshots.as_ref()
-    }
-
     pub fn journal(&self) -> Option<&Journal> {
         self.journal.as_ref()
     }

@@ -140,16 +140,6 @@ pub fn encode(
     out
 }
 
-/// Where an image says it stands, without checking the rest (the checksum is checked by
-/// `decode`).
-pub fn below_of(bytes: &[u8]) -> Option<Position> {
-    let mut f = Fields(bytes.get(8 + 4 + 1 + 4..)?);
-    Some(Position {
-        instance: f.u64()?,
-        index: f.u32()?,
-    })
-}
-
 /// Decodes and checks an image: whole, undamaged, of this format and this cluster.
 pub fn decode(bytes: &[u8], cluster: u32) -> Result<Image, ImageError> {
     if bytes.len() < 8 {
@@ -225,14 +215,13 @@ mod tests {
     }
 
     #[test]
-    fn an_image_reads_back_and_says_where_it_stands() {
+    fn an_image_reads_back() {
         let below = Position {
             instance: 40,
             index: 2,
         };
         for app in [None, Some(&b"map"[..]), Some(&b""[..])] {
             let bytes = encode(7, below, &state(), app);
-            assert_eq!(below_of(&bytes), Some(below));
             let img = decode(&bytes, 7).unwrap();
             assert_eq!(img.below, below);
             assert_eq!(img.learner, state());

@@ -181,8 +181,6 @@ pub struct Learner {
     peer: Option<PeerCatchup>,
     /// Values delivered from peers' journals.
     peer_values: u64,
-    /// Snapshot images installed from peers.
-    installs: u64,
     /// The newest durable snapshot this learner holds covers every instance below this (0:
     /// none); reported to proposers, which trim by it.
     snapshot_held: InstanceId,
@@ -218,7 +216,6 @@ impl Learner {
             trimmed: None,
             peer: None,
             peer_values: 0,
-            installs: 0,
             snapshot_held: 0,
             needs_app_state: false,
         }
@@ -237,11 +234,6 @@ impl Learner {
     /// The newest durable snapshot this learner holds covers every instance below `below`.
     pub fn holds_snapshot(&mut self, below: InstanceId) {
         self.snapshot_held = self.snapshot_held.max(below);
-    }
-
-    /// Snapshot images this learner installed from peers.
-    pub fn installs(&self) -> u64 {
-        self.installs
     }
 
     /// Whether `id` is another learner of the cluster (whose fetches this node answers).
@@ -823,7 +815,6 @@ impl Learner {
         self.trimmed = None;
         self.last_catchup = None;
         self.gap_since = None;
-        self.installs += 1;
         out.events.push(Event::Installed {
             below: img.below,
             from: peer,
