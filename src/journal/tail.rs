@@ -68,25 +68,28 @@ impl JournalTail {
         self.marks.oldest.load(Ordering::Acquire)
     }
 
-    /// A reader that gets every value at `from` or later.
-    pub fn reader(&self, from: Position) -> Result<TailReader, TailError> {
+    /// The segment that holds `at`: an error if it is past the stream's end or older than
+    /// retention kept.
+    fn segment_holding(&self, at: Position) -> Result<u64, TailError> {
         let end = self.end();
-        if from.instance > end || (from.instance == end && from.index > 0) {
-            return Err(TailError::Future { asked: from, end });
+        if at.instance > end || (at.instance == end && at.index > 0) {
+            return Err(TailError::Future { asked: at, end });
         }
         let oldest = self.oldest();
-        let retention = || TailError::Retention {
-            asked: from,
-            oldest,
-        };
-        if from.instance < oldest {
+        let retention = || TailError::Retention { asked: at, oldest };
+        if at.instance < oldest {
             return Err(retention());
         }
-        let seg = list_dir(&self.dir)?
+        list_dir(&self.dir)?
             .into_iter()
             .rev()
-            .find(|s| *s <= from.instance)
-            .ok_or_else(retention)?;
+            .find(|s| *s <= at.instance)
+            .ok_or_else(retention)
+    }
+
+    /// A reader that gets every value at `from` or later.
+    pub fn reader(&self, from: Position) -> Result<TailReader, TailError> {
+        let seg = self.segment_holding(from)?;
         Ok(TailReader {
             from,
             file: SegmentReader::open(&self.dir, seg, 0)?,
@@ -101,23 +104,7 @@ impl JournalTail {
     /// snapshot taken after applying everything before `below` is stored with. Read from
     /// the segment that holds `below`, replayed from its header.
     pub fn state_at(&self, below: Position) -> Result<LearnerSnapshot, TailError> {
-        let end = self.end();
-        if below.instance > end || (below.instance == end && below.index > 0) {
-            return Err(TailError::Future { asked: below, end });
-        }
-        let oldest = self.oldest();
-        let retention = || TailError::Retention {
-            asked: below,
-            oldest,
-        };
-        if below.instance < oldest {
-            return Err(retention());
-        }
-        let seg = list_dir(&self.dir)?
-            .into_iter()
-            .rev()
-            .find(|s| *s <= below.instance)
-            .ok_or_else(retention)?;
+        let seg = self.segment_holding(below)?;
         let data = std::fs::read(self.dir.join(super::segment_name(seg)))?;
         let corrupt = |offset: usize, why: String| TailError::Corrupt {
             seg,

@@ -134,11 +134,7 @@ impl Observations {
         self.decided[l].retain(|(i, _)| *i < resume);
         let kept = self.delivered[l].len();
         self.installs[l].retain(|(at, below, _)| *at <= kept && below.instance <= resume);
-        self.digests[l] = self.digests[l]
-            .split_off(&0)
-            .into_iter()
-            .filter(|(i, _)| *i <= resume)
-            .collect();
+        self.digests[l].retain(|i, _| *i <= resume);
         self.got[l] = self.delivered[l]
             .iter()
             .map(|v| (v.client, v.seq))
