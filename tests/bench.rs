@@ -5,7 +5,7 @@
 use std::process::Command;
 
 #[test]
-fn a_small_grid_writes_csv_json_and_three_plots() {
+fn a_small_grid_writes_csv_json_costs_and_plots() {
     let out = std::env::temp_dir().join(format!("ethpaxos-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
@@ -72,11 +72,26 @@ fn a_small_grid_writes_csv_json_and_three_plots() {
             .any(|p| p["cpu_percent"]["acceptor"].as_f64().unwrap() > 0.0),
         "no CPU measured at any point: {json}"
     );
-    for png in [
-        "latency-vs-clients.png",
-        "throughput-vs-clients.png",
-        "latency-vs-throughput.png",
-    ] {
+    // What a value costs: a value is proposed and voted on in messages between nodes, and
+    // its node threads use CPU.
+    for p in points {
+        let per = |k: &str| p[k].as_f64().unwrap();
+        assert!(
+            per("frames_per_value") > 0.0 && per("frames_per_value") < 100.0,
+            "{p}"
+        );
+        assert!(per("wakeups_per_value").is_finite(), "{p}");
+    }
+    assert!(
+        points
+            .iter()
+            .any(|p| p["cpu_us_per_value"].as_f64().unwrap() > 0.0),
+        "no CPU per value at any point: {json}"
+    );
+    assert!(rows[0].ends_with(
+        "frames_per_value,cpu_us_per_value,wakeups_per_value,syscalls_per_value,max_frame"
+    ));
+    for png in ethpaxos::bench::plot::FILES {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(
             bytes.len() > 10_000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"),

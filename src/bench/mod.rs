@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cost;
 pub mod plot;
 
 use crate::cluster::{run_demo, DemoOptions};
@@ -97,8 +98,12 @@ pub struct BenchSpec {
     /// Group-commit batch limits (messages, bytes); None: the defaults.
     pub batch_max_messages: Option<usize>,
     pub batch_max_bytes: Option<usize>,
-    /// Testbed transports: how the nodes wait for frames.
+    /// Testbed transports: how the nodes wait for frames, and (adaptive) their empty polls
+    /// before sleeping.
     pub polling: Polling,
+    pub spin_polls: u32,
+    /// `protocol.max_frame` of every node (jumbo frames above 1500).
+    pub max_frame: usize,
     /// Results, plots, and (while a point runs) the testbed's files go here.
     pub out: PathBuf,
     /// This program, for the testbed's node processes.
@@ -113,6 +118,8 @@ pub struct Point {
     pub clients: usize,
     pub outstanding: usize,
     pub value_size: usize,
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
     /// The measured window, seconds, and the values acknowledged in it.
     pub window_s: f64,
     pub values: u64,
@@ -125,15 +132,30 @@ pub struct Point {
     /// CPU used in the window by each role, in percent of one core (and by `switch`, the
     /// software switch of dpdk-virtio).
     pub cpu_percent: BTreeMap<String, f64>,
+    /// What a value costs, over the window (cost.rs): frames every node sent (in-process:
+    /// messages between nodes), CPU microseconds of every node process (not the switch's),
+    /// wake-ups of their threads, and, where perf can count them, their system calls.
+    #[serde(default)]
+    pub frames_per_value: f64,
+    #[serde(default)]
+    pub cpu_us_per_value: f64,
+    #[serde(default)]
+    pub wakeups_per_value: f64,
+    #[serde(default)]
+    pub syscalls_per_value: Option<f64>,
+}
+
+fn default_max_frame() -> usize {
+    crate::protocol::limits::DEFAULT_MAX_FRAME
 }
 
 impl Point {
-    pub const CSV_HEADER: &'static str = "transport,policy,clients,outstanding,value_size,window_s,values,values_per_sec,latency_mean_us,latency_p50_us,latency_p99_us,latency_p999_us,cpu_proposer_pct,cpu_acceptor_pct,cpu_learner_pct,cpu_client_pct,cpu_switch_pct";
+    pub const CSV_HEADER: &'static str = "transport,policy,clients,outstanding,value_size,window_s,values,values_per_sec,latency_mean_us,latency_p50_us,latency_p99_us,latency_p999_us,cpu_proposer_pct,cpu_acceptor_pct,cpu_learner_pct,cpu_client_pct,cpu_switch_pct,frames_per_value,cpu_us_per_value,wakeups_per_value,syscalls_per_value,max_frame";
 
     pub fn csv_row(&self) -> String {
         let cpu = |r: &str| self.cpu_percent.get(r).copied().unwrap_or(0.0);
         format!(
-            "{},{},{},{},{},{:.3},{},{:.0},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1}",
+            "{},{},{},{},{},{:.3},{},{:.0},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.1},{:.3},{:.2},{:.3},{},{}",
             self.transport,
             self.policy,
             self.clients,
@@ -151,6 +173,12 @@ impl Point {
             cpu("learner"),
             cpu("client"),
             cpu("switch"),
+            self.frames_per_value,
+            self.cpu_us_per_value,
+            self.wakeups_per_value,
+            self.syscalls_per_value
+                .map_or(String::new(), |s| format!("{s:.3}")),
+            self.max_frame,
         )
     }
 
@@ -234,7 +262,10 @@ fn inproc_point(
         outstanding: spec.outstanding,
         value_size: spec.value_size,
         kill_leader_after: None,
-        protocol: ProtocolConfig::default(),
+        protocol: ProtocolConfig {
+            max_frame: spec.max_frame,
+            ..ProtocolConfig::default()
+        },
         storage: storage(spec, policy),
         interrupt: Some(interrupt),
         warmup: spec.warmup,
@@ -248,12 +279,14 @@ fn inproc_point(
     let w = &summary.window;
     let secs = w.length.as_secs_f64();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let per_value = |x: f64| x / (w.acknowledged.max(1) as f64);
     Ok(Point {
         transport: BenchTransport::Inproc.name().into(),
         policy: policy.to_string(),
         clients,
         outstanding: spec.outstanding,
         value_size: spec.value_size,
+        max_frame: spec.max_frame,
         window_s: secs,
         values: w.acknowledged,
         values_per_sec: w.values_per_sec(),
@@ -266,6 +299,10 @@ fn inproc_point(
             .iter()
             .map(|(role, s)| (role.clone(), 100.0 * s / secs.max(1e-9)))
             .collect(),
+        frames_per_value: per_value(w.frames as f64),
+        cpu_us_per_value: per_value(1e6 * w.cpu.iter().map(|(_, s)| s).sum::<f64>()),
+        wakeups_per_value: per_value(w.wakeups as f64),
+        syscalls_per_value: None,
     })
 }
 
@@ -341,12 +378,17 @@ fn testbed_point(
         },
         virtio: transport == BenchTransport::DpdkVirtio,
         polling: spec.polling,
+        protocol: ProtocolConfig {
+            max_frame: spec.max_frame,
+            ..ProtocolConfig::default()
+        },
         ..LayoutSpec::default()
     };
     let mut configs = testbed::layout_configs(&layout, None, &dir);
     for c in &mut configs {
         c.load.value_size = spec.value_size;
         c.load.warmup_ms = spec.warmup.as_millis() as u64;
+        c.pipeline.spin_polls = spec.spin_polls;
         let s = storage(spec, c.storage.fsync_policy);
         c.storage.batch_max_messages = s.batch_max_messages;
         c.storage.batch_max_bytes = s.batch_max_bytes;
@@ -356,7 +398,8 @@ fn testbed_point(
         dir: dir.clone(),
         nodes: Nodes::Configs(configs),
     })?;
-    let result = measure(spec, &tb, transport, policy, clients, stop);
+    let result = without_delivered_files(&tb)
+        .and_then(|()| measure(spec, &tb, transport, policy, clients, stop));
     testbed::down(&tb.name)?;
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -388,14 +431,20 @@ fn measure(
     let cpu = |procs: &Processes| -> Vec<f64> {
         procs.0.iter().map(|(_, c)| process_cpu(c.id())).collect()
     };
+    let ids: Vec<u16> = procs.0.iter().map(|(id, _)| *id).collect();
+    let pids: Vec<u32> = procs.0.iter().map(|(_, c)| c.id()).collect();
+    let frames = || -> u64 { ids.iter().map(|id| frames_sent(&tb.dir, *id)).sum() };
     // The software switch of virtio_user nodes forwards every frame: its CPU is the network's.
     let switch = vswitch.as_ref().map(Child::id);
+    let syscalls = cost::SyscallCount::start(&pids, &tb.dir.join("perf-syscalls.txt"));
     let (t0, a0, cpu0) = (Instant::now(), lines(&acked), cpu(&procs));
+    let (frames0, usage0) = (frames(), cost::Usage::of(&pids));
     let switch0 = switch.map(process_cpu);
     sleep(spec.duration);
     let (window, a1, cpu1) = (t0.elapsed(), lines(&acked), cpu(&procs));
+    let (frames1, usage1) = (frames(), cost::Usage::of(&pids));
     let switch1 = switch.map(process_cpu);
-    let ids: Vec<u16> = procs.0.iter().map(|(id, _)| *id).collect();
+    let syscalls = syscalls.and_then(cost::SyscallCount::finish);
     for (id, c) in &mut procs.0 {
         if let Ok(Some(status)) = c.try_wait() {
             let log =
@@ -428,21 +477,53 @@ fn measure(
     if let (Some(a), Some(b)) = (switch0, switch1) {
         cpu_percent.insert("switch".into(), 100.0 * (b - a) / secs.max(1e-9));
     }
+    let values = a1.saturating_sub(a0);
+    let per_value = |x: f64| x / (values.max(1) as f64);
+    let used = usage1.since(usage0);
     Ok(Point {
         transport: transport.name().into(),
         policy: policy.to_string(),
         clients,
         outstanding: spec.outstanding,
         value_size: spec.value_size,
+        max_frame: spec.max_frame,
         window_s: secs,
-        values: a1.saturating_sub(a0),
-        values_per_sec: a1.saturating_sub(a0) as f64 / secs.max(1e-9),
+        values,
+        values_per_sec: values as f64 / secs.max(1e-9),
         latency_mean_us: us("latency_mean_us"),
         latency_p50_us: us("latency_p50_us"),
         latency_p99_us: us("latency_p99_us"),
         latency_p999_us: us("latency_p999_us"),
         cpu_percent,
+        frames_per_value: per_value(frames1.saturating_sub(frames0) as f64),
+        cpu_us_per_value: per_value(1e6 * used.cpu_s),
+        wakeups_per_value: per_value(used.wakeups as f64),
+        syscalls_per_value: syscalls.map(|n| per_value(n as f64)),
     })
+}
+
+/// The bench's learners write no delivered file: an appliance's learner hands its stream
+/// to an application, and a hashed, formatted line per value was a tenth of the nodes' CPU in
+/// a profile (docs/benchmarks.md); the in-process cluster writes none either.
+fn without_delivered_files(tb: &testbed::Testbed) -> Result<(), BenchError> {
+    for n in &tb.nodes {
+        let mut cfg = crate::config::NodeConfig::load(&n.config)
+            .map_err(|e| BenchError::Run(e.to_string()))?;
+        cfg.output.delivered = None;
+        let yaml = serde_yaml_ng::to_string(&cfg).map_err(|e| BenchError::Run(e.to_string()))?;
+        std::fs::write(&n.config, yaml)
+            .map_err(io(format!("cannot write {}", n.config.display())))?;
+    }
+    Ok(())
+}
+
+/// Frames node `id` has sent, as its running summary (refreshed every 200 ms) says.
+fn frames_sent(dir: &Path, id: u16) -> u64 {
+    std::fs::read_to_string(dir.join(format!("summary-{id}.json")))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|s| s["transport"]["sent"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Draws the plots again from `out/results.json` (e.g. after merging grids).

@@ -43,6 +43,13 @@ pub(crate) struct BenchArgs {
     /// Testbed transports: adaptive or busy.
     #[arg(long, default_value = "adaptive")]
     pub(crate) polling: Polling,
+    /// Adaptive polling: empty polls before a node sleeps (`pipeline.spin_polls`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) spin_polls: u32,
+    /// Largest frame, bytes (`protocol.max_frame`): 9000 for jumbo frames (the testbed's
+    /// veths get the MTU to carry them).
+    #[arg(long, default_value_t = ethpaxos::protocol::limits::DEFAULT_MAX_FRAME)]
+    pub(crate) max_frame: usize,
     #[arg(long, default_value = "bench-results")]
     pub(crate) out: PathBuf,
     /// Run nothing: draw the plots again from --out/results.json.
@@ -71,6 +78,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     if args.outstanding == 0 {
         bail!("--outstanding must be at least 1");
     }
+    let (lo, hi) = (
+        ethpaxos::protocol::limits::MIN_MAX_FRAME,
+        ethpaxos::protocol::limits::MAX_MAX_FRAME,
+    );
+    if !(lo..=hi).contains(&args.max_frame) {
+        bail!("--max-frame {}: give {lo} to {hi} bytes", args.max_frame);
+    }
     let spec = ethpaxos::bench::BenchSpec {
         transports,
         clients: args.clients,
@@ -82,6 +96,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         batch_max_messages: args.batch_max_messages,
         batch_max_bytes: args.batch_max_bytes,
         polling: args.polling,
+        spin_polls: args.spin_polls,
+        max_frame: args.max_frame,
         out: args.out,
         exe: std::env::current_exe().context("cannot find this executable")?,
     };
@@ -108,12 +124,12 @@ fn run_spec(spec: &ethpaxos::bench::BenchSpec) -> Result<()> {
         names.join(", ")
     ));
     bar.enable_steady_tick(Duration::from_millis(500));
-    println!("| transport | mode | clients | values/s | mean | p50 | p99 | p99.9 | CPU % (proposer/acceptors/learner/client) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| transport | mode | clients | values/s | mean | p50 | p99 | p99.9 | CPU % (proposer/acceptors/learner/client) | frames/value | CPU us/value | wake-ups/value | syscalls/value |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let points = ethpaxos::bench::run(spec, &stop, |p, _k, _n| {
         let cpu = |r: &str| p.cpu_percent.get(r).copied().unwrap_or(0.0);
         let row = format!(
-            "| {} | {} | {} | {:.0} | {:.0} us | {:.0} us | {:.0} us | {:.0} us | {:.0}/{:.0}/{:.0}/{:.0} |",
+            "| {} | {} | {} | {:.0} | {:.0} us | {:.0} us | {:.0} us | {:.0} us | {:.0}/{:.0}/{:.0}/{:.0} | {:.2} | {:.1} | {:.2} | {} |",
             p.transport,
             p.mode(),
             p.clients,
@@ -125,7 +141,12 @@ fn run_spec(spec: &ethpaxos::bench::BenchSpec) -> Result<()> {
             cpu("proposer"),
             cpu("acceptor"),
             cpu("learner"),
-            cpu("client")
+            cpu("client"),
+            p.frames_per_value,
+            p.cpu_us_per_value,
+            p.wakeups_per_value,
+            p.syscalls_per_value
+                .map_or("-".to_string(), |s| format!("{s:.2}")),
         );
         bar.suspend(|| println!("{row}"));
         bar.inc(1);
@@ -138,8 +159,9 @@ fn run_spec(spec: &ethpaxos::bench::BenchSpec) -> Result<()> {
     })?;
     bar.finish_and_clear();
     println!(
-        "\n{} points; results.csv, results.json and latency-vs-clients.png, throughput-vs-clients.png, latency-vs-throughput.png in {}",
+        "\n{} points; results.csv, results.json and {} in {}",
         points.len(),
+        ethpaxos::bench::plot::FILES.join(", "),
         spec.out.display()
     );
     if stop.load(std::sync::atomic::Ordering::Relaxed) {

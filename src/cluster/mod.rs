@@ -11,6 +11,7 @@ mod transport;
 pub use digest::SequenceDigest;
 pub use transport::{Inbound, MemTransport};
 
+use crate::bench::cost::Usage;
 use crate::driver::single::{self, Idle, Link};
 use crate::driver::{
     Acked, Driver, Latency, Load, NodeError, NodeStats, NodeStore, RoundStore, Sessions, Sink,
@@ -80,6 +81,10 @@ pub struct Window {
     /// CPU seconds used in the window by each role's threads (`proposer`, `acceptor`,
     /// `learner`, `client`).
     pub cpu: Vec<(String, f64)>,
+    /// Messages the nodes sent to each other in the window (frames, on a network).
+    pub frames: u64,
+    /// Times this process's threads went to sleep in the window (each a wake-up later).
+    pub wakeups: u64,
 }
 
 impl Window {
@@ -371,7 +376,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
         };
         let shared = shared.clone();
         handles.push(spawn_named(format!("epx-{role}-{id}"), move || {
-            let mut stop = |d: &Driver| {
+            let mut stop = |d: &Driver, _: Option<&crate::transport::TransportStats>| {
                 // Summing every session's outstanding values costs a pass over the clients:
                 // done only while the demo drains, not every turn of the run.
                 if learner == Some(0) && shared.stop_clients.load(Ordering::Relaxed) {
@@ -416,7 +421,8 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
     };
-    let mut at_warmup: Option<(Instant, u64, HashMap<String, f64>)> = None;
+    type AtWarmup = (Instant, u64, HashMap<String, f64>, u64, Usage);
+    let mut at_warmup: Option<AtWarmup> = None;
     while start.elapsed() < opts.duration && !interrupted() {
         thread::sleep(Duration::from_millis(10));
         if at_warmup.is_none() && start.elapsed() >= opts.warmup {
@@ -424,6 +430,8 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 Instant::now(),
                 shared.acked.load(Ordering::Relaxed),
                 cpu_by_role(),
+                transport.sent(),
+                Usage::of(&[0]),
             ));
         }
         if let (Some(after), false) = (opts.kill_leader_after, killed) {
@@ -467,8 +475,17 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     }
     let acked_at_end = shared.acked.load(Ordering::Relaxed);
     let cpu_at_end = cpu_by_role();
-    let (window_start, acked_at_warmup, cpu_at_warmup) =
-        at_warmup.unwrap_or_else(|| (Instant::now(), acked_at_end, cpu_at_end.clone()));
+    let (frames_at_end, usage_at_end) = (transport.sent(), Usage::of(&[0]));
+    let (window_start, acked_at_warmup, cpu_at_warmup, frames_at_warmup, usage_at_warmup) =
+        at_warmup.unwrap_or_else(|| {
+            (
+                Instant::now(),
+                acked_at_end,
+                cpu_at_end.clone(),
+                frames_at_end,
+                usage_at_end,
+            )
+        });
     let window_length = window_start.elapsed();
     let mut cpu: Vec<(String, f64)> = cpu_at_end
         .iter()
@@ -521,6 +538,8 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             latency_p99: latency.quantile(0.99),
             latency_p999: latency.quantile(0.999),
             cpu,
+            frames: frames_at_end - frames_at_warmup,
+            wakeups: usage_at_end.since(usage_at_warmup).wakeups,
         },
         leader_changes: shared.elections.load(Ordering::Relaxed),
         learners,

@@ -4,6 +4,7 @@
 use crate::protocol::{Envelope, Message, NodeId};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct Inbound {
@@ -14,6 +15,8 @@ pub struct Inbound {
 #[derive(Clone)]
 pub struct MemTransport {
     peers: Arc<HashMap<NodeId, Sender<Inbound>>>,
+    /// Messages sent to a known node, by every node (what frames would be on a network).
+    sent: Arc<AtomicU64>,
 }
 
 impl MemTransport {
@@ -29,6 +32,7 @@ impl MemTransport {
         (
             MemTransport {
                 peers: Arc::new(peers),
+                sent: Arc::new(AtomicU64::new(0)),
             },
             inboxes,
         )
@@ -38,8 +42,14 @@ impl MemTransport {
     pub fn send_all(&self, from: NodeId, envelopes: impl Iterator<Item = Envelope>) {
         for env in envelopes {
             if let Some(tx) = self.peers.get(&env.to) {
+                self.sent.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(Inbound { from, msg: env.msg });
             }
         }
+    }
+
+    /// Messages every node has sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }

@@ -46,8 +46,8 @@ pub enum TransportKind {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Polling {
-    /// Spin briefly when idle, then sleep until a frame or the next tick: fair on a small
-    /// shared machine.
+    /// Sleep when idle until a frame or the next tick (after `spin_polls` empty polls): fair
+    /// on a small shared machine.
     #[default]
     Adaptive,
     /// Never sleep: the lowest latency, and one core always at 100%.
@@ -76,6 +76,11 @@ pub struct PipelineConfig {
     /// Slots in each ring between stages (`staged`).
     pub ring_size: usize,
     pub polling: Polling,
+    /// `adaptive` polling: empty polls before the loop sleeps until a frame or its next tick.
+    /// 0 (the default) sleeps at once: where node processes share cores, a spinning node
+    /// takes the core the node with work needs (docs/benchmarks.md measured 0, 10, 50 and
+    /// 200); a node with a core of its own may gain from a few.
+    pub spin_polls: u32,
     /// CPU cores to pin to: the loop to the first (`single`); stage k (RX, commit, TX,
     /// learner, acceptor, proposer) to `cores[k]` (`staged`; with fewer cores than stages the
     /// stages run as one loop on the first). Empty: the kernel places the threads.
@@ -88,6 +93,7 @@ impl Default for PipelineConfig {
             stages: Stages::Single,
             ring_size: 4096,
             polling: Polling::Adaptive,
+            spin_polls: 0,
             cores: Vec::new(),
         }
     }

@@ -31,7 +31,7 @@ use crate::metrics::Recorder;
 use crate::protocol::image;
 use crate::protocol::limits::{PEER_VALUES_FIXED, SNAPSHOT_CHUNK_FIXED};
 use crate::protocol::{
-    coalesce_accepted, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Install,
+    coalesce, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Install,
     InstanceId, Learner, Message, NodeId, Pending, Position, Proposer, ProtocolConfig,
 };
 use crate::storage::BatchBudget;
@@ -182,7 +182,10 @@ pub struct Driver {
     /// Messages this node sent itself, released by a commit: handled first next turn.
     own: VecDeque<Message>,
     tick: Duration,
-    next_tick: Duration,
+    /// The tick of a node with neither a proposer nor an application (`with_coarse_tick`).
+    coarse_tick: Duration,
+    /// When the roles last ticked (None: never).
+    last_tick: Option<Duration>,
     max_payload: usize,
     /// Frames in one answer to a peer learner's fetch (`answer_max_frames`).
     answer_frames: usize,
@@ -215,7 +218,8 @@ impl Driver {
             out: Actions::new(),
             own: VecDeque::new(),
             tick: protocol.tick(),
-            next_tick: Duration::ZERO,
+            coarse_tick: protocol.tick(),
+            last_tick: None,
             max_payload: protocol.max_payload(),
             answer_frames: protocol.answer_max_frames.max(1) as usize,
             budget,
@@ -350,6 +354,32 @@ impl Driver {
         Ok(())
     }
 
+    /// Ticks the node only every `every` (never more often than `protocol.tick_us`) unless
+    /// its proposer holds values waiting for a batch (`batch_max_delay_us`), its learner is
+    /// catching up (it asks for each next page at its next tick) or it serves an
+    /// application, whose requests arrive on no socket. The other timers are tens of
+    /// milliseconds or more (heartbeats, retransmits, a learner's catch-up, client resends)
+    /// and an acceptor has none. A sleeping node wakes for every tick: each wake-up costs a
+    /// core tens of microseconds on a small VM (docs/benchmarks.md).
+    pub fn with_coarse_tick(mut self, every: Duration) -> Driver {
+        self.coarse_tick = every.max(self.tick);
+        self
+    }
+
+    /// How long after a tick the next is due.
+    fn tick_period(&self) -> Duration {
+        let batching = self
+            .proposer
+            .as_ref()
+            .is_some_and(|p| p.pending_values() > 0);
+        let catching_up = self.learner.as_ref().is_some_and(|l| l.catching_up());
+        if batching || catching_up || self.sessions.has_app() {
+            self.tick
+        } else {
+            self.coarse_tick
+        }
+    }
+
     pub fn with_sessions(mut self, s: Sessions) -> Driver {
         self.sessions = s;
         self
@@ -367,7 +397,8 @@ impl Driver {
 
     /// When the next tick is due.
     pub fn next_tick(&self) -> Duration {
-        self.next_tick
+        self.last_tick
+            .map_or(Duration::ZERO, |t| t + self.tick_period())
     }
 
     /// Work is waiting (messages to itself, or output of this turn): the turn must not
@@ -549,7 +580,7 @@ impl Driver {
     /// Ticks every role when a tick is due (the period is `protocol.tick_us`). Says whether
     /// it ticked.
     pub fn tick_if_due(&mut self, now: Duration) -> bool {
-        if now < self.next_tick {
+        if now < self.next_tick() {
             return false;
         }
         if let Some(p) = &mut self.proposer {
@@ -559,7 +590,7 @@ impl Driver {
             l.tick(now, &mut self.out);
         }
         self.sessions.tick(now, &mut self.out);
-        self.next_tick = now + self.tick;
+        self.last_tick = Some(now);
         true
     }
 
@@ -828,7 +859,7 @@ pub fn split_released(
     mut sends: Vec<Envelope>,
     max_payload: usize,
 ) -> (Vec<Message>, Vec<Envelope>) {
-    coalesce_accepted(&mut sends, max_payload);
+    coalesce(&mut sends, max_payload);
     if !sends.iter().any(|e| e.to == me) {
         return (Vec::new(), sends);
     }

@@ -166,6 +166,11 @@ impl Sessions {
     }
 
     /// Values submitted and not yet acknowledged, over every session.
+    /// An application submits through these sessions.
+    pub fn has_app(&self) -> bool {
+        self.app.is_some()
+    }
+
     pub fn outstanding(&self) -> usize {
         self.clients.iter().map(Client::outstanding).sum::<usize>()
             + self.app.as_ref().map_or(0, |a| a.client.outstanding())

@@ -55,12 +55,12 @@ pub fn run(
     link: &mut impl Link,
     store: &mut NodeStore,
     sink: &mut dyn Sink,
-    stop: &mut dyn FnMut(&Driver) -> bool,
+    stop: &mut dyn FnMut(&Driver, Option<&TransportStats>) -> bool,
     start: Instant,
     idle: Idle,
 ) -> Result<(), NodeError> {
     let mut idle_spins = 0u32;
-    while !stop(driver) {
+    while !stop(driver, link.stats()) {
         driver.begin_turn(start.elapsed());
         // Busy: never sleep. Adaptive: poll without waiting for a while after the last
         // frame (a waiting thread costs ~20 us to wake here), then sleep until a frame or

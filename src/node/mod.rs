@@ -9,7 +9,7 @@
 
 use crate::app::{stream_line, AppLink, StreamServer};
 use crate::config::{NodeConfig, Polling, Role, Stages, ValidNodeConfig};
-use crate::driver::single::{self, Idle, ADAPTIVE_SPINS};
+use crate::driver::single::{self, Idle};
 use crate::driver::{io, Acked, Driver, Load, NodeStore, RoundStore, Sessions, Sink};
 use crate::journal::{DiskFiles, Journal, JournalTail, SnapshotStore};
 use crate::metrics::Metrics;
@@ -220,6 +220,23 @@ impl Status {
     }
 }
 
+/// How often a node with neither a proposer nor an application ticks (`Driver::
+/// with_coarse_tick`): every 10 ms, but an `async` acceptor store or learner journal syncs on
+/// a turn, so no less often than its interval.
+fn coarse_tick(cfg: &NodeConfig) -> Duration {
+    use crate::storage::FsyncPolicy::Async;
+    let me = cfg.me();
+    let mut every = Duration::from_millis(10);
+    if me.plays(Role::Acceptor) && cfg.storage.fsync_policy == Async {
+        every = every.min(Duration::from_millis(cfg.storage.fsync_interval_ms));
+    }
+    let journal_policy = cfg.learner.fsync_policy.unwrap_or(cfg.storage.fsync_policy);
+    if me.plays(Role::Learner) && journal_policy == Async {
+        every = every.min(Duration::from_millis(cfg.learner.fsync_interval_ms));
+    }
+    every
+}
+
 /// A node built from its config, ready to run.
 pub(crate) struct Node {
     pub(crate) driver: Driver,
@@ -281,14 +298,18 @@ pub fn run_with(
         &mut transport,
         &mut store,
         &mut outputs,
-        &mut |d| {
-            status.refresh(|| d.summary());
+        &mut |d, frames| {
+            status.refresh(|| {
+                let mut s = d.summary();
+                s.transport = frames.cloned().unwrap_or_default();
+                s
+            });
             stop.load(Ordering::Relaxed)
         },
         Instant::now(),
         match cfg.pipeline.polling {
             Polling::Busy => Idle::Busy,
-            Polling::Adaptive => Idle::Spin(ADAPTIVE_SPINS),
+            Polling::Adaptive => Idle::Spin(cfg.pipeline.spin_polls),
         },
     )?;
     driver
@@ -314,7 +335,8 @@ impl Node {
         if let Some(dir) = &cfg.storage.path {
             crate::storage::check_writable(dir)?;
         }
-        let mut driver = Driver::new(id, &protocol, BatchBudget::of(&cfg.storage));
+        let mut driver = Driver::new(id, &protocol, BatchBudget::of(&cfg.storage))
+            .with_coarse_tick(coarse_tick(cfg));
         let mut round = None;
         if me.plays(Role::Proposer) {
             let dir = cfg.storage.path.as_deref().unwrap_or(Path::new("."));

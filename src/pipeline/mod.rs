@@ -259,10 +259,13 @@ pub(crate) fn run_staged(
             Ok(committed(&store))
         })?
     };
+    // Frames TX has sent so far, for the status file the learner stage writes.
+    let frames_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let tx = {
         let mut transport = transport.try_clone()?;
         let cfg = cfg.clone();
         let mut rec = recorder();
+        let frames_sent = frames_sent.clone();
         spawn("tx", move || -> Result<TransportStats, NodeError> {
             pin(&cfg, 2);
             loop {
@@ -279,6 +282,7 @@ pub(crate) fn run_staged(
                     transport.send(&env)?;
                 }
                 transport.flush()?;
+                frames_sent.store(transport.stats().sent, Ordering::Relaxed);
             }
             publish_transport(&mut rec, transport.stats(), 0, true);
             Ok(transport.stats().clone())
@@ -333,6 +337,7 @@ pub(crate) fn run_staged(
                     0 => None,
                     r => Some((r - 1) as u32),
                 };
+                s.transport.sent = frames_sent.load(Ordering::Relaxed);
                 s
             });
             stop.load(Ordering::Relaxed)

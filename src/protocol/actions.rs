@@ -8,6 +8,7 @@
 //! [`Persist`] store first and returns the messages only if the store says they are durable.
 //! A driver that tried to send before committing would not compile.
 
+use super::limits;
 use super::message::{Envelope, Message};
 use super::types::{AcceptedEntry, Ballot, Batch, ClientValue, InstanceId, NodeId, Position};
 
@@ -254,36 +255,157 @@ impl Actions {
     }
 }
 
-/// Merges 2b votes for one ballot to one destination into as few messages as fit a frame of
-/// `max_payload` bytes: an acceptor that handled a burst of 2a's sends one vote message per
-/// destination instead of one per instance. Every driver applies it to what it releases.
-pub fn coalesce_accepted(sends: &mut Vec<Envelope>, max_payload: usize) {
-    let votes = sends
+/// Merges what can share a frame into as few messages as fit a frame of `max_payload` bytes,
+/// each to its destination: 2b votes for one ballot (an acceptor that handled a burst of 2a's
+/// sends one vote message per destination instead of one per instance), and client requests
+/// (a node's client sessions send their values to the leader in a few frames, not one frame
+/// per session). A merged message takes the place of the first it absorbed. Every driver
+/// applies it to what it releases.
+pub fn coalesce(sends: &mut Vec<Envelope>, max_payload: usize) {
+    let mergeable = sends
         .iter()
-        .filter(|e| matches!(e.msg, Message::Accepted { .. }))
+        .filter(|e| {
+            matches!(
+                e.msg,
+                Message::Accepted { .. } | Message::ClientRequest { .. }
+            )
+        })
         .count();
-    if votes < 2 {
+    if mergeable < 2 {
         return;
     }
-    let per_msg = (max_payload.saturating_sub(super::limits::ACCEPTED_FIXED) / 8).max(1);
+    let votes_per_msg = (max_payload.saturating_sub(limits::ACCEPTED_FIXED) / 8).max(1);
+    let request_budget = max_payload.saturating_sub(limits::CLIENT_REQUEST_FIXED);
     let mut merged: Vec<Envelope> = Vec::with_capacity(sends.len());
-    let mut open: std::collections::HashMap<(NodeId, Ballot), usize> = Default::default();
+    // The open message per destination (and ballot, for votes), and for requests its size.
+    let mut open_votes: std::collections::HashMap<(NodeId, Ballot), usize> = Default::default();
+    let mut open_requests: std::collections::HashMap<NodeId, (usize, usize)> = Default::default();
     for env in sends.drain(..) {
-        if let Message::Accepted { ballot, instances } = &env.msg {
-            if let Some(&k) = open.get(&(env.to, *ballot)) {
-                if let Message::Accepted {
-                    instances: into, ..
-                } = &mut merged[k].msg
-                {
-                    if into.len() + instances.len() <= per_msg {
-                        into.extend_from_slice(instances);
-                        continue;
+        match &env.msg {
+            Message::Accepted { ballot, instances } => {
+                if let Some(&k) = open_votes.get(&(env.to, *ballot)) {
+                    if let Message::Accepted {
+                        instances: into, ..
+                    } = &mut merged[k].msg
+                    {
+                        if into.len() + instances.len() <= votes_per_msg {
+                            into.extend_from_slice(instances);
+                            continue;
+                        }
                     }
                 }
+                open_votes.insert((env.to, *ballot), merged.len());
             }
-            open.insert((env.to, *ballot), merged.len());
+            Message::ClientRequest { values } => {
+                let size: usize = values.iter().map(limits::value).sum();
+                if let Some((k, used)) = open_requests.get_mut(&env.to) {
+                    if let Message::ClientRequest { values: into } = &mut merged[*k].msg {
+                        if *used + size <= request_budget {
+                            into.extend_from_slice(values);
+                            *used += size;
+                            continue;
+                        }
+                    }
+                }
+                open_requests.insert(env.to, (merged.len(), size));
+            }
+            _ => {}
         }
         merged.push(env);
     }
     *sends = merged;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::types::ClientValue;
+    use bytes::Bytes;
+
+    fn request(client: u64, n: usize, len: usize) -> Message {
+        Message::ClientRequest {
+            values: (0..n as u64)
+                .map(|seq| ClientValue {
+                    client,
+                    seq,
+                    payload: Bytes::from(vec![7u8; len]),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn client_requests_to_one_node_share_frames_and_each_fits_one() {
+        let max_payload = 1500 - limits::FRAME_OVERHEAD;
+        // 256 sessions with one 64-byte value each, to the leader (1), and one to node 2.
+        let mut sends: Vec<Envelope> = (0..256)
+            .map(|c| Envelope {
+                to: 1,
+                msg: request(c, 1, 64),
+            })
+            .collect();
+        sends.insert(
+            3,
+            Envelope {
+                to: 2,
+                msg: request(999, 1, 64),
+            },
+        );
+        coalesce(&mut sends, max_payload);
+        let to_leader: Vec<&Message> = sends.iter().filter(|e| e.to == 1).map(|e| &e.msg).collect();
+        let per_frame = (max_payload - limits::CLIENT_REQUEST_FIXED) / (limits::VALUE_FIXED + 64);
+        assert_eq!(to_leader.len(), 256usize.div_ceil(per_frame));
+        let mut clients = Vec::new();
+        for m in &to_leader {
+            assert!(limits::payload(m) <= max_payload, "{}", limits::payload(m));
+            let Message::ClientRequest { values } = m else {
+                panic!("a request became {m:?}")
+            };
+            clients.extend(values.iter().map(|v| v.client));
+        }
+        assert_eq!(
+            clients,
+            (0..256).collect::<Vec<u64>>(),
+            "every value, in order"
+        );
+        assert_eq!(sends.iter().filter(|e| e.to == 2).count(), 1);
+    }
+
+    #[test]
+    fn votes_merge_per_destination_and_ballot_only() {
+        let b = |round| Ballot { round, proposer: 1 };
+        let vote = |to, round, i| Envelope {
+            to,
+            msg: Message::Accepted {
+                ballot: b(round),
+                instances: vec![i],
+            },
+        };
+        let mut sends = vec![
+            vote(1, 5, 10),
+            vote(21, 5, 10),
+            vote(1, 5, 11),
+            vote(1, 6, 12),
+            Envelope {
+                to: 1,
+                msg: Message::Progress { delivered_below: 3 },
+            },
+            vote(21, 5, 11),
+        ];
+        coalesce(&mut sends, 1474);
+        let got: Vec<(NodeId, Message)> = sends.into_iter().map(|e| (e.to, e.msg)).collect();
+        let votes = |round, instances: Vec<u64>| Message::Accepted {
+            ballot: b(round),
+            instances,
+        };
+        assert_eq!(
+            got,
+            vec![
+                (1, votes(5, vec![10, 11])),
+                (21, votes(5, vec![10, 11])),
+                (1, votes(6, vec![12])),
+                (1, Message::Progress { delivered_below: 3 }),
+            ]
+        );
+    }
 }

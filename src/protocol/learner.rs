@@ -281,6 +281,12 @@ impl Learner {
     }
 
     /// Set once acceptors have trimmed instances this learner still needs.
+    /// It is missing decided instances or fetching from peers: it asks for each next page
+    /// at its next tick, so its driver must tick it at the fine rate.
+    pub fn catching_up(&self) -> bool {
+        self.has_gap() || self.gap_since.is_some() || self.trimmed.is_some() || self.peer.is_some()
+    }
+
     pub fn trimmed(&self) -> Option<InstanceId> {
         self.trimmed
     }

@@ -17,7 +17,7 @@ mod types;
 
 pub use acceptor::{Acceptor, AcceptorCounters, AcceptorState};
 pub use actions::{
-    coalesce_accepted, Actions, Change, Delivery, Event, Install, Pending, Persist, Volatile,
+    coalesce, Actions, Change, Delivery, Event, Install, Pending, Persist, Volatile,
 };
 pub use client::{Client, SubmitError};
 pub use config::{ConfigError, Membership, ProtocolConfig};

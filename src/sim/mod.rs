@@ -721,7 +721,9 @@ impl Simulation {
         let members = self.members.clone();
         let node = &mut self.nodes[n];
         let (id, plays) = (node.id, node.plays);
-        let mut d = Driver::new(id, cfg, BatchBudget::of(&StorageConfig::default()));
+        // Nodes without a proposer tick ten times less often, as node processes do.
+        let mut d = Driver::new(id, cfg, BatchBudget::of(&StorageConfig::default()))
+            .with_coarse_tick(cfg.tick() * 10);
         if plays.proposer {
             d = d.with_proposer(Proposer::new(
                 id,

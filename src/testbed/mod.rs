@@ -235,6 +235,14 @@ fn veth(
             "netns", hub,
         ],
     )?;
+    // Jumbo frames need a larger MTU at both ends (the bridge follows its ports); the
+    // margin covers UDP's IP and UDP headers.
+    let max_frame = cfg.protocol.max_frame;
+    if max_frame > crate::protocol::limits::DEFAULT_MAX_FRAME {
+        let mtu = (max_frame + 64).to_string();
+        ip(ns, &["link", "set", iface, "mtu", &mtu])?;
+        ip(hub, &["link", "set", hub_link, "mtu", &mtu])?;
+    }
     ip(ns, &["link", "set", iface, "up"])?;
     if let (TransportKind::Udp, Some(addr)) = (cfg.transport, me.udp) {
         ip(
