@@ -1334,3 +1334,111 @@ fn a_peer_that_never_answers_is_left_for_the_others_and_then_for_a_snapshot() {
     }
     panic!("still asking the silent peer ({asked_silent} times), never an image");
 }
+
+#[test]
+fn relayed_decisions_reach_learners_through_the_leader_and_decide_only_its_own_2a() {
+    let cfg = ProtocolConfig {
+        relay_decisions: true,
+        ..ProtocolConfig::default()
+    };
+    let now = ms(200);
+    let mut p = leader(&cfg, now);
+    let mut out = Actions::new();
+    sent(&mut out);
+    p.handle(
+        now,
+        21,
+        Message::ClientRequest {
+            values: vec![val(7, 0)],
+        },
+        &mut out,
+    );
+    let accepts: Vec<Envelope> = sent(&mut out)
+        .into_iter()
+        .filter(|e| matches!(e.msg, Message::Accept { .. }))
+        .collect();
+    assert!(accepts.iter().any(|e| e.to == 21) && accepts.iter().any(|e| e.to == 11));
+    let accept = accepts[0].msg.clone();
+    let Message::Accept {
+        ballot, instance, ..
+    } = accept.clone()
+    else {
+        unreachable!()
+    };
+
+    // An acceptor votes to the leader only.
+    let mut a = Acceptor::new(11, &cfg, members());
+    a.handle(now, 1, accept.clone(), &mut out);
+    let votes = sent(&mut out);
+    assert_eq!(
+        votes.iter().map(|e| e.to).collect::<Vec<_>>(),
+        vec![1],
+        "{votes:?}"
+    );
+
+    // A quorum of votes: the leader tells each learner once.
+    for acc in [11, 12] {
+        p.handle(
+            now,
+            acc,
+            Message::Accepted {
+                ballot,
+                instances: vec![instance],
+            },
+            &mut out,
+        );
+    }
+    let decided = Message::Decided {
+        ballot,
+        instances: vec![instance],
+    };
+    let told: Vec<Envelope> = sent(&mut out)
+        .into_iter()
+        .filter(|e| matches!(e.msg, Message::Decided { .. }))
+        .collect();
+    assert_eq!(
+        told,
+        vec![
+            Envelope {
+                to: 21,
+                msg: decided.clone()
+            },
+            Envelope {
+                to: 22,
+                msg: decided.clone()
+            },
+        ]
+    );
+
+    // A learner holding the leader's 2a delivers on its word alone; from anyone but the
+    // ballot's proposer the word counts for nothing.
+    let mut l = Learner::new(21, &cfg, members(), ms(0));
+    l.handle(now, 1, accept.clone(), &mut out);
+    l.handle(now, 2, decided.clone(), &mut out);
+    l.handle(now, 11, decided.clone(), &mut out);
+    assert!(out.deliver.is_empty());
+    l.handle(now, 1, decided.clone(), &mut out);
+    assert_eq!(out.deliver.len(), 1);
+    assert_eq!(out.deliver[0].values, vec![val(7, 0)]);
+
+    // A learner that holds another ballot's value for the instance waits for the leader's
+    // 2a, and then delivers that value, not the other.
+    let mut l = Learner::new(22, &cfg, members(), ms(0));
+    let mut out = Actions::new();
+    let older = Ballot::new(ballot.round - 1, 2);
+    l.handle(
+        now,
+        2,
+        Message::Accept {
+            ballot: older,
+            instance,
+            value: Batch::new(vec![val(9, 9)]),
+        },
+        &mut out,
+    );
+    l.handle(now, 1, decided, &mut out);
+    assert!(out.deliver.is_empty(), "{:?}", out.deliver);
+    l.handle(now, 1, accept, &mut out);
+    assert_eq!(out.deliver.len(), 1);
+    assert_eq!(out.deliver[0].values, vec![val(7, 0)]);
+}

@@ -75,6 +75,8 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         (ballot(), proptest::collection::vec(any::<u64>(), 0..40))
             .prop_map(|(ballot, instances)| Message::Accepted { ballot, instances }),
+        (ballot(), proptest::collection::vec(any::<u64>(), 0..40))
+            .prop_map(|(ballot, instances)| Message::Decided { ballot, instances }),
         (ballot(), ballot())
             .prop_map(|(promised, rejected)| Message::Reject { promised, rejected }),
         (ballot(), any::<u64>(), any::<u64>()).prop_map(|(ballot, d, n)| Message::Heartbeat {

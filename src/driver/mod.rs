@@ -61,6 +61,7 @@ pub fn takers(msg: &Message) -> Takers {
         Message::Accept { .. } => t(true, false, true),
         Message::Heartbeat { .. } => t(true, true, true),
         Message::Accepted { .. } => t(false, true, true),
+        Message::Decided { .. } => t(false, false, true),
         Message::Promise { .. }
         | Message::Reject { .. }
         | Message::ClientRequest { .. }

@@ -71,6 +71,8 @@ pub struct Acceptor {
     catchup_max: u64,
     answer_max_frames: usize,
     lease: Duration,
+    /// `relay_decisions`: 2b votes go to the leader only.
+    relay: bool,
     /// When the proposer that owns the promised ballot was last heard from.
     leader_heard: Option<Duration>,
     state: AcceptorState,
@@ -97,6 +99,7 @@ impl Acceptor {
             catchup_max: cfg.catchup_max_instances,
             answer_max_frames: cfg.answer_max_frames.clamp(1, usize::MAX as u64) as usize,
             lease: cfg.leader_lease(),
+            relay: cfg.relay_decisions,
             leader_heard: None,
             state,
             counters: AcceptorCounters::default(),
@@ -249,8 +252,10 @@ impl Acceptor {
             ballot,
             instances: vec![instance],
         };
-        out.send(ballot.proposer, msg.clone());
-        out.send_all(&self.members.learners, &msg);
+        if !self.relay {
+            out.send_all(&self.members.learners, &msg);
+        }
+        out.send(ballot.proposer, msg);
     }
 
     fn on_catchup(

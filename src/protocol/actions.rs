@@ -257,7 +257,8 @@ impl Actions {
 
 /// Merges what can share a frame into as few messages as fit a frame of `max_payload` bytes,
 /// each to its destination: 2b votes for one ballot (an acceptor that handled a burst of 2a's
-/// sends one vote message per destination instead of one per instance), and client requests
+/// sends one vote message per destination instead of one per instance), the leader's
+/// decisions for one ballot likewise, and client requests
 /// (a node's client sessions send their values to the leader in a few frames, not one frame
 /// per session). A merged message takes the place of the first it absorbed. Every driver
 /// applies it to what it releases.
@@ -278,13 +279,18 @@ pub fn coalesce(sends: &mut Vec<Envelope>, max_payload: usize) {
     let request_budget = max_payload.saturating_sub(limits::CLIENT_REQUEST_FIXED);
     let mut merged: Vec<Envelope> = Vec::with_capacity(sends.len());
     // The open message per destination (and ballot, for votes), and for requests its size.
-    let mut open_votes: std::collections::HashMap<(NodeId, Ballot), usize> = Default::default();
+    let mut open_votes: std::collections::HashMap<(NodeId, Ballot, bool), usize> =
+        Default::default();
     let mut open_requests: std::collections::HashMap<NodeId, (usize, usize)> = Default::default();
     for env in sends.drain(..) {
         match &env.msg {
-            Message::Accepted { ballot, instances } => {
-                if let Some(&k) = open_votes.get(&(env.to, *ballot)) {
+            Message::Accepted { ballot, instances } | Message::Decided { ballot, instances } => {
+                let decided = matches!(env.msg, Message::Decided { .. });
+                if let Some(&k) = open_votes.get(&(env.to, *ballot, decided)) {
                     if let Message::Accepted {
+                        instances: into, ..
+                    }
+                    | Message::Decided {
                         instances: into, ..
                     } = &mut merged[k].msg
                     {
@@ -294,7 +300,7 @@ pub fn coalesce(sends: &mut Vec<Envelope>, max_payload: usize) {
                         }
                     }
                 }
-                open_votes.insert((env.to, *ballot), merged.len());
+                open_votes.insert((env.to, *ballot, decided), merged.len());
             }
             Message::ClientRequest { values } => {
                 let size: usize = values.iter().map(limits::value).sum();

@@ -55,6 +55,10 @@ pub struct ProtocolConfig {
     pub trim_keep: u64,
     /// A client resends an unacknowledged value after this long.
     pub client_timeout_ms: u64,
+    /// Acceptors send their 2b votes to the leader only, and the leader tells learners which
+    /// instances a quorum voted for (Decided), in one message per learner per turn: learners
+    /// no longer hear a 2b from every acceptor. Every node of a cluster must agree.
+    pub relay_decisions: bool,
     /// How often a node's driver ticks its roles (timers: heartbeats, retransmits, batch
     /// delays). Finer than every timeout above.
     pub tick_us: u64,
@@ -85,6 +89,7 @@ impl Default for ProtocolConfig {
             trim_keep: 10_000,
             client_timeout_ms: 500,
             tick_us: 1_000,
+            relay_decisions: false,
         }
     }
 }

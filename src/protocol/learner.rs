@@ -316,6 +316,16 @@ impl Learner {
                 }
                 self.deliver(now, out);
             }
+            Message::Decided { ballot, instances }
+                if ballot.proposer == from && self.members.proposers.contains(&from) =>
+            {
+                // The leader counted a quorum of votes at its own ballot: as good as the
+                // votes themselves, for the value its 2a at that ballot carries.
+                for i in instances {
+                    self.record_quorum(i, ballot);
+                }
+                self.deliver(now, out);
+            }
             Message::CatchupReply { trim, entries } => {
                 let Some(idx) = self.members.acceptor_index(from) else {
                     return;
@@ -526,6 +536,14 @@ impl Learner {
             }
         }
         self.maybe_catch_up(now, out);
+    }
+
+    /// A quorum voted for `instance` at `ballot` (the leader says so): recorded as the votes
+    /// of as many acceptors.
+    fn record_quorum(&mut self, instance: InstanceId, ballot: Ballot) {
+        for idx in 0..self.members.quorum() {
+            self.record(instance, ballot, None, Some(idx));
+        }
     }
 
     fn record(

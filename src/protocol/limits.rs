@@ -63,7 +63,9 @@ pub fn payload(msg: &Message) -> usize {
             PROMISE_FIXED + entries.iter().map(entry).sum::<usize>()
         }
         Message::Accept { value, .. } => ACCEPT_FIXED + batch(value),
-        Message::Accepted { instances, .. } => ACCEPTED_FIXED + 8 * instances.len(),
+        Message::Accepted { instances, .. } | Message::Decided { instances, .. } => {
+            ACCEPTED_FIXED + 8 * instances.len()
+        }
         Message::Reject { .. } => 2 * BALLOT,
         Message::Heartbeat { .. } => BALLOT + 16,
         Message::ClientRequest { values } => {

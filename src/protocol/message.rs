@@ -38,6 +38,13 @@ pub enum Message {
         ballot: Ballot,
         instances: Vec<InstanceId>,
     },
+    /// From the leader to learners (with `relay_decisions`): a quorum of acceptors voted for
+    /// these instances at `ballot`, the leader's own. A learner holding the leader's 2a at
+    /// that ballot decides its value, as if it had the votes themselves.
+    Decided {
+        ballot: Ballot,
+        instances: Vec<InstanceId>,
+    },
     /// The acceptor refuses `rejected` because it promised the higher `promised`.
     Reject { promised: Ballot, rejected: Ballot },
     /// From the leader (or a proposer whose phase 1 a quorum is answering) to proposers,
@@ -128,6 +135,7 @@ impl Message {
             Message::SnapshotHeld { .. } => MessageKind::SnapshotHeld,
             Message::SnapshotFetch { .. } => MessageKind::SnapshotFetch,
             Message::SnapshotChunk { .. } => MessageKind::SnapshotChunk,
+            Message::Decided { .. } => MessageKind::Decided,
         }
     }
 }
@@ -153,10 +161,11 @@ pub enum MessageKind {
     SnapshotHeld = 15,
     SnapshotFetch = 16,
     SnapshotChunk = 17,
+    Decided = 18,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 17] = [
+    pub const ALL: [MessageKind; 18] = [
         MessageKind::Prepare,
         MessageKind::Promise,
         MessageKind::Accept,
@@ -174,6 +183,7 @@ impl MessageKind {
         MessageKind::SnapshotHeld,
         MessageKind::SnapshotFetch,
         MessageKind::SnapshotChunk,
+        MessageKind::Decided,
     ];
 
     /// Its name in metrics (`type` label).
@@ -196,6 +206,7 @@ impl MessageKind {
             MessageKind::SnapshotHeld => "snapshot_held",
             MessageKind::SnapshotFetch => "snapshot_fetch",
             MessageKind::SnapshotChunk => "snapshot_chunk",
+            MessageKind::Decided => "decided",
         }
     }
 

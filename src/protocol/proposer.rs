@@ -660,12 +660,14 @@ impl Proposer {
             return;
         }
         let quorum = self.members.quorum() as u32;
+        let mut decided = Vec::new();
         for i in instances {
             let Some(open) = self.open.get_mut(i) else {
                 continue;
             };
             open.votes |= 1 << idx;
             if open.votes.count_ones() >= quorum {
+                decided.push(*i);
                 self.counters.instances_decided += 1;
                 if std::mem::take(&mut self.awaiting_first_decision) {
                     out.events.push(Event::FirstDecision {
@@ -683,6 +685,17 @@ impl Proposer {
                     self.decided_above.insert(*i);
                 }
             }
+        }
+        if self.cfg.relay_decisions && !decided.is_empty() {
+            // A quorum voted at our ballot: learners that hold our 2a decide its value. The
+            // driver merges a turn's worth into one message per learner.
+            out.send_all(
+                &self.members.learners,
+                &Message::Decided {
+                    ballot: mine,
+                    instances: decided,
+                },
+            );
         }
         self.advance_decided();
         self.pump(now, out);

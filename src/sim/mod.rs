@@ -190,6 +190,9 @@ impl SimConfig {
             },
         };
         cfg.snapshot_every = rng.gen_range(8..256);
+        // Drawn last, so every older seed keeps its faults: votes to every learner, or
+        // through the leader (Decided).
+        cfg.protocol.relay_decisions = rng.gen_bool(0.5);
         cfg
     }
 

@@ -277,6 +277,15 @@ impl Reader {
                 }
                 Message::Accepted { ballot, instances }
             }
+            MessageKind::Decided => {
+                let ballot = self.ballot("ballot")?;
+                let n = self.count("instances.count", 8)?;
+                let mut instances = Vec::with_capacity(n);
+                for _ in 0..n {
+                    instances.push(self.u64("instance")?);
+                }
+                Message::Decided { ballot, instances }
+            }
             MessageKind::Reject => Message::Reject {
                 promised: self.ballot("promised")?,
                 rejected: self.ballot("rejected")?,

@@ -155,7 +155,7 @@ impl Writer<'_> {
                 self.u64(*instance);
                 self.batch(value)?;
             }
-            Message::Accepted { ballot, instances } => {
+            Message::Accepted { ballot, instances } | Message::Decided { ballot, instances } => {
                 self.ballot(*ballot);
                 self.count("instances", instances.len())?;
                 instances.iter().for_each(|i| self.u64(*i));
