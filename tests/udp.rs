@@ -24,6 +24,7 @@ fn sized_check(members: &[u16], key: Option<FrameKey>, max_frame: usize) -> Fram
         members: members.iter().copied().collect(),
         key,
         max_frame,
+        group: None,
     }
 }
 

@@ -32,7 +32,7 @@ use crate::protocol::image;
 use crate::protocol::limits::{PEER_VALUES_FIXED, SNAPSHOT_CHUNK_FIXED};
 use crate::protocol::{
     coalesce, Acceptor, AcceptorCounters, Actions, ClientValue, Envelope, Event, Install,
-    InstanceId, Learner, Message, NodeId, Pending, Position, Proposer, ProtocolConfig,
+    InstanceId, Learner, Message, MessageKind, NodeId, Pending, Position, Proposer, ProtocolConfig,
 };
 use crate::storage::BatchBudget;
 use crate::transport::TransportStats;
@@ -49,32 +49,33 @@ pub struct Takers {
 }
 
 pub fn takers(msg: &Message) -> Takers {
+    kind_takers(msg.kind())
+}
+
+/// `takers` by message type (what a transport needs to know who a group frame reaches).
+pub fn kind_takers(kind: MessageKind) -> Takers {
+    use MessageKind as K;
     let t = |acceptor, proposer, learner| Takers {
         acceptor,
         proposer,
         learner,
     };
-    match msg {
-        Message::Prepare { .. } | Message::CatchupRequest { .. } | Message::Trim { .. } => {
-            t(true, false, false)
+    match kind {
+        K::Prepare | K::CatchupRequest | K::Trim => t(true, false, false),
+        K::Accept => t(true, false, true),
+        K::Heartbeat => t(true, true, true),
+        K::Accepted => t(false, true, true),
+        K::Decided => t(false, false, true),
+        K::Promise | K::Reject | K::ClientRequest | K::Progress | K::SnapshotHeld => {
+            t(false, true, false)
         }
-        Message::Accept { .. } => t(true, false, true),
-        Message::Heartbeat { .. } => t(true, true, true),
-        Message::Accepted { .. } => t(false, true, true),
-        Message::Decided { .. } => t(false, false, true),
-        Message::Promise { .. }
-        | Message::Reject { .. }
-        | Message::ClientRequest { .. }
-        | Message::Progress { .. } => t(false, true, false),
-        // A peer's fetch is answered by the driver from the learner's journal.
-        Message::SnapshotHeld { .. } => t(false, true, false),
         // A peer's fetch is answered by the driver from the learner's journal or snapshots.
-        Message::CatchupReply { .. }
-        | Message::Redirect { .. }
-        | Message::PeerFetch { .. }
-        | Message::PeerValues { .. }
-        | Message::SnapshotFetch { .. }
-        | Message::SnapshotChunk { .. } => t(false, false, true),
+        K::CatchupReply
+        | K::Redirect
+        | K::PeerFetch
+        | K::PeerValues
+        | K::SnapshotFetch
+        | K::SnapshotChunk => t(false, false, true),
     }
 }
 

@@ -15,6 +15,10 @@ pub trait Link {
     /// The next message, waiting at most `wait`.
     fn recv(&mut self, wait: Duration) -> Result<Option<(NodeId, Message)>, NodeError>;
     fn send(&mut self, env: Envelope) -> Result<(), NodeError>;
+    /// Sends a turn's messages in order (a transport may merge some into group frames).
+    fn send_batch(&mut self, envs: &mut Vec<Envelope>) -> Result<(), NodeError> {
+        envs.drain(..).try_for_each(|e| self.send(e))
+    }
     fn flush(&mut self) -> Result<(), NodeError> {
         Ok(())
     }
@@ -29,6 +33,11 @@ impl Link for Transport {
     }
     fn send(&mut self, env: Envelope) -> Result<(), NodeError> {
         Ok(Transport::send(self, &env)?)
+    }
+    fn send_batch(&mut self, envs: &mut Vec<Envelope>) -> Result<(), NodeError> {
+        Transport::send_batch(self, envs)?;
+        envs.clear();
+        Ok(())
     }
     fn flush(&mut self) -> Result<(), NodeError> {
         Ok(Transport::flush(self)?)
@@ -119,9 +128,7 @@ fn turn_out(
     driver.stats.commits = store.commits;
     driver.stats.committed_changes = store.committed_changes;
     let mut remote = driver.release(released);
-    for env in remote.drain(..) {
-        link.send(env)?;
-    }
+    link.send_batch(&mut remote)?;
     driver.recycle(remote);
     link.flush()
 }

@@ -268,6 +268,7 @@ pub(crate) fn run_staged(
         let frames_sent = frames_sent.clone();
         spawn("tx", move || -> Result<TransportStats, NodeError> {
             pin(&cfg, 2);
+            let mut batch = Vec::with_capacity(64);
             loop {
                 publish_transport(&mut rec, transport.stats(), 0, false);
                 let env = match next(&out_rx, polling, Duration::from_millis(1)) {
@@ -275,12 +276,12 @@ pub(crate) fn run_staged(
                     Ok(None) => continue,
                     Err(()) => break,
                 };
-                for env in std::iter::once(env).chain(out_rx.try_iter().take(63)) {
-                    if let Some(m) = &mut rec {
-                        m.message_out(env.msg.kind());
-                    }
-                    transport.send(&env)?;
+                batch.clear();
+                batch.extend(std::iter::once(env).chain(out_rx.try_iter().take(63)));
+                if let Some(m) = &mut rec {
+                    batch.iter().for_each(|e| m.message_out(e.msg.kind()));
                 }
+                transport.send_batch(&batch)?;
                 transport.flush()?;
                 frames_sent.store(transport.stats().sent, Ordering::Relaxed);
             }

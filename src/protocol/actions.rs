@@ -245,6 +245,14 @@ impl Actions {
         self.send.push(Envelope { to, msg });
     }
 
+    /// `msg` to each of `to`: cloned for all but the last, which takes it.
+    pub(crate) fn send_each(&mut self, to: &[NodeId], msg: Message) {
+        if let Some((last, rest)) = to.split_last() {
+            self.send_all(rest, &msg);
+            self.send(*last, msg);
+        }
+    }
+
     pub(crate) fn send_all(&mut self, to: &[NodeId], msg: &Message) {
         for t in to {
             self.send.push(Envelope {
@@ -282,10 +290,10 @@ pub fn coalesce(sends: &mut Vec<Envelope>, max_payload: usize) {
     let mut open_votes: std::collections::HashMap<(NodeId, Ballot, bool), usize> =
         Default::default();
     let mut open_requests: std::collections::HashMap<NodeId, (usize, usize)> = Default::default();
-    for env in sends.drain(..) {
-        match &env.msg {
+    for mut env in sends.drain(..) {
+        let decided = matches!(env.msg, Message::Decided { .. });
+        match &mut env.msg {
             Message::Accepted { ballot, instances } | Message::Decided { ballot, instances } => {
-                let decided = matches!(env.msg, Message::Decided { .. });
                 if let Some(&k) = open_votes.get(&(env.to, *ballot, decided)) {
                     if let Message::Accepted {
                         instances: into, ..
@@ -307,7 +315,7 @@ pub fn coalesce(sends: &mut Vec<Envelope>, max_payload: usize) {
                 if let Some((k, used)) = open_requests.get_mut(&env.to) {
                     if let Message::ClientRequest { values: into } = &mut merged[*k].msg {
                         if *used + size <= request_budget {
-                            into.extend_from_slice(values);
+                            into.append(values);
                             *used += size;
                             continue;
                         }

@@ -95,19 +95,21 @@ impl Client {
         if self.unsent.is_empty() {
             return;
         }
+        // Every value each flush, for hundreds of sessions a turn: no copies it can avoid.
         let values = std::mem::take(&mut self.unsent);
-        let targets = match self.leader {
-            Some(l) => vec![l],
-            None => self.proposers.clone(),
+        let leader = self.leader.map(|l| [l]);
+        let targets: &[NodeId] = match &leader {
+            Some(l) => l,
+            None => &self.proposers,
         };
-        let mut frame = Vec::new();
+        let mut frame = Vec::with_capacity(values.len());
         let mut used = 0;
         for v in values {
             let size = sizes::value(&v);
             if !frame.is_empty() && used + size > self.request_budget {
-                out.send_all(
-                    &targets,
-                    &Message::ClientRequest {
+                out.send_each(
+                    targets,
+                    Message::ClientRequest {
                         values: std::mem::take(&mut frame),
                     },
                 );
@@ -116,7 +118,7 @@ impl Client {
             used += size;
             frame.push(v);
         }
-        out.send_all(&targets, &Message::ClientRequest { values: frame });
+        out.send_each(targets, Message::ClientRequest { values: frame });
     }
 
     /// A learner delivered `seq`: returns the latency from submission, or None for a value

@@ -59,6 +59,11 @@ pub struct ProtocolConfig {
     /// instances a quorum voted for (Decided), in one message per learner per turn: learners
     /// no longer hear a 2b from every acceptor. Every node of a cluster must agree.
     pub relay_decisions: bool,
+    /// Raw Ethernet transports: a message for every other member that takes its type (a 2a
+    /// to every acceptor and learner, a heartbeat) leaves as one frame to the cluster's group
+    /// MAC, which the switch floods, instead of one frame per member. Nodes always take group
+    /// frames; this only says whether this node sends them.
+    pub group_frames: bool,
     /// How often a node's driver ticks its roles (timers: heartbeats, retransmits, batch
     /// delays). Finer than every timeout above.
     pub tick_us: u64,
@@ -90,6 +95,7 @@ impl Default for ProtocolConfig {
             client_timeout_ms: 500,
             tick_us: 1_000,
             relay_decisions: false,
+            group_frames: true,
         }
     }
 }

@@ -137,6 +137,44 @@ fn open_socket(iface: &str) -> Result<(OwnedFd, i32, MacAddr), AfPacketError> {
     Ok((fd, ifindex, mac))
 }
 
+/// Asks the interface to pass frames to the cluster's group MAC up to this socket (a NIC
+/// filters multicast it was not asked for; a veth passes everything). Best effort: where the
+/// kernel refuses, group frames still reach interfaces that do not filter.
+fn join_group(fd: libc::c_int, ifindex: i32, group: MacAddr) {
+    // struct packet_mreq of <linux/if_packet.h>.
+    #[repr(C)]
+    struct PacketMreq {
+        mr_ifindex: libc::c_int,
+        mr_type: libc::c_ushort,
+        mr_alen: libc::c_ushort,
+        mr_address: [u8; 8],
+    }
+    let mut address = [0u8; 8];
+    address[..6].copy_from_slice(&group);
+    let mreq = PacketMreq {
+        mr_ifindex: ifindex,
+        mr_type: 0, // PACKET_MR_MULTICAST
+        mr_alen: 6,
+        mr_address: address,
+    };
+    // SAFETY: `mreq` is a valid packet_mreq that outlives the call, and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            1, // PACKET_ADD_MEMBERSHIP
+            &mreq as *const PacketMreq as *const libc::c_void,
+            std::mem::size_of::<PacketMreq>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        tracing::debug!(
+            "PACKET_ADD_MEMBERSHIP refused: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 /// Socket buffers a node asks for: a few thousand full frames, so the bursts a bounded
 /// answer makes (a 1b page or catch-up page from every acceptor at once) are never cut.
 pub const SOCKET_BUFFER_BYTES: libc::c_int = 16 << 20;
@@ -333,6 +371,8 @@ pub struct AfPacketTransport {
     scratch: Vec<u8>,
     rx: Vec<Vec<u8>>,
     inbox: VecDeque<(NodeId, Message)>,
+    /// Group frames (`protocol.group_frames`): who each message type reaches.
+    audience: Option<std::sync::Arc<super::Audience>>,
     pub stats: TransportStats,
 }
 
@@ -343,11 +383,17 @@ impl AfPacketTransport {
         iface: &str,
         peers: HashMap<NodeId, MacAddr>,
         check: FrameCheck,
+        audience: Option<super::Audience>,
     ) -> Result<Self, AfPacketError> {
-        let (fd, _, mac) = open_socket(iface)?;
+        let (fd, ifindex, mac) = open_socket(iface)?;
         // open_socket grew its buffers; a node says so when they are short.
         warn_if_small(me, receive_buffer(fd.as_raw_fd()));
-        Ok(Self::on_socket(fd, iface, mac, me, check, peers))
+        if let Some(group) = check.group {
+            join_group(fd.as_raw_fd(), ifindex, group);
+        }
+        let mut t = Self::on_socket(fd, iface, mac, me, check, peers);
+        t.audience = audience.map(std::sync::Arc::new);
+        Ok(t)
     }
 
     /// A transport on `fd` with fresh buffers and counters.
@@ -372,6 +418,7 @@ impl AfPacketTransport {
             scratch: Vec::with_capacity(max_frame),
             rx: vec![vec![0; RX_FRAME]; RX_BATCH],
             inbox: VecDeque::with_capacity(RX_BATCH),
+            audience: None,
             stats: TransportStats::default(),
         }
     }
@@ -391,14 +438,33 @@ impl AfPacketTransport {
                 iface: self.iface.clone(),
                 source,
             })?;
-        Ok(Self::on_socket(
+        let mut t = Self::on_socket(
             fd,
             &self.iface,
             self.mac,
             self.me,
             self.check.clone(),
             self.peers.clone(),
-        ))
+        );
+        t.audience = self.audience.clone();
+        Ok(t)
+    }
+
+    /// Queues `envs` in order, a message to every member that takes it as one group frame.
+    pub fn send_batch(&mut self, envs: &[Envelope]) -> Result<(), AfPacketError> {
+        let Some(audience) = self.audience.clone() else {
+            return envs.iter().try_for_each(|e| self.send(e));
+        };
+        for p in super::plan(envs, &audience) {
+            match p {
+                super::Planned::One(env) => self.send(env)?,
+                super::Planned::Group(msg) => {
+                    let group = self.check.group.expect("raw Ethernet has a group MAC");
+                    self.queue(group, msg)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Queues one message for the next `flush`. A message that cannot be encoded is counted
@@ -408,11 +474,15 @@ impl AfPacketTransport {
             self.stats.send_errors += 1;
             return Ok(());
         };
+        self.queue(dst, &env.msg)
+    }
+
+    fn queue(&mut self, dst: MacAddr, msg: &Message) -> Result<(), AfPacketError> {
         if !self.check.encode(
             dst,
             self.mac,
             self.me,
-            &env.msg,
+            msg,
             &mut self.scratch,
             &mut self.stats,
         ) {

@@ -268,23 +268,19 @@ impl Reader {
                 instance: self.u64("instance")?,
                 value: self.batch()?,
             },
-            MessageKind::Accepted => {
+            // The same layout: a ballot and a list of instances.
+            MessageKind::Accepted | MessageKind::Decided => {
                 let ballot = self.ballot("ballot")?;
                 let n = self.count("instances.count", 8)?;
                 let mut instances = Vec::with_capacity(n);
                 for _ in 0..n {
                     instances.push(self.u64("instance")?);
                 }
-                Message::Accepted { ballot, instances }
-            }
-            MessageKind::Decided => {
-                let ballot = self.ballot("ballot")?;
-                let n = self.count("instances.count", 8)?;
-                let mut instances = Vec::with_capacity(n);
-                for _ in 0..n {
-                    instances.push(self.u64("instance")?);
+                if self.kind == MessageKind::Accepted {
+                    Message::Accepted { ballot, instances }
+                } else {
+                    Message::Decided { ballot, instances }
                 }
-                Message::Decided { ballot, instances }
             }
             MessageKind::Reject => Message::Reject {
                 promised: self.ballot("promised")?,

@@ -30,6 +30,14 @@ pub const ETH_MIN_FRAME: usize = 60;
 
 pub type MacAddr = [u8; 6];
 
+/// The cluster's group MAC: a frame for every member that takes its message type goes out
+/// once, to this address, and the switch floods it (locally administered multicast,
+/// `03:45:50` then the cluster id's low 24 bits).
+pub fn group_mac(cluster: u32) -> MacAddr {
+    let c = cluster.to_be_bytes();
+    [0x03, 0x45, 0x50, c[1], c[2], c[3]]
+}
+
 /// `aa:bb:cc:dd:ee:ff` (or with dashes) as six bytes.
 pub fn parse_mac(text: &str) -> Option<MacAddr> {
     let mut mac = [0u8; 6];

@@ -13,6 +13,8 @@ pub struct DpdkTransport {
     tx: Vec<Vec<u8>>,
     queued: usize,
     inbox: std::collections::VecDeque<(crate::protocol::NodeId, crate::protocol::Message)>,
+    /// Group frames (`protocol.group_frames`): who each message type reaches.
+    audience: Option<Arc<crate::transport::Audience>>,
     pub stats: crate::transport::TransportStats,
 }
 
@@ -22,8 +24,10 @@ impl DpdkTransport {
         cfg: &super::config::DpdkConfig,
         peers: std::collections::HashMap<crate::protocol::NodeId, [u8; 6]>,
         check: crate::transport::FrameCheck,
+        audience: Option<crate::transport::Audience>,
     ) -> Result<Self, DpdkError> {
         Ok(DpdkTransport {
+            audience: audience.map(Arc::new),
             port: open_port(cfg)?,
             burst: cfg.burst as usize,
             me,
@@ -52,7 +56,25 @@ impl DpdkTransport {
             tx: Vec::new(),
             queued: 0,
             inbox: std::collections::VecDeque::new(),
+            audience: self.audience.clone(),
             stats: crate::transport::TransportStats::default(),
+        }
+    }
+
+    /// Queues `envs` in order, a message to every member that takes it as one group frame.
+    pub fn send_batch(&mut self, envs: &[crate::protocol::Envelope]) {
+        let Some(audience) = self.audience.clone() else {
+            envs.iter().for_each(|e| self.send(e));
+            return;
+        };
+        for p in crate::transport::plan(envs, &audience) {
+            match p {
+                crate::transport::Planned::One(env) => self.send(env),
+                crate::transport::Planned::Group(msg) => {
+                    let group = self.check.group.expect("raw Ethernet has a group MAC");
+                    self.queue(group, msg);
+                }
+            }
         }
     }
 
@@ -62,6 +84,10 @@ impl DpdkTransport {
             self.stats.send_errors += 1;
             return;
         };
+        self.queue(dst, &env.msg);
+    }
+
+    fn queue(&mut self, dst: [u8; 6], msg: &crate::protocol::Message) {
         // Frame buffers are kept across flushes: tx[..queued] wait, the rest are spare.
         if self.queued == self.tx.len() {
             self.tx.push(Vec::with_capacity(self.check.max_frame));
@@ -70,7 +96,7 @@ impl DpdkTransport {
         let mac = self.port.mac();
         if !self
             .check
-            .encode(dst, mac, self.me, &env.msg, buf, &mut self.stats)
+            .encode(dst, mac, self.me, msg, buf, &mut self.stats)
         {
             return;
         }
