@@ -51,8 +51,8 @@ enum Command {
     /// MACs, floods the unknown. Runs until SIGTERM; needs root and `--features dpdk`.
     Vswitch(vswitch::VswitchArgs),
     /// The thesis' experiment: 1 proposer, 3 acceptors, 2 learners (one also the client) for
-    /// each storage mode and client count; writes results.csv, results.json and three PNG
-    /// plots into --out. Testbed transports need root.
+    /// each storage mode and client count; writes results.csv, results.json and PNG plots
+    /// (throughput, latency, frames and CPU per value) into --out. Testbed transports need root.
     Bench(bench::BenchArgs),
     /// Submits values to a cluster and waits for each to be delivered: the values given, or
     /// those read from standard input (see --format). The config must give this node the
