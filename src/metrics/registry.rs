@@ -35,6 +35,7 @@ struct Families {
     frames_sent: IntCounter,
     send_errors: IntCounter,
     link_down: IntCounter,
+    rebinds: IntCounter,
     dropped: IntCounterVec,
     messages_in: IntCounterVec,
     messages_out: IntCounterVec,
@@ -244,6 +245,11 @@ impl Metrics {
             link_down: b.counter(
                 "link_down_total",
                 "Times the raw socket reported its link down.",
+                None,
+            )?,
+            rebinds: b.counter(
+                "interface_rebinds_total",
+                "Times the node's interface went away and it rebound to the one holding its MAC.",
                 None,
             )?,
             dropped: b.counter_vec(
@@ -558,6 +564,7 @@ impl Metrics {
         set(&f.frames_sent, c.transport.sent);
         set(&f.send_errors, c.transport.send_errors);
         set(&f.link_down, c.transport.link_down);
+        set(&f.rebinds, c.transport.rebinds);
         for (reason, v) in DROP_REASONS.iter().zip(drops(&c.transport)) {
             set(&f.dropped.with_label_values(&[reason]), v);
         }

@@ -46,6 +46,23 @@ pub enum AfPacketError {
     },
 }
 
+/// How often a node looks whether its interface is still there (`follow_mac`).
+const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The interface that has `mac`, if one has.
+fn interface_with_mac(mac: MacAddr) -> Option<String> {
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("address"))
+                .ok()
+                .and_then(|a| parse_mac(a.trim()))
+                == Some(mac)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
 /// Reads an interface's index and MAC address from sysfs.
 pub fn interface_info(iface: &str) -> Result<(i32, MacAddr), AfPacketError> {
     let dir = std::path::Path::new("/sys/class/net").join(iface);
@@ -361,6 +378,10 @@ fn headers(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
 pub struct AfPacketTransport {
     fd: OwnedFd,
     iface: String,
+    /// The index of the interface `fd` is bound to.
+    ifindex: i32,
+    /// When to look next whether that interface is still there (`follow_mac`).
+    next_link_check: Option<std::time::Instant>,
     mac: MacAddr,
     me: NodeId,
     check: FrameCheck,
@@ -391,15 +412,17 @@ impl AfPacketTransport {
         if let Some(group) = check.group {
             join_group(fd.as_raw_fd(), ifindex, group);
         }
-        let mut t = Self::on_socket(fd, iface, mac, me, check, peers);
+        let mut t = Self::on_socket(fd, iface, ifindex, mac, me, check, peers);
         t.audience = audience.map(std::sync::Arc::new);
         Ok(t)
     }
 
     /// A transport on `fd` with fresh buffers and counters.
+    #[allow(clippy::too_many_arguments)]
     fn on_socket(
         fd: OwnedFd,
         iface: &str,
+        ifindex: i32,
         mac: MacAddr,
         me: NodeId,
         check: FrameCheck,
@@ -409,6 +432,8 @@ impl AfPacketTransport {
         AfPacketTransport {
             fd,
             iface: iface.to_string(),
+            ifindex,
+            next_link_check: None,
             mac,
             me,
             check,
@@ -441,6 +466,7 @@ impl AfPacketTransport {
         let mut t = Self::on_socket(
             fd,
             &self.iface,
+            self.ifindex,
             self.mac,
             self.me,
             self.check.clone(),
@@ -496,10 +522,48 @@ impl AfPacketTransport {
         Ok(())
     }
 
+    /// Where the interface the socket is bound to is gone (a container's network disconnected
+    /// and connected again comes back as another interface; a NIC replugged), rebinds to the
+    /// interface that now holds this node's MAC: peers address the node by that MAC. Looks at
+    /// most every `LINK_CHECK_EVERY`.
+    fn follow_mac(&mut self) {
+        let now = std::time::Instant::now();
+        if self.next_link_check.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_link_check = Some(now + LINK_CHECK_EVERY);
+        if matches!(interface_info(&self.iface), Ok((index, mac)) if index == self.ifindex && mac == self.mac)
+        {
+            return;
+        }
+        let Some(name) = interface_with_mac(self.mac) else {
+            return;
+        };
+        match open_socket(&name) {
+            Ok((fd, ifindex, _)) => {
+                if let Some(group) = self.check.group {
+                    join_group(fd.as_raw_fd(), ifindex, group);
+                }
+                tracing::warn!(
+                    "node {}: interface {} (index {}) is gone; now on {name} (index {ifindex}), which holds this node's MAC",
+                    self.me,
+                    self.iface,
+                    self.ifindex
+                );
+                self.fd = fd;
+                self.iface = name;
+                self.ifindex = ifindex;
+                self.stats.rebinds += 1;
+            }
+            Err(e) => tracing::warn!("node {}: cannot rebind to {name}: {e}", self.me),
+        }
+    }
+
     /// Sends every queued frame, in as few `sendmmsg` calls as the kernel takes. A frame the
     /// kernel refuses (a full queue) is counted and dropped, as the network would drop it;
     /// Paxos retransmits.
     pub fn flush(&mut self) -> Result<(), AfPacketError> {
+        self.follow_mac();
         let mut sent = 0;
         while sent < self.tx_ends.len() {
             let mut iovs: Vec<libc::iovec> = Vec::with_capacity(self.tx_ends.len() - sent);
@@ -560,6 +624,7 @@ impl AfPacketTransport {
         if let Some(m) = self.inbox.pop_front() {
             return Ok(Some(m));
         }
+        self.follow_mac();
         if !timeout.is_zero() {
             let mut pfd = libc::pollfd {
                 fd: self.fd.as_raw_fd(),
@@ -642,5 +707,23 @@ impl AfPacketTransport {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interface_holding_a_mac_is_found_by_it() {
+        // Every Linux machine has a loopback interface; whatever it is called, its MAC finds
+        // an interface with that MAC, and a MAC nothing has finds none.
+        let (_, lo_mac) = interface_info("lo").expect("a loopback interface");
+        let name = interface_with_mac(lo_mac).expect("an interface with the loopback's MAC");
+        assert_eq!(interface_info(&name).unwrap().1, lo_mac);
+        assert_eq!(
+            interface_with_mac([0x0e, 0x45, 0x50, 0xde, 0xad, 0x01]),
+            None
+        );
     }
 }

@@ -38,6 +38,9 @@ pub struct TransportStats {
     pub dropped_own_mac: u64,
     /// Messages that could not be encoded into a frame: dropped, never fatal to the node.
     pub dropped_unencodable: u64,
+    /// Raw Ethernet only: times the node's interface went away and it rebound to the one
+    /// holding its MAC.
+    pub rebinds: u64,
 }
 
 impl TransportStats {
@@ -56,6 +59,7 @@ impl TransportStats {
         self.dropped_oversized += o.dropped_oversized;
         self.dropped_own_mac += o.dropped_own_mac;
         self.dropped_unencodable += o.dropped_unencodable;
+        self.rebinds += o.rebinds;
     }
 }
 
