@@ -51,6 +51,11 @@ fn run(cmd: &str, args: &[&str], env: &[(&str, &str)], within: Duration) -> Resu
     }
 }
 
+/// `docker args`, waiting at most `secs` seconds.
+fn docker(args: &[&str], secs: u64) -> Result<String, String> {
+    run("docker", args, &[], Duration::from_secs(secs))
+}
+
 /// Waits (up to `within`) for `ok`; Err names `what`.
 fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + within;
@@ -93,15 +98,17 @@ impl Setup {
         format!("{}_{service}_1", self.project)
     }
 
+    /// Replica `id`'s running summary (None until it has written one).
+    fn summary(&self, id: u16) -> Option<serde_json::Value> {
+        let dir = self.volume(&format!("replica-{id}")).ok()?;
+        let text = std::fs::read_to_string(dir.join(format!("summary-{id}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// Where service `service`'s volume is on this machine.
     fn volume(&self, service: &str) -> Result<PathBuf, String> {
         let name = format!("{}_{service}", self.project);
-        let out = run(
-            "docker",
-            &["volume", "inspect", "-f", "{{.Mountpoint}}", &name],
-            &[],
-            Duration::from_secs(30),
-        )?;
+        let out = docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", &name], 30)?;
         Ok(PathBuf::from(out.trim()))
     }
 }
@@ -115,12 +122,7 @@ impl Drop for Setup {
             );
         }
         for image in &self.images {
-            let _ = run(
-                "docker",
-                &["image", "rm", "-f", image],
-                &[],
-                Duration::from_secs(60),
-            );
+            let _ = docker(&["image", "rm", "-f", image], 60);
         }
         if let Some(mut d) = self.dockerd.take() {
             let _ = Command::new("kill")
@@ -148,7 +150,7 @@ impl Drop for Setup {
 }
 
 fn docker_up() -> bool {
-    run("docker", &["info"], &[], Duration::from_secs(10)).is_ok()
+    docker(&["info"], 10).is_ok()
 }
 
 fn forward_policy() -> Option<String> {
@@ -241,84 +243,44 @@ fn a_compose_cluster_loses_nothing_when_replicas_are_killed_paused_and_cut_off()
     // A replica killed (SIGKILL) and started again: the others go on, and it rejoins from its
     // storage and journal.
     let replica3 = setup.container("replica-3");
-    run("docker", &["kill", &replica3], &[], Duration::from_secs(30)).unwrap();
+    docker(&["kill", &replica3], 30).unwrap();
     progress("with replica 3 killed").unwrap();
-    run(
-        "docker",
-        &["start", &replica3],
-        &[],
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    docker(&["start", &replica3], 60).unwrap();
     progress("with replica 3 back").unwrap();
 
     // A replica frozen (every process stopped) and thawed.
     let replica2 = setup.container("replica-2");
-    run(
-        "docker",
-        &["pause", &replica2],
-        &[],
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    docker(&["pause", &replica2], 30).unwrap();
     progress("with replica 2 paused").unwrap();
-    run(
-        "docker",
-        &["unpause", &replica2],
-        &[],
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    docker(&["unpause", &replica2], 30).unwrap();
     progress("with replica 2 thawed").unwrap();
 
     // The leader cut off its network and put back. Docker gives the container a new
     // interface (eth1, with the same MAC): the node follows its MAC there. A standby leads
     // meanwhile; the final check holds the old leader's stream to every value too.
-    let leading = |id: u16| -> bool {
-        let Ok(dir) = setup.volume(&format!("replica-{id}")) else {
-            return false;
-        };
-        std::fs::read_to_string(dir.join(format!("summary-{id}.json")))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|s| s["leading_round"].is_u64())
-    };
     let mut leader = None;
     wait_until("a replica says it leads", Duration::from_secs(30), || {
-        leader = (1..=3u16).find(|id| leading(*id));
+        leader = (1..=3u16).find(|id| {
+            setup
+                .summary(*id)
+                .is_some_and(|s| s["leading_round"].is_u64())
+        });
         leader.is_some()
     })
     .unwrap();
     let leader_id = leader.expect("found");
     let leader = setup.container(&format!("replica-{leader_id}"));
     let network = format!("{}_paxos", setup.project);
-    run(
-        "docker",
-        &["network", "disconnect", &network, &leader],
-        &[],
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    docker(&["network", "disconnect", &network, &leader], 30).unwrap();
     progress("with the leader cut off").unwrap();
-    run(
-        "docker",
-        &["network", "connect", &network, &leader],
-        &[],
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    docker(&["network", "connect", &network, &leader], 30).unwrap();
     progress("with the old leader back").unwrap();
-    let summary = setup
-        .volume(&format!("replica-{leader_id}"))
-        .unwrap()
-        .join(format!("summary-{leader_id}.json"));
     wait_until(
         "the old leader rebinds to its new interface",
         Duration::from_secs(30),
         || {
-            std::fs::read_to_string(&summary)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            setup
+                .summary(leader_id)
                 .is_some_and(|s| s["transport"]["rebinds"].as_u64() >= Some(1))
         },
     )
@@ -326,13 +288,7 @@ fn a_compose_cluster_loses_nothing_when_replicas_are_killed_paused_and_cut_off()
 
     // The load stops (SIGTERM: the client node writes what it saw acknowledged); every learner
     // must then hold every acknowledged value once, in one order.
-    run(
-        "docker",
-        &["stop", "-t", "20", &setup.container("client")],
-        &[],
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    docker(&["stop", "-t", "20", &setup.container("client")], 60).unwrap();
     let mut learners = Vec::new();
     for id in 1..=3u16 {
         let dir = setup.volume(&format!("replica-{id}")).unwrap();

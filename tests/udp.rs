@@ -25,6 +25,7 @@ fn sized_check(members: &[u16], key: Option<FrameKey>, max_frame: usize) -> Fram
         key,
         max_frame,
         group: None,
+        audience: None,
     }
 }
 

@@ -438,11 +438,11 @@ fn measure(
     let switch = vswitch.as_ref().map(Child::id);
     let syscalls = cost::SyscallCount::start(&pids, &tb.dir.join("perf-syscalls.txt"));
     let (t0, a0, cpu0) = (Instant::now(), lines(&acked), cpu(&procs));
-    let (frames0, usage0) = (frames(), cost::Usage::of(&pids));
+    let (frames0, wakeups0) = (frames(), cost::wakeups(&pids));
     let switch0 = switch.map(process_cpu);
     sleep(spec.duration);
     let (window, a1, cpu1) = (t0.elapsed(), lines(&acked), cpu(&procs));
-    let (frames1, usage1) = (frames(), cost::Usage::of(&pids));
+    let (frames1, wakeups1) = (frames(), cost::wakeups(&pids));
     let switch1 = switch.map(process_cpu);
     let syscalls = syscalls.and_then(cost::SyscallCount::finish);
     for (id, c) in &mut procs.0 {
@@ -479,7 +479,6 @@ fn measure(
     }
     let values = a1.saturating_sub(a0);
     let per_value = |x: f64| x / (values.max(1) as f64);
-    let used = usage1.since(usage0);
     Ok(Point {
         transport: transport.name().into(),
         policy: policy.to_string(),
@@ -496,8 +495,8 @@ fn measure(
         latency_p999_us: us("latency_p999_us"),
         cpu_percent,
         frames_per_value: per_value(frames1.saturating_sub(frames0) as f64),
-        cpu_us_per_value: per_value(1e6 * used.cpu_s),
-        wakeups_per_value: per_value(used.wakeups as f64),
+        cpu_us_per_value: per_value(1e6 * cpu1.iter().zip(&cpu0).map(|(b, a)| b - a).sum::<f64>()),
+        wakeups_per_value: per_value(wakeups1.saturating_sub(wakeups0) as f64),
         syscalls_per_value: syscalls.map(|n| per_value(n as f64)),
     })
 }

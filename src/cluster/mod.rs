@@ -11,7 +11,6 @@ mod transport;
 pub use digest::SequenceDigest;
 pub use transport::{Inbound, MemTransport};
 
-use crate::bench::cost::Usage;
 use crate::driver::single::{self, Idle, Link};
 use crate::driver::{
     Acked, Driver, Latency, Load, NodeError, NodeStats, NodeStore, RoundStore, Sessions, Sink,
@@ -421,7 +420,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
     };
-    type AtWarmup = (Instant, u64, HashMap<String, f64>, u64, Usage);
+    type AtWarmup = (Instant, u64, HashMap<String, f64>, u64, u64);
     let mut at_warmup: Option<AtWarmup> = None;
     while start.elapsed() < opts.duration && !interrupted() {
         thread::sleep(Duration::from_millis(10));
@@ -431,7 +430,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
                 shared.acked.load(Ordering::Relaxed),
                 cpu_by_role(),
                 transport.sent(),
-                Usage::of(&[0]),
+                crate::bench::cost::wakeups(&[0]),
             ));
         }
         if let (Some(after), false) = (opts.kill_leader_after, killed) {
@@ -475,15 +474,15 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
     }
     let acked_at_end = shared.acked.load(Ordering::Relaxed);
     let cpu_at_end = cpu_by_role();
-    let (frames_at_end, usage_at_end) = (transport.sent(), Usage::of(&[0]));
-    let (window_start, acked_at_warmup, cpu_at_warmup, frames_at_warmup, usage_at_warmup) =
+    let (frames_at_end, wakeups_at_end) = (transport.sent(), crate::bench::cost::wakeups(&[0]));
+    let (window_start, acked_at_warmup, cpu_at_warmup, frames_at_warmup, wakeups_at_warmup) =
         at_warmup.unwrap_or_else(|| {
             (
                 Instant::now(),
                 acked_at_end,
                 cpu_at_end.clone(),
                 frames_at_end,
-                usage_at_end,
+                wakeups_at_end,
             )
         });
     let window_length = window_start.elapsed();
@@ -539,7 +538,7 @@ pub fn run_demo(opts: &DemoOptions, mut progress: impl FnMut(String)) -> Result<
             latency_p999: latency.quantile(0.999),
             cpu,
             frames: frames_at_end - frames_at_warmup,
-            wakeups: usage_at_end.since(usage_at_warmup).wakeups,
+            wakeups: wakeups_at_end.saturating_sub(wakeups_at_warmup),
         },
         leader_changes: shared.elections.load(Ordering::Relaxed),
         learners,

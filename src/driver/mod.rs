@@ -184,7 +184,8 @@ pub struct Driver {
     /// Messages this node sent itself, released by a commit: handled first next turn.
     own: VecDeque<Message>,
     tick: Duration,
-    /// The tick of a node with neither a proposer nor an application (`with_coarse_tick`).
+    /// The tick while no proposer batches, no learner catches up and no application
+    /// submits (`with_coarse_tick`).
     coarse_tick: Duration,
     /// When the roles last ticked (None: never).
     last_tick: Option<Duration>,

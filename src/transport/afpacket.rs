@@ -392,8 +392,6 @@ pub struct AfPacketTransport {
     scratch: Vec<u8>,
     rx: Vec<Vec<u8>>,
     inbox: VecDeque<(NodeId, Message)>,
-    /// Group frames (`protocol.group_frames`): who each message type reaches.
-    audience: Option<std::sync::Arc<super::Audience>>,
     pub stats: TransportStats,
 }
 
@@ -404,7 +402,6 @@ impl AfPacketTransport {
         iface: &str,
         peers: HashMap<NodeId, MacAddr>,
         check: FrameCheck,
-        audience: Option<super::Audience>,
     ) -> Result<Self, AfPacketError> {
         let (fd, ifindex, mac) = open_socket(iface)?;
         // open_socket grew its buffers; a node says so when they are short.
@@ -412,9 +409,7 @@ impl AfPacketTransport {
         if let Some(group) = check.group {
             join_group(fd.as_raw_fd(), ifindex, group);
         }
-        let mut t = Self::on_socket(fd, iface, ifindex, mac, me, check, peers);
-        t.audience = audience.map(std::sync::Arc::new);
-        Ok(t)
+        Ok(Self::on_socket(fd, iface, ifindex, mac, me, check, peers))
     }
 
     /// A transport on `fd` with fresh buffers and counters.
@@ -443,7 +438,6 @@ impl AfPacketTransport {
             scratch: Vec::with_capacity(max_frame),
             rx: vec![vec![0; RX_FRAME]; RX_BATCH],
             inbox: VecDeque::with_capacity(RX_BATCH),
-            audience: None,
             stats: TransportStats::default(),
         }
     }
@@ -463,7 +457,7 @@ impl AfPacketTransport {
                 iface: self.iface.clone(),
                 source,
             })?;
-        let mut t = Self::on_socket(
+        Ok(Self::on_socket(
             fd,
             &self.iface,
             self.ifindex,
@@ -471,17 +465,13 @@ impl AfPacketTransport {
             self.me,
             self.check.clone(),
             self.peers.clone(),
-        );
-        t.audience = self.audience.clone();
-        Ok(t)
+        ))
     }
 
     /// Queues `envs` in order, a message to every member that takes it as one group frame.
     pub fn send_batch(&mut self, envs: &[Envelope]) -> Result<(), AfPacketError> {
-        let Some(audience) = self.audience.clone() else {
-            return envs.iter().try_for_each(|e| self.send(e));
-        };
-        for p in super::plan(envs, &audience) {
+        let planned = self.check.plan(envs);
+        for p in planned {
             match p {
                 super::Planned::One(env) => self.send(env)?,
                 super::Planned::Group(msg) => {

@@ -74,9 +74,20 @@ pub struct FrameCheck {
     pub max_frame: usize,
     /// Raw Ethernet: the cluster's group MAC, taken like this node's own.
     pub group: Option<MacAddr>,
+    /// Who each message type reaches, where this node sends group frames
+    /// (`protocol.group_frames`).
+    pub audience: Option<std::sync::Arc<Audience>>,
 }
 
 impl FrameCheck {
+    /// The frames for `envs` (`plan`); one by one where this node sends no group frames.
+    pub fn plan<'a>(&self, envs: &'a [Envelope]) -> Vec<Planned<'a>> {
+        match &self.audience {
+            Some(audience) => plan(envs, audience),
+            None => envs.iter().map(Planned::One).collect(),
+        }
+    }
+
     /// The frame a received buffer holds if it decodes, carries a valid tag when a key is
     /// set, belongs to this cluster and comes from a member; otherwise counts why not.
     pub fn accept(&self, raw: &[u8], stats: &mut TransportStats) -> Option<Frame> {
@@ -305,9 +316,10 @@ impl Transport {
             key: cfg.frame_key().map_err(TransportError::Key)?,
             max_frame: cfg.protocol.max_frame,
             group: raw.then(|| crate::wire::group_mac(cfg.protocol.cluster_id)),
+            // Group frames only where every member can take them: raw Ethernet, and asked for.
+            audience: (raw && cfg.protocol.group_frames)
+                .then(|| std::sync::Arc::new(Audience::of(cfg))),
         };
-        // Group frames only where every member can take them: raw Ethernet, and asked for.
-        let audience = (raw && cfg.protocol.group_frames).then(|| Audience::of(cfg));
         Ok(match cfg.transport {
             TransportKind::Udp => {
                 let peers = cfg
@@ -320,7 +332,7 @@ impl Transport {
             }
             TransportKind::Afpacket => {
                 let iface = cfg.interface.as_deref().unwrap_or_default();
-                let t = AfPacketTransport::open(me, iface, mac_peers(cfg), check, audience)?;
+                let t = AfPacketTransport::open(me, iface, mac_peers(cfg), check)?;
                 check_own_mac(cfg, format!("interface {iface:?}"), t.mac())?;
                 Transport::AfPacket(t)
             }
@@ -330,7 +342,7 @@ impl Transport {
                     .dpdk
                     .as_ref()
                     .ok_or_else(|| TransportError::Dpdk("the config has no dpdk section".into()))?;
-                let t = dpdk::DpdkTransport::open(me, dcfg, mac_peers(cfg), check, audience)
+                let t = dpdk::DpdkTransport::open(me, dcfg, mac_peers(cfg), check)
                     .map_err(|e| TransportError::Dpdk(e.to_string()))?;
                 check_own_mac(cfg, format!("DPDK port {}", dcfg.port), t.mac())?;
                 Transport::Dpdk(Box::new(t))
@@ -507,6 +519,7 @@ mod tests {
             key: None,
             max_frame: 1500,
             group: Some(crate::wire::group_mac(cluster)),
+            audience: None,
         };
         let own = [2, 0, 0, 0, 0, 2];
         let sender = [2, 0, 0, 0, 0, 1];

@@ -13,8 +13,6 @@ pub struct DpdkTransport {
     tx: Vec<Vec<u8>>,
     queued: usize,
     inbox: std::collections::VecDeque<(crate::protocol::NodeId, crate::protocol::Message)>,
-    /// Group frames (`protocol.group_frames`): who each message type reaches.
-    audience: Option<Arc<crate::transport::Audience>>,
     pub stats: crate::transport::TransportStats,
 }
 
@@ -24,10 +22,8 @@ impl DpdkTransport {
         cfg: &super::config::DpdkConfig,
         peers: std::collections::HashMap<crate::protocol::NodeId, [u8; 6]>,
         check: crate::transport::FrameCheck,
-        audience: Option<crate::transport::Audience>,
     ) -> Result<Self, DpdkError> {
         Ok(DpdkTransport {
-            audience: audience.map(Arc::new),
             port: open_port(cfg)?,
             burst: cfg.burst as usize,
             me,
@@ -56,18 +52,14 @@ impl DpdkTransport {
             tx: Vec::new(),
             queued: 0,
             inbox: std::collections::VecDeque::new(),
-            audience: self.audience.clone(),
             stats: crate::transport::TransportStats::default(),
         }
     }
 
     /// Queues `envs` in order, a message to every member that takes it as one group frame.
     pub fn send_batch(&mut self, envs: &[crate::protocol::Envelope]) {
-        let Some(audience) = self.audience.clone() else {
-            envs.iter().for_each(|e| self.send(e));
-            return;
-        };
-        for p in crate::transport::plan(envs, &audience) {
+        let planned = self.check.plan(envs);
+        for p in planned {
             match p {
                 crate::transport::Planned::One(env) => self.send(env),
                 crate::transport::Planned::Group(msg) => {
