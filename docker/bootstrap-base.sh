@@ -13,5 +13,22 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 echo "== debootstrap --variant=minbase bookworm (about 30 s)"
 debootstrap --variant=minbase bookworm "$root" >/dev/null
+# The official image's package sources: bookworm, its updates and security (where Debian's
+# current Rust toolchain for the build stage comes from), and no package lists or archives.
+rm -f "$root/etc/apt/sources.list"
+cat > "$root/etc/apt/sources.list.d/debian.sources" <<'SOURCES'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb
 tar -C "$root" -c . | docker import - "$image" >/dev/null
 echo "$image imported"

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Builds the binary on the host and the appliance image ethpaxos:local (TAG overrides the tag)
-# from docker/Dockerfile, on the base bootstrap-base.sh makes.
+# Builds the appliance image ethpaxos:local (TAG overrides the tag) from docker/Dockerfile:
+# the binary is compiled inside the build, on the base bootstrap-base.sh makes where it
+# cannot be pulled. The host's own CA certificates (/usr/local/share/ca-certificates/*.crt,
+# e.g. a TLS-inspecting proxy's) are handed to the build so cargo trusts what the host trusts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 tag=${TAG:-ethpaxos:local}
-(cd "$here/.." && cargo build --release --quiet)
-mkdir -p "$here/.build"
-cp "$here/../target/release/ethpaxos" "$here/.build/ethpaxos"
-docker build -q -t "$tag" "$here" >/dev/null
+rm -f "$here"/ca-certificates/*.crt
+for crt in /usr/local/share/ca-certificates/*.crt; do
+  [ -e "$crt" ] && cp "$crt" "$here/ca-certificates/"
+done
+echo "== docker build -f docker/Dockerfile -t $tag (compiles the binary: a few minutes)"
+DOCKER_BUILDKIT=0 docker build -q --force-rm -f "$here/Dockerfile" -t "$tag" "$here/.." >/dev/null
 echo "$tag built"

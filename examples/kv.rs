@@ -318,7 +318,7 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("not a stream line: {line:?}"))?;
         store.apply(&value)?;
         count += 1;
-        if a.snapshot_every > 0 && count % a.snapshot_every == 0 {
+        if a.snapshot_every > 0 && count.is_multiple_of(a.snapshot_every) {
             if let Some(path) = &a.state {
                 save(path, store.next, &store.data)?;
             }

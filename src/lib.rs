@@ -28,6 +28,7 @@
 //! - [`bench`]: `ethpaxos bench`, the thesis' experiment.
 //! - [`testbed`]: network-namespace clusters of node processes.
 //! - `vswitch` (feature `dpdk`): a vhost-user switch for virtio testbeds.
+//! - [`vm`]: a node inside a QEMU virtual machine (the VM testbed's host side).
 
 // Core
 pub mod protocol;
@@ -53,5 +54,6 @@ pub mod bench;
 pub mod cluster;
 pub mod sim;
 pub mod testbed;
+pub mod vm;
 #[cfg(feature = "dpdk")]
 pub mod vswitch;

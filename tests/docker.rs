@@ -77,7 +77,27 @@ struct Setup {
     bridge_nf: Option<String>,
     project: String,
     images: [String; 2],
+    /// The build stage's images (label `ethpaxos.stage=build`) there before the test built
+    /// its own: the build leaves its stage untagged, and only the test's go afterwards.
+    stage_images_before: Option<Vec<String>>,
     compose_up: bool,
+}
+
+/// Images of the appliance's build stage (docker/Dockerfile labels them).
+fn stage_images() -> Vec<String> {
+    docker(
+        &[
+            "images",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "label=ethpaxos.stage=build",
+        ],
+        30,
+    )
+    .map(|o| o.split_whitespace().map(str::to_string).collect())
+    .unwrap_or_default()
 }
 
 impl Setup {
@@ -123,6 +143,21 @@ impl Drop for Setup {
         }
         for image in &self.images {
             let _ = docker(&["image", "rm", "-f", image], 60);
+        }
+        if let Some(before) = &self.stage_images_before {
+            // Children before parents: each pass removes what has no child left.
+            for _ in 0..32 {
+                let ours: Vec<String> = stage_images()
+                    .into_iter()
+                    .filter(|i| !before.contains(i))
+                    .collect();
+                if ours.is_empty() {
+                    break;
+                }
+                for image in ours {
+                    let _ = docker(&["image", "rm", &image], 60);
+                }
+            }
         }
         if let Some(mut d) = self.dockerd.take() {
             let _ = Command::new("kill")
@@ -185,6 +220,7 @@ fn a_compose_cluster_loses_nothing_when_replicas_are_killed_paused_and_cut_off()
             format!("ethpaxos:test-{pid}"),
             format!("ethpaxos-prometheus:test-{pid}"),
         ],
+        stage_images_before: None,
         compose_up: false,
     };
     if !docker_up() {
@@ -214,6 +250,7 @@ fn a_compose_cluster_loses_nothing_when_replicas_are_killed_paused_and_cut_off()
         Duration::from_secs(600),
     )
     .unwrap();
+    setup.stage_images_before = Some(stage_images());
     run(
         "docker/build.sh",
         &[],
@@ -314,4 +351,88 @@ fn a_compose_cluster_loses_nothing_when_replicas_are_killed_paused_and_cut_off()
         mine.len(),
         full.len()
     );
+}
+
+/// The `grafana` profile, without Grafana (its image cannot be pulled here): the service's
+/// entrypoint script, run on the files its volumes mount, must write a dashboard whose every
+/// data source is the provisioned Prometheus, where the provisioned dashboard provider reads.
+#[test]
+fn the_grafana_profile_provisions_the_dashboard_on_the_provisioned_prometheus() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docker_dir = repo.join("docker");
+    let yaml = |p: &Path| -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let compose = yaml(&docker_dir.join("compose.yaml"));
+    let grafana = &compose["services"]["grafana"];
+    assert_eq!(grafana["profiles"][0].as_str(), Some("grafana"));
+    // Each volume's source, from the compose file's directory, by its path in the container.
+    let mounts: Vec<(PathBuf, String)> = grafana["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| {
+            let mut parts = v.as_str()?.split(':');
+            let (src, dst) = (parts.next()?, parts.next()?);
+            src.starts_with('.')
+                .then(|| (docker_dir.join(src), dst.to_string()))
+        })
+        .collect();
+    let mounted = |dst: &str| {
+        let (src, _) = mounts.iter().find(|(_, d)| d == dst).unwrap();
+        assert!(src.exists(), "{} is not in the repository", src.display());
+        src.clone()
+    };
+    let provisioning = mounted("/etc/grafana/provisioning");
+    let dashboard_src = mounted("/etc/ethpaxos/grafana/ethpaxos.json");
+
+    let out = std::env::temp_dir().join(format!("ethpaxos-grafana-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let script = grafana["entrypoint"][2]
+        .as_str()
+        .unwrap()
+        .replace("$$", "$")
+        .replace(
+            "/etc/ethpaxos/grafana/ethpaxos.json",
+            dashboard_src.to_str().unwrap(),
+        )
+        .replace("/var/lib/grafana", out.to_str().unwrap())
+        .replace("exec /run.sh", "true");
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert!(status.success(), "the entrypoint script failed: {script}");
+
+    let datasources = yaml(&provisioning.join("datasources/prometheus.yaml"));
+    let uid = datasources["datasources"][0]["uid"].as_str().unwrap();
+    let providers = yaml(&provisioning.join("dashboards/ethpaxos.yaml"));
+    let path = providers["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap();
+    let written = out.join(
+        Path::new(path)
+            .strip_prefix("/var/lib/grafana")
+            .expect("the provider reads under /var/lib/grafana"),
+    );
+    let text = std::fs::read_to_string(written.join("ethpaxos.json")).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(!text.contains("${"), "an input is left unreplaced");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut uids = Vec::new();
+    fn walk(v: &serde_json::Value, uids: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(ds) = m.get("datasource") {
+                    uids.push(ds["uid"].as_str().unwrap_or_default().to_string());
+                }
+                m.values().for_each(|x| walk(x, uids));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, uids)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut uids);
+    assert!(
+        uids.len() > 5,
+        "the dashboard's panels name their data source"
+    );
+    assert!(uids.iter().all(|u| u == uid), "{uids:?} vs {uid}");
 }

@@ -50,7 +50,7 @@ pub fn parse_stream_line(line: &str) -> Option<DeliveredValue> {
     let client = it.next()?.parse().ok()?;
     let seq = it.next()?.parse().ok()?;
     let hex = it.next().unwrap_or("");
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let payload = (0..hex.len())
@@ -365,7 +365,7 @@ impl StreamServer {
         let now = Instant::now();
         let poll = self
             .last_poll
-            .map_or(true, |t| now.duration_since(t) >= POLL_EVERY);
+            .is_none_or(|t| now.duration_since(t) >= POLL_EVERY);
         if poll {
             self.last_poll = Some(now);
             while let Ok((stream, _)) = self.listener.accept() {

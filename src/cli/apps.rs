@@ -58,7 +58,7 @@ fn submit_values(format: &str, args: Vec<String>) -> Result<Vec<Vec<u8>>> {
     use std::io::Read;
     let hex = |k: usize, t: &str| -> Result<Vec<u8>> {
         let t = t.trim();
-        if t.len() % 2 != 0 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !t.len().is_multiple_of(2) || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
             bail!(
                 "value {k}: not an even number of hex digits: {}",
                 shown(t.as_bytes())

@@ -6,6 +6,7 @@ mod demo;
 mod node;
 mod simulate;
 mod testbed;
+mod vm;
 mod vswitch;
 
 use anyhow::{Context, Result};
@@ -50,6 +51,11 @@ enum Command {
     /// attach with a virtio_user device (`dpdk.vdevs: ["virtio_user0,path=SOCKET"]`). Learns
     /// MACs, floods the unknown. Runs until SIGTERM; needs root and `--features dpdk`.
     Vswitch(vswitch::VswitchArgs),
+    /// Runs one node inside a QEMU virtual machine (the VM testbed): its virtio-net NIC on a
+    /// vhost-user port of the switch, DPDK's virtio PMD in the guest, its store on the VM's
+    /// disk. Relays the guest's summary to the config's output.summary; SIGTERM stops it
+    /// cleanly. The guest image comes from vm/build-image.sh.
+    Vm(vm::VmArgs),
     /// The thesis' experiment: 1 proposer, 3 acceptors, 2 learners (one also the client) for
     /// each storage mode and client count; writes results.csv, results.json and PNG plots
     /// (throughput, latency, frames and CPU per value) into --out. Testbed transports need root.
@@ -77,6 +83,7 @@ pub(crate) fn run() -> Result<()> {
         Command::Inject(a) => testbed::inject(a),
         Command::Impair(a) => testbed::impair(a),
         Command::Vswitch(a) => vswitch::run(a),
+        Command::Vm(a) => vm::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Submit(a) => apps::submit_command(a),
         Command::Tail(a) => apps::tail_command(a),

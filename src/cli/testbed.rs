@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Subcommand)]
+// Parsed once per command: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum TestbedAction {
     /// Creates the namespaces, veths and bridge, writes each node's config into --dir, and
     /// with --start runs the nodes (logs in --dir/node-<id>.log).
@@ -51,6 +53,20 @@ pub(crate) enum TestbedAction {
         /// `ethpaxos vswitch`, as VMs would.
         #[arg(long)]
         virtio: bool,
+        /// These nodes run in a QEMU VM each on DPDK's virtio PMD,
+        /// their NICs on the software switch: the VM testbed (docs/dpdk.md). The others run
+        /// on --transport in namespaces.
+        #[arg(long, value_delimiter = ',')]
+        vms: Vec<u16>,
+        /// The guest image for --vms (vm/build-image.sh's output).
+        #[arg(long, default_value = "vm/.build")]
+        vm_image: PathBuf,
+        /// QEMU's accelerator for --vms: tcg (emulation, works anywhere) or kvm.
+        #[arg(long, default_value = "tcg")]
+        vm_accel: String,
+        /// Back each VM's memory with this hugetlbfs mount (e.g. /dev/hugepages).
+        #[arg(long)]
+        vm_memory_path: Option<PathBuf>,
         /// adaptive or busy.
         #[arg(long, default_value = "adaptive")]
         polling: Polling,
@@ -116,10 +132,17 @@ pub(crate) fn run(action: TestbedAction) -> Result<()> {
             stages,
             dpdk_nodes,
             virtio,
+            vms,
+            vm_image,
+            vm_accel,
+            vm_memory_path,
             no_journal,
         } => {
             if virtio && transport != TransportKind::Dpdk && dpdk_nodes.is_empty() {
                 bail!("--virtio attaches DPDK nodes: give --transport dpdk or --dpdk-nodes too");
+            }
+            if from.is_some() && !vms.is_empty() {
+                bail!("--vms puts nodes of a generated layout in VMs: leave out --from");
             }
             let nodes = match from {
                 Some(d) => testbed::Nodes::Configs(testbed::load_configs(&d)?),
@@ -137,6 +160,11 @@ pub(crate) fn run(action: TestbedAction) -> Result<()> {
                     dpdk_nodes,
                     virtio,
                     dpdk_hugepages: false,
+                    vms,
+                    vm_image: std::path::absolute(&vm_image)
+                        .with_context(|| format!("--vm-image {}", vm_image.display()))?,
+                    vm_accel,
+                    vm_memory_path,
                     journal: !no_journal,
                     journal_retention_mb: ethpaxos::journal::LearnerConfig::default().retention_mb,
                     snapshot_every: ethpaxos::journal::LearnerConfig::default().snapshot_every,

@@ -426,7 +426,7 @@ impl NodeConfig {
             }
         }
         if self.transport == TransportKind::Afpacket
-            && self.interface.as_deref().map_or(true, str::is_empty)
+            && self.interface.as_deref().is_none_or(str::is_empty)
         {
             return Err(field(
                 "interface",

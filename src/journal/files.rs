@@ -72,7 +72,7 @@ impl DiskFiles {
     }
 
     fn file(&mut self, seg: u64) -> io::Result<&mut File> {
-        if self.open.as_ref().map_or(true, |(s, _)| *s != seg) {
+        if self.open.as_ref().is_none_or(|(s, _)| *s != seg) {
             let f = OpenOptions::new().append(true).open(self.path(seg))?;
             self.open = Some((seg, f));
         }

@@ -345,7 +345,7 @@ impl Journal {
                 || self.buf.len() >= WRITE_BATCH
                 || self
                     .last_write
-                    .map_or(true, |t| now.saturating_sub(t) >= WRITE_EVERY))
+                    .is_none_or(|t| now.saturating_sub(t) >= WRITE_EVERY))
         {
             self.write(now)?;
         }

@@ -139,7 +139,7 @@ impl Sink for Outputs {
         if let Some(w) = self
             .delivered
             .as_mut()
-            .filter(|_| self.delivered_through.map_or(true, |t| position > t))
+            .filter(|_| self.delivered_through.is_none_or(|t| position > t))
         {
             let hash = blake3::hash(&v.payload);
             writeln!(

@@ -477,7 +477,7 @@ impl Learner {
             };
             p.asked = None;
         }
-        if self.trimmed.map_or(true, |t| next >= t) && p.partial.is_empty() {
+        if self.trimmed.is_none_or(|t| next >= t) && p.partial.is_empty() {
             self.peer = None;
             self.trimmed = None;
             self.last_catchup = None;

@@ -109,6 +109,16 @@ pub struct LayoutSpec {
     pub virtio: bool,
     /// DPDK nodes take EAL's memory (128 MiB each) from huge pages, which must be reserved.
     pub dpdk_hugepages: bool,
+    /// Nodes that run inside a QEMU virtual machine each (`ethpaxos vm`): DPDK's virtio PMD in
+    /// the guest on a virtio-net NIC attached to a vhost-user port of the testbed's switch,
+    /// the node's store on the VM's disk.
+    pub vms: Vec<u16>,
+    /// The guest image for `vms` (vm/build-image.sh's output directory).
+    pub vm_image: PathBuf,
+    /// QEMU's accelerator for `vms` (`tcg` works anywhere; `kvm` where KVM works) and a
+    /// hugetlbfs mount to back guest memory with (None: ordinary shared memory).
+    pub vm_accel: String,
+    pub vm_memory_path: Option<PathBuf>,
     /// Learners keep a journal (`learner.journal`) ...
     pub journal: bool,
     /// ... of at most this many MiB (`learner.retention_mb`; 0: no bound) ...
@@ -133,6 +143,10 @@ impl Default for LayoutSpec {
             dpdk_nodes: Vec::new(),
             virtio: false,
             dpdk_hugepages: false,
+            vms: Vec::new(),
+            vm_image: PathBuf::from("vm/.build"),
+            vm_accel: "tcg".into(),
+            vm_memory_path: None,
             journal: true,
             journal_retention_mb: crate::journal::LearnerConfig::default().retention_mb,
             snapshot_every: crate::journal::LearnerConfig::default().snapshot_every,
@@ -215,6 +229,12 @@ pub struct Testbed {
     /// The vhost-user sockets of the software switch the virtio_user nodes attach to (none:
     /// no switch). `start_vswitch` runs it; it must be up before those nodes start.
     pub vswitch_sockets: Vec<PathBuf>,
+    /// Nodes that run in a VM each (`ethpaxos vm`), the guest image they boot, QEMU's
+    /// accelerator and guest memory's hugetlbfs mount.
+    pub vms: Vec<u16>,
+    pub vm_image: PathBuf,
+    pub vm_accel: String,
+    pub vm_memory_path: Option<PathBuf>,
 }
 
 /// Node `cfg`'s veth: `iface` in its namespace with its MAC (and UDP address), `hub_link` on
@@ -418,7 +438,9 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
             if me.plays(Role::Acceptor) {
                 storage.fsync_policy = spec.policy;
             }
-            let on_dpdk = spec.transport == TransportKind::Dpdk || spec.dpdk_nodes.contains(&me.id);
+            let in_vm = spec.vms.contains(&me.id);
+            let on_dpdk =
+                spec.transport == TransportKind::Dpdk || spec.dpdk_nodes.contains(&me.id) || in_vm;
             NodeConfig {
                 node_id: me.id,
                 transport: if on_dpdk {
@@ -429,22 +451,36 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
                     spec.transport
                 },
                 interface: Some("eth0".into()),
-                dpdk: on_dpdk.then(|| crate::config::DpdkConfig {
-                    vdevs: vec![if spec.virtio {
-                        format!(
-                            "virtio_user0,path={},queues=1,mac={}",
-                            dir.join("vswitch")
-                                .join(format!("{}.sock", me.id))
-                                .display(),
-                            me.mac.as_deref().unwrap_or_default()
-                        )
+                dpdk: on_dpdk.then(|| {
+                    if in_vm {
+                        // The guest's view: its virtio-net NIC on PCI, EAL in the guest's huge
+                        // pages (`ethpaxos vm` checks and completes this).
+                        crate::config::DpdkConfig {
+                            pci: vec![crate::vm::GUEST_NIC.into()],
+                            hugepages: true,
+                            memory_mb: 96,
+                            mempool_size: 2047,
+                            ..Default::default()
+                        }
                     } else {
-                        "net_af_packet0,iface=eth0,framecnt=16384".into()
-                    }],
-                    hugepages: spec.dpdk_hugepages,
-                    memory_mb: if spec.dpdk_hugepages { 128 } else { 256 },
-                    mempool_size: if spec.dpdk_hugepages { 4095 } else { 8191 },
-                    ..Default::default()
+                        crate::config::DpdkConfig {
+                            vdevs: vec![if spec.virtio {
+                                format!(
+                                    "virtio_user0,path={},queues=1,mac={}",
+                                    dir.join("vswitch")
+                                        .join(format!("{}.sock", me.id))
+                                        .display(),
+                                    me.mac.as_deref().unwrap_or_default()
+                                )
+                            } else {
+                                "net_af_packet0,iface=eth0,framecnt=16384".into()
+                            }],
+                            hugepages: spec.dpdk_hugepages,
+                            memory_mb: if spec.dpdk_hugepages { 128 } else { 256 },
+                            mempool_size: if spec.dpdk_hugepages { 4095 } else { 8191 },
+                            ..Default::default()
+                        }
+                    }
                 }),
                 auth_key_file: key_file.clone(),
                 members: members.clone(),
@@ -500,7 +536,21 @@ fn localize(mut cfg: NodeConfig, dir: &Path) -> NodeConfig {
     cfg
 }
 
+/// The switch port of a node in a VM.
+fn vm_socket(dir: &Path, id: u16) -> PathBuf {
+    dir.join("vswitch").join(format!("vm-{id}.sock"))
+}
+
 fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
+    let (vms, vm_image, vm_accel, vm_memory_path) = match &spec.nodes {
+        Nodes::Layout(l) => (
+            l.vms.clone(),
+            l.vm_image.clone(),
+            l.vm_accel.clone(),
+            l.vm_memory_path.clone(),
+        ),
+        Nodes::Configs(_) => (Vec::new(), PathBuf::new(), String::new(), None),
+    };
     let configs = match &spec.nodes {
         Nodes::Layout(layout) => {
             let key_file = if layout.auth {
@@ -541,7 +591,23 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         &["link", "add", "br0", "type", "bridge", "stp_state", "0"],
     )?;
     ip(hub, &["link", "set", "br0", "up"])?;
-    let vswitch_sockets: Vec<PathBuf> = configs.iter().filter_map(virtio_socket).collect();
+    for id in &vms {
+        if !configs.iter().any(|c| c.node_id == *id) {
+            return Err(TestbedError::Configs(format!(
+                "--vms names node {id}, which the layout does not have"
+            )));
+        }
+        crate::vm::guest_config(
+            configs.iter().find(|c| c.node_id == *id).expect("checked"),
+            crate::vm::DEFAULT_HUGEPAGES,
+        )
+        .map_err(|e| TestbedError::Configs(e.to_string()))?;
+    }
+    let vswitch_sockets: Vec<PathBuf> = configs
+        .iter()
+        .filter_map(virtio_socket)
+        .chain(vms.iter().map(|id| vm_socket(&spec.dir, *id)))
+        .collect();
     if !vswitch_sockets.is_empty() {
         for s in &vswitch_sockets {
             if let Some(d) = s.parent() {
@@ -578,7 +644,7 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         ip(&ns, &["link", "set", "lo", "up"])?;
         // A node on virtio_user reaches the others through the switch: a veth with its MAC
         // on the bridge as well would draw its frames away (the kernel sends from it).
-        let hub_link = if virtio_socket(&cfg).is_some() {
+        let hub_link = if virtio_socket(&cfg).is_some() || vms.contains(&id) {
             String::new()
         } else {
             veth(&ns, hub, &iface, &hub_link, &cfg)?;
@@ -604,6 +670,10 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         hub: hub.to_string(),
         nodes,
         vswitch_sockets,
+        vms,
+        vm_image,
+        vm_accel,
+        vm_memory_path,
     })
 }
 
@@ -618,11 +688,32 @@ impl Testbed {
             cmd: format!("start node {id}"),
             stderr: "no such node in this testbed".into(),
         })?;
-        let args = [
-            OsStr::new("run"),
-            OsStr::new("--config"),
-            node.config.as_os_str(),
-        ];
+        let (socket, vm_dir) = (vm_socket(&self.dir, id), self.dir.join(format!("vm-{id}")));
+        let args: Vec<&OsStr> = if self.vms.contains(&id) {
+            let mut a = vec![
+                OsStr::new("vm"),
+                OsStr::new("--config"),
+                node.config.as_os_str(),
+                OsStr::new("--image"),
+                self.vm_image.as_os_str(),
+                OsStr::new("--socket"),
+                socket.as_os_str(),
+                OsStr::new("--dir"),
+                vm_dir.as_os_str(),
+                OsStr::new("--accel"),
+                OsStr::new(&self.vm_accel),
+            ];
+            if let Some(m) = &self.vm_memory_path {
+                a.extend([OsStr::new("--memory-path"), m.as_os_str()]);
+            }
+            a
+        } else {
+            vec![
+                OsStr::new("run"),
+                OsStr::new("--config"),
+                node.config.as_os_str(),
+            ]
+        };
         spawn_logged(
             &node.namespace,
             exe,

@@ -346,10 +346,7 @@ impl Reader {
                 if total > crate::protocol::image::MAX_IMAGE {
                     return Err(self.invalid("total", "larger than the largest image (1 GiB)"));
                 }
-                if offset
-                    .checked_add(len as u64)
-                    .map_or(true, |end| end > total)
-                {
+                if offset.checked_add(len as u64).is_none_or(|end| end > total) {
                     return Err(self.invalid("offset", "the chunk ends past the image's total"));
                 }
                 Message::SnapshotChunk {

@@ -71,7 +71,7 @@ pub fn check_delivery(
             let got: HashSet<_> = streams[*k].iter().map(|(key, _)| *key).collect();
             acked.is_subset(&got) && streams[*k].len() == full.len()
         }) && installs.iter().zip(&streams).all(|(at, s)| {
-            at.map_or(true, |p| {
+            at.is_none_or(|p| {
                 let got: HashSet<_> = s.iter().map(|(key, _)| *key).collect();
                 full.iter()
                     .filter(|(_, q)| *q >= p)
