@@ -25,8 +25,13 @@ use std::time::{Duration, Instant};
 /// Where the guest's data NIC sits on its PCI bus (QEMU's slot 4): the guest config's
 /// `dpdk.pci`.
 pub const GUEST_NIC: &str = "0000:00:04.0";
-/// 2 MiB huge pages a guest reserves for EAL unless told otherwise.
-pub const DEFAULT_HUGEPAGES: u32 = 64;
+/// Guest memory unless told otherwise.
+pub const DEFAULT_MEMORY_MB: u32 = 512;
+/// What the guest needs besides EAL's huge pages: its kernel, the initramfs the root file
+/// system lives in, the node's own heap.
+const GUEST_OWN_MB: u64 = 160;
+/// Huge pages beyond `dpdk.memory_mb` for EAL's own structures.
+const EAL_SLACK_PAGES: u64 = 16;
 /// The guest's store (its disk, mounted by the guest's init).
 const GUEST_DATA: &str = "/data";
 /// Where the guest's node writes its summary (tmpfs), which init forwards.
@@ -53,8 +58,6 @@ pub struct VmSpec {
     /// Back guest memory with files in this directory (a hugetlbfs mount such as
     /// /dev/hugepages, for KVM guests at speed) instead of an anonymous memfd.
     pub memory_path: Option<PathBuf>,
-    /// 2 MiB huge pages the guest reserves for EAL.
-    pub hugepages: u32,
     /// Size of the VM's disk when it is made (a sparse file: blocks cost only once written).
     pub disk_mb: u64,
     /// QEMU's accelerator: `tcg` (emulation; works anywhere) or `kvm`.
@@ -72,9 +75,8 @@ impl VmSpec {
             image,
             socket,
             dir,
-            memory_mb: 512,
+            memory_mb: DEFAULT_MEMORY_MB,
             memory_path: None,
-            hugepages: DEFAULT_HUGEPAGES,
             disk_mb: 4096,
             accel: "tcg".into(),
             qemu: "qemu-system-x86_64".into(),
@@ -110,7 +112,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
 /// and a client's acknowledgements on the VM's disk (init copies them to the host's paths),
 /// the key where init puts it, and DPDK on the VM's NIC (EAL memory from the guest's huge
 /// pages). The guest's only network is its data NIC: no metrics endpoint, no stream socket.
-pub fn guest_config(host: &NodeConfig, hugepages: u32) -> Result<NodeConfig, VmError> {
+/// Also returns how many 2 MiB huge pages the guest reserves for EAL, which, with what the
+/// guest needs of its own, must fit in `memory_mb` of guest memory.
+pub fn guest_config(host: &NodeConfig, memory_mb: u32) -> Result<(NodeConfig, u32), VmError> {
     if host.output.socket.is_some() {
         return Err(VmError::Config(format!(
             "node {}: output.socket: a stream socket inside a VM cannot be reached from the \
@@ -146,15 +150,19 @@ pub fn guest_config(host: &NodeConfig, hugepages: u32) -> Result<NodeConfig, VmE
     dpdk.port = 0;
     dpdk.hugepages = true;
     dpdk.lcores.clear();
-    let eal_mb = u64::from(hugepages) * 2;
-    if u64::from(dpdk.memory_mb) > eal_mb {
+    let pages = u64::from(dpdk.memory_mb).div_ceil(2) + EAL_SLACK_PAGES;
+    if pages * 2 + GUEST_OWN_MB > u64::from(memory_mb) {
         return Err(VmError::Config(format!(
-            "node {}: dpdk.memory_mb {} is more than the guest's {hugepages} huge pages ({eal_mb} MiB)",
-            host.node_id, dpdk.memory_mb
+            "node {}: dpdk.memory_mb {} needs {pages} huge pages ({} MiB) in the guest, which \
+             with the guest's own {GUEST_OWN_MB} MiB is more than its {memory_mb} MiB of \
+             memory (raise --memory-mb or lower dpdk.memory_mb)",
+            host.node_id,
+            dpdk.memory_mb,
+            pages * 2
         )));
     }
     g.dpdk = Some(dpdk);
-    Ok(g)
+    Ok((g, pages as u32))
 }
 
 /// Makes the VM's disk (ext4) unless it exists: a VM started again keeps its store.
@@ -185,7 +193,13 @@ fn ensure_disk(path: &Path, mb: u64) -> Result<(), VmError> {
 }
 
 /// QEMU's arguments for `spec`, the guest config at `guest_cfg` and the node's `mac`.
-fn qemu_args(spec: &VmSpec, host: &NodeConfig, guest_cfg: &Path, mac: &str) -> Vec<String> {
+fn qemu_args(
+    spec: &VmSpec,
+    host: &NodeConfig,
+    guest_cfg: &Path,
+    hugepages: u32,
+    mac: &str,
+) -> Vec<String> {
     let p = |p: &Path| p.display().to_string();
     let mem = spec.memory_mb;
     let mut a: Vec<String> = [
@@ -217,10 +231,7 @@ fn qemu_args(spec: &VmSpec, host: &NodeConfig, guest_cfg: &Path, mac: &str) -> V
         "-initrd",
         &p(&spec.image.join("initrd.img")),
         "-append",
-        &format!(
-            "console=ttyS0 panic=-1 quiet ethpaxos.hugepages={}",
-            spec.hugepages
-        ),
+        &format!("console=ttyS0 panic=-1 quiet ethpaxos.hugepages={hugepages}"),
         // ttyS0: the console, on QEMU's standard output.
         "-serial",
         "stdio",
@@ -304,7 +315,7 @@ fn parse_line(line: &str) -> Option<GuestLine> {
 /// sends is written to the host config's `output.summary`.
 pub fn run(spec: &VmSpec, stop: &AtomicBool) -> Result<(), VmError> {
     let host = NodeConfig::load(&spec.config).map_err(|e| VmError::Config(e.to_string()))?;
-    let guest = guest_config(&host, spec.hugepages)?;
+    let (guest, hugepages) = guest_config(&host, spec.memory_mb)?;
     let mac = host.me().mac.clone().ok_or_else(|| {
         VmError::Config(format!(
             "node {}: its member entry has no mac (the VM's NIC takes it)",
@@ -354,7 +365,7 @@ pub fn run(spec: &VmSpec, stop: &AtomicBool) -> Result<(), VmError> {
             host.node_id
         );
     }
-    let args = qemu_args(spec, &host, &guest_cfg, &mac);
+    let args = qemu_args(spec, &host, &guest_cfg, hugepages, &mac);
     // QEMU dies with this process: a runner killed with -9 is the VM's power cut, not a VM
     // left holding its switch port (setpriv sets the parent-death signal, then runs QEMU).
     let mut qemu = Command::new("setpriv")
@@ -507,7 +518,9 @@ mod tests {
         host.storage.path = Some("/host/tb/data/13".into());
         host.output.summary = Some("/host/tb/summary-13.json".into());
         host.metrics_address = Some("127.0.0.1:9100".parse().unwrap());
-        let g = guest_config(&host, DEFAULT_HUGEPAGES).unwrap();
+        let (g, pages) = guest_config(&host, DEFAULT_MEMORY_MB).unwrap();
+        // The testbed's 96 MiB of EAL memory, in 2 MiB pages, and EAL's own.
+        assert_eq!(pages, 48 + 16);
         assert_eq!((g.node_id, &g.members), (13, &host.members));
         assert_eq!(g.protocol, host.protocol);
         assert_eq!(g.storage.path.as_deref(), Some(Path::new(GUEST_DATA)));
@@ -520,7 +533,7 @@ mod tests {
             (vec![GUEST_NIC.to_string()], 0, true)
         );
         // What the guest runs is a valid config (the key file exists only in the guest).
-        let mut g = guest_config(&host, DEFAULT_HUGEPAGES).unwrap();
+        let (mut g, _) = guest_config(&host, DEFAULT_MEMORY_MB).unwrap();
         g.auth_key_file = None;
         g.validated().expect("the guest's config validates");
     }
@@ -533,7 +546,7 @@ mod tests {
             host.output.delivered = Some(format!("/host/tb/delivered-{id}.txt").into());
             host.output.acknowledged = (id == 9).then(|| "/host/tb/acknowledged.txt".into());
             host.learner.path = Some("/host/tb/journal".into());
-            let g = guest_config(&host, DEFAULT_HUGEPAGES).unwrap();
+            let (g, _) = guest_config(&host, DEFAULT_MEMORY_MB).unwrap();
             assert_eq!(
                 g.output.delivered,
                 Some(PathBuf::from("/data/delivered.txt"))
@@ -549,6 +562,7 @@ mod tests {
                 &VmSpec::new("c".into(), "i".into(), "s".into(), "d".into()),
                 &host,
                 Path::new("g.yaml"),
+                64,
                 "02:45:50:00:00:15",
             )
             .join(" ");
@@ -560,23 +574,26 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_socket_other_transports_and_eal_beyond_the_huge_pages_are_refused() {
+    fn a_stream_socket_other_transports_and_eal_beyond_the_guest_memory_are_refused() {
         let configs = roles_with_vm(vec![13, 21]);
         let mut learner = configs.iter().find(|c| c.node_id == 21).unwrap().clone();
         learner.output.socket = Some("/host/tb/stream-21.sock".into());
-        let e = guest_config(&learner, DEFAULT_HUGEPAGES)
+        let e = guest_config(&learner, DEFAULT_MEMORY_MB)
             .unwrap_err()
             .to_string();
         assert!(e.contains("node 21: output.socket"), "{e}");
         let afpacket = configs.iter().find(|c| c.node_id == 12).unwrap();
-        let e = guest_config(afpacket, DEFAULT_HUGEPAGES)
+        let e = guest_config(afpacket, DEFAULT_MEMORY_MB)
             .unwrap_err()
             .to_string();
         assert!(e.contains("runs on DPDK"), "{e}");
         let vm = configs.iter().find(|c| c.node_id == 13).unwrap();
-        let e = guest_config(vm, 16).unwrap_err().to_string();
+        // 64 pages (128 MiB) and the guest's own 160 MiB: 288 MiB of guest memory fit.
+        assert_eq!(guest_config(vm, 288).unwrap().1, 64);
+        let e = guest_config(vm, 287).unwrap_err().to_string();
         assert!(
-            e.contains("dpdk.memory_mb 96") && e.contains("16 huge pages"),
+            e.contains("node 13: dpdk.memory_mb 96 needs 64 huge pages (128 MiB)")
+                && e.contains("287 MiB"),
             "{e}"
         );
     }

@@ -469,3 +469,55 @@ fn a_learners_journal_is_named_and_its_bad_settings_name_the_field() {
         assert!(text.contains(field), "{yaml}: {text}");
     }
 }
+
+/// `ethpaxos vm` (the VM testbed) refuses, before it starts QEMU, what it cannot run: a node
+/// not on DPDK, a stream socket (unreachable in a VM), a missing guest image or switch port;
+/// each error names what is at fault.
+#[test]
+fn a_vm_refuses_what_it_cannot_run_and_names_it() {
+    let dir = std::env::temp_dir().join(format!("ethpaxos-vmcfg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("image")).unwrap();
+    let data = dir.join("data").display().to_string();
+    let vm = |yaml: &str, image: &str| {
+        let file = dir.join("node.yaml");
+        std::fs::write(&file, yaml.replace("DATA", &data)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ethpaxos"))
+            .arg("vm")
+            .arg("--config")
+            .arg(&file)
+            .arg("--image")
+            .arg(dir.join(image))
+            .arg("--socket")
+            .arg(dir.join("switch.sock"))
+            .arg("--dir")
+            .arg(dir.join("vm"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{yaml}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = vm(GOOD, "image");
+    assert!(
+        e.contains("node 11: transport is Udp; a node in a VM runs on DPDK"),
+        "{e}"
+    );
+    let e = vm(
+        &DPDK.replace("storage:", "output: {socket: \"/tmp/s.sock\"}\nstorage:"),
+        "image",
+    );
+    assert!(e.contains("node 11: output.socket"), "{e}");
+    let e = vm(DPDK, "no-image");
+    assert!(
+        e.contains("no guest image at") && e.contains("vm/build-image.sh"),
+        "{e}"
+    );
+    for f in ["vmlinuz", "initrd.img"] {
+        std::fs::write(dir.join("image").join(f), b"").unwrap();
+    }
+    let e = vm(DPDK, "image");
+    assert!(e.contains("no vhost-user socket at"), "{e}");
+    // Nothing was made for a VM that never started.
+    assert!(!dir.join("vm").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,16 +21,14 @@ pub(crate) struct VmArgs {
     /// Size of the VM's disk in MiB when it is made (sparse), e.g. for a long learner journal.
     #[arg(long, default_value_t = 4096)]
     disk_mb: u64,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 512)]
+    /// Guest memory in MiB: EAL's huge pages (dpdk.memory_mb and 32 MiB) and 160 MiB for the
+    /// guest itself.
+    #[arg(long, default_value_t = ethpaxos::vm::DEFAULT_MEMORY_MB)]
     memory_mb: u32,
     /// Back guest memory with a hugetlbfs mount (e.g. /dev/hugepages) instead of ordinary
     /// shared memory.
     #[arg(long)]
     memory_path: Option<PathBuf>,
-    /// 2 MiB huge pages the guest reserves for EAL (dpdk.memory_mb must fit in them).
-    #[arg(long, default_value_t = ethpaxos::vm::DEFAULT_HUGEPAGES)]
-    hugepages: u32,
     /// QEMU's accelerator: tcg (emulation, works anywhere) or kvm.
     #[arg(long, default_value = "tcg")]
     accel: String,
@@ -41,7 +39,6 @@ pub(crate) fn run(a: VmArgs) -> Result<()> {
     spec.memory_mb = a.memory_mb;
     spec.disk_mb = a.disk_mb;
     spec.memory_path = a.memory_path;
-    spec.hugepages = a.hugepages;
     spec.accel = a.accel;
     let stop = super::stop_on_signals()?;
     ethpaxos::vm::run(&spec, &stop)?;

@@ -599,7 +599,7 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         }
         crate::vm::guest_config(
             configs.iter().find(|c| c.node_id == *id).expect("checked"),
-            crate::vm::DEFAULT_HUGEPAGES,
+            crate::vm::DEFAULT_MEMORY_MB,
         )
         .map_err(|e| TestbedError::Configs(e.to_string()))?;
     }
