@@ -310,6 +310,22 @@ fn parse_line(line: &str) -> Option<GuestLine> {
     })
 }
 
+/// Passes what the guest says on `from` to `to`, line by line, until either end closes. Bytes,
+/// not UTF-8 lines: whatever else the guest sends, the relay goes on.
+fn read_guest(from: impl std::io::Read, to: &mpsc::Sender<GuestLine>) {
+    let mut reader = BufReader::new(from);
+    let mut buf = Vec::new();
+    while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+        let line = String::from_utf8_lossy(&buf);
+        if let Some(l) = parse_line(line.trim_end_matches(['\r', '\n'])) {
+            if to.send(l).is_err() {
+                return;
+            }
+        }
+        buf.clear();
+    }
+}
+
 /// Runs node `spec.config` in a VM until `stop` is set (then stops it cleanly: the guest's
 /// node syncs and writes its final summary) or the guest's node ends. Each summary the guest
 /// sends is written to the host config's `output.summary`.
@@ -421,16 +437,7 @@ fn supervise(
     };
     let mut writer = ctl.try_clone().map_err(io("control socket"))?;
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(ctl).lines() {
-            let Ok(line) = line else { break };
-            if let Some(l) = parse_line(line.trim_end_matches('\r')) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    std::thread::spawn(move || read_guest(ctl, &tx));
     let summary = host.output.summary.clone();
     let mut stop_sent: Option<Instant> = None;
     let mut last_said: Option<Instant> = None;
@@ -465,9 +472,13 @@ fn supervise(
                     },
                 });
             }
-            Err(mpsc::RecvTimeoutError::Timeout) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(e) => {
                 if let Some(status) = exited(qemu)? {
                     return Err(VmError::Lost { status });
+                }
+                if e == mpsc::RecvTimeoutError::Disconnected {
+                    // The control channel closed: QEMU is on its way out.
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }
@@ -596,6 +607,18 @@ mod tests {
                 && e.contains("287 MiB"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_relay_goes_on_past_garbage_and_cut_lines() {
+        let (tx, rx) = mpsc::channel();
+        let said: &[u8] =
+            b"\xff\xfe garbage\nsummary {\"running\":true}\r\n[ 1.0] console\nexit 0\nsumm";
+        read_guest(said, &tx);
+        let got: Vec<GuestLine> = rx.try_iter().collect();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(&got[0], GuestLine::Summary(j) if j == "{\"running\":true}"));
+        assert!(matches!(&got[1], GuestLine::Exit { code: 0, .. }));
     }
 
     #[test]
