@@ -475,7 +475,15 @@ fn a_learners_journal_is_named_and_its_bad_settings_name_the_field() {
 /// each error names what is at fault.
 #[test]
 fn a_vm_refuses_what_it_cannot_run_and_names_it() {
-    let dir = std::env::temp_dir().join(format!("ethpaxos-vmcfg-{}", std::process::id()));
+    /// Removes the test's directory, pass or fail.
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let guard = Dir(std::env::temp_dir().join(format!("ethpaxos-vmcfg-{}", std::process::id())));
+    let dir = guard.0.clone();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("image")).unwrap();
     let data = dir.join("data").display().to_string();
@@ -519,5 +527,4 @@ fn a_vm_refuses_what_it_cannot_run_and_names_it() {
     assert!(e.contains("no vhost-user socket at"), "{e}");
     // Nothing was made for a VM that never started.
     assert!(!dir.join("vm").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
