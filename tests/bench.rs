@@ -91,7 +91,7 @@ fn a_small_grid_writes_csv_json_costs_and_plots() {
     assert!(rows[0].ends_with(
         "frames_per_value,cpu_us_per_value,wakeups_per_value,syscalls_per_value,max_frame"
     ));
-    for png in ethpaxos::bench::plot::FILES {
+    for png in ethpaxos::bench::plot::FIGURES.map(|f| f.file) {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(
             bytes.len() > 10_000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"),

@@ -1,5 +1,6 @@
 //! The thesis' figures 12-14 for a bench grid, as PNG: latency against clients, throughput
-//! against clients, and latency against throughput, one line per storage mode.
+//! against clients, and latency against throughput, one line per storage mode; and what a
+//! value costs (frames, CPU) against clients.
 
 use super::{BenchError, Point};
 use plotters::prelude::*;
@@ -54,12 +55,11 @@ fn fail(path: &Path) -> impl Fn(String) -> BenchError + '_ {
     }
 }
 
-/// Draws `lines` with log-scale axes where asked.
+/// Draws `lines` on log-scale axes.
 fn draw(
     path: &Path,
     title: &str,
     (x_desc, y_desc): (&str, &str),
-    (x_log, y_log): (bool, bool),
     lines: &[Line],
 ) -> Result<(), BenchError> {
     let fail = fail(path);
@@ -67,60 +67,47 @@ fn draw(
     if all.is_empty() {
         return Ok(());
     }
-    let (x0, x1) = bounds(all.iter().map(|p| p.0), x_log);
-    let (y0, y1) = bounds(all.iter().map(|p| p.1), y_log);
+    let (x0, x1) = bounds(all.iter().map(|p| p.0));
+    let (y0, y1) = bounds(all.iter().map(|p| p.1));
     let root = BitMapBackend::new(path, (960, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let mut builder = ChartBuilder::on(&root);
-    builder
+    let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 26))
         .margin(20)
         .x_label_area_size(50)
-        .y_label_area_size(80);
-    // Four axis kinds are four chart types; one macro body draws each.
-    macro_rules! finish {
-        ($chart:expr) => {{
-            let mut chart = $chart.map_err(|e| fail(e.to_string()))?;
-            chart
-                .configure_mesh()
-                .x_desc(x_desc)
-                .y_desc(y_desc)
-                .x_label_formatter(&|v| number(*v))
-                .y_label_formatter(&|v| number(*v))
-                .label_style(("sans-serif", 16))
-                .draw()
-                .map_err(|e| fail(e.to_string()))?;
-            for (k, (label, v)) in lines.iter().enumerate() {
-                let color = COLORS[k % COLORS.len()];
-                chart
-                    .draw_series(LineSeries::new(v.clone(), color.stroke_width(2)))
-                    .map_err(|e| fail(e.to_string()))?
-                    .label(label.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
-                    });
-                chart
-                    .draw_series(v.iter().map(|p| Circle::new(*p, 4, color.filled())))
-                    .map_err(|e| fail(e.to_string()))?;
-            }
-            chart
-                .configure_series_labels()
-                .label_font(("sans-serif", 16))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperLeft)
-                .draw()
-                .map_err(|e| fail(e.to_string()))?;
-        }};
+        .y_label_area_size(80)
+        .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| number(*v))
+        .y_label_formatter(&|v| number(*v))
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    for (k, (label, v)) in lines.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(v.clone(), color.stroke_width(2)))
+            .map_err(|e| fail(e.to_string()))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(v.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .map_err(|e| fail(e.to_string()))?;
     }
-    match (x_log, y_log) {
-        (true, true) => {
-            finish!(builder.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale()))
-        }
-        (true, false) => finish!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)),
-        (false, true) => finish!(builder.build_cartesian_2d(x0..x1, (y0..y1).log_scale())),
-        (false, false) => finish!(builder.build_cartesian_2d(x0..x1, y0..y1)),
-    }
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
     root.present().map_err(|e| fail(e.to_string()))
 }
 
@@ -138,61 +125,59 @@ fn number(v: f64) -> String {
     }
 }
 
-/// An axis range holding every value, with some room (from 0 on a linear axis).
-fn bounds(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+/// A log axis' range holding every value, with some room.
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
-    if log {
-        (lo / 1.5, hi * 1.5)
-    } else {
-        (0.0, hi * 1.1)
-    }
+    (lo / 1.5, hi * 1.5)
 }
 
-/// The figures, into `out`. Node processes run 10-20x below the in-process cluster, so
-/// values/s is on a log axis too.
-pub fn draw_all(out: &Path, points: &[Point]) -> Result<(), BenchError> {
-    draw(
-        &out.join("latency-vs-clients.png"),
-        "Latency against clients (mean, submission to learning)",
-        ("clients", "latency (us)"),
-        (true, true),
-        &lines(points, |p| (p.clients as f64, p.latency_mean_us)),
-    )?;
-    draw(
-        &out.join("throughput-vs-clients.png"),
-        "Throughput against clients",
-        ("clients", "values/s"),
-        (true, true),
-        &lines(points, |p| (p.clients as f64, p.values_per_sec)),
-    )?;
-    draw(
-        &out.join("latency-vs-throughput.png"),
-        "Latency against throughput (mean)",
-        ("values/s", "latency (us)"),
-        (true, true),
-        &lines(points, |p| (p.values_per_sec, p.latency_mean_us)),
-    )?;
-    draw(
-        &out.join("frames-per-value.png"),
-        "Frames sent per value (all nodes)",
-        ("clients", "frames per value"),
-        (true, true),
-        &lines(points, |p| (p.clients as f64, p.frames_per_value)),
-    )?;
-    draw(
-        &out.join("cpu-per-value.png"),
-        "CPU per value (all node processes)",
-        ("clients", "CPU us per value"),
-        (true, true),
-        &lines(points, |p| (p.clients as f64, p.cpu_us_per_value)),
-    )
+/// One figure: its file, title, axis descriptions and what it plots of each point.
+pub struct Figure {
+    pub file: &'static str,
+    title: &'static str,
+    axes: (&'static str, &'static str),
+    xy: fn(&Point) -> (f64, f64),
 }
 
-/// The files `draw_all` writes.
-pub const FILES: [&str; 5] = [
-    "latency-vs-clients.png",
-    "throughput-vs-clients.png",
-    "latency-vs-throughput.png",
-    "frames-per-value.png",
-    "cpu-per-value.png",
+/// The figures `draw_all` writes. Node processes run 10-20x below the in-process cluster, so
+/// values/s is on a log axis too; every axis is.
+pub const FIGURES: [Figure; 5] = [
+    Figure {
+        file: "latency-vs-clients.png",
+        title: "Latency against clients (mean, submission to learning)",
+        axes: ("clients", "latency (us)"),
+        xy: |p| (p.clients as f64, p.latency_mean_us),
+    },
+    Figure {
+        file: "throughput-vs-clients.png",
+        title: "Throughput against clients",
+        axes: ("clients", "values/s"),
+        xy: |p| (p.clients as f64, p.values_per_sec),
+    },
+    Figure {
+        file: "latency-vs-throughput.png",
+        title: "Latency against throughput (mean)",
+        axes: ("values/s", "latency (us)"),
+        xy: |p| (p.values_per_sec, p.latency_mean_us),
+    },
+    Figure {
+        file: "frames-per-value.png",
+        title: "Frames sent per value (all nodes)",
+        axes: ("clients", "frames per value"),
+        xy: |p| (p.clients as f64, p.frames_per_value),
+    },
+    Figure {
+        file: "cpu-per-value.png",
+        title: "CPU per value (all node processes)",
+        axes: ("clients", "CPU us per value"),
+        xy: |p| (p.clients as f64, p.cpu_us_per_value),
+    },
 ];
+
+/// The figures, into `out`.
+pub fn draw_all(out: &Path, points: &[Point]) -> Result<(), BenchError> {
+    for f in &FIGURES {
+        draw(&out.join(f.file), f.title, f.axes, &lines(points, f.xy))?;
+    }
+    Ok(())
+}

@@ -161,7 +161,11 @@ fn run_spec(spec: &ethpaxos::bench::BenchSpec) -> Result<()> {
     println!(
         "\n{} points; results.csv, results.json and {} in {}",
         points.len(),
-        ethpaxos::bench::plot::FILES.join(", "),
+        ethpaxos::bench::plot::FIGURES
+            .iter()
+            .map(|f| f.file)
+            .collect::<Vec<_>>()
+            .join(", "),
         spec.out.display()
     );
     if stop.load(std::sync::atomic::Ordering::Relaxed) {
