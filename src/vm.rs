@@ -506,12 +506,15 @@ fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testbed::{layout_configs, Layout, LayoutSpec};
+    use crate::testbed::{layout_configs, Layout, LayoutSpec, Vms};
 
-    fn roles_with_vm(vms: Vec<u16>) -> Vec<NodeConfig> {
+    fn roles_with_vm(nodes: Vec<u16>) -> Vec<NodeConfig> {
         let spec = LayoutSpec {
             layout: Layout::Roles,
-            vms,
+            vms: Vms {
+                nodes,
+                ..Vms::default()
+            },
             auth: true,
             ..LayoutSpec::default()
         };

@@ -1105,13 +1105,15 @@ fn vm_image() -> std::path::PathBuf {
 #[ignore = "needs root, iproute2, QEMU and a build with --features dpdk (.ci/run runs it as root)"]
 fn an_acceptor_in_a_qemu_vm_on_virtio_through_acceptor_kills_and_its_own_power_cut() {
     let _slot = testbed_slot();
-    let image = vm_image();
     let mut bed = Bed::up_with(
         "tbvm",
         Nodes::Layout(LayoutSpec {
             layout: Layout::Roles,
-            vms: vec![13, 21],
-            vm_image: image,
+            vms: testbed::Vms {
+                nodes: vec![13, 21],
+                image: vm_image(),
+                ..testbed::Vms::default()
+            },
             clients: 2,
             outstanding: 4,
             ..LayoutSpec::default()

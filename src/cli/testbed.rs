@@ -160,11 +160,13 @@ pub(crate) fn run(action: TestbedAction) -> Result<()> {
                     dpdk_nodes,
                     virtio,
                     dpdk_hugepages: false,
-                    vms,
-                    vm_image: std::path::absolute(&vm_image)
-                        .with_context(|| format!("--vm-image {}", vm_image.display()))?,
-                    vm_accel,
-                    vm_memory_path,
+                    vms: testbed::Vms {
+                        nodes: vms,
+                        image: std::path::absolute(&vm_image)
+                            .with_context(|| format!("--vm-image {}", vm_image.display()))?,
+                        accel: vm_accel,
+                        memory_path: vm_memory_path,
+                    },
                     journal: !no_journal,
                     journal_retention_mb: ethpaxos::journal::LearnerConfig::default().retention_mb,
                     snapshot_every: ethpaxos::journal::LearnerConfig::default().snapshot_every,

@@ -109,16 +109,8 @@ pub struct LayoutSpec {
     pub virtio: bool,
     /// DPDK nodes take EAL's memory (128 MiB each) from huge pages, which must be reserved.
     pub dpdk_hugepages: bool,
-    /// Nodes that run inside a QEMU virtual machine each (`ethpaxos vm`): DPDK's virtio PMD in
-    /// the guest on a virtio-net NIC attached to a vhost-user port of the testbed's switch,
-    /// the node's store on the VM's disk.
-    pub vms: Vec<u16>,
-    /// The guest image for `vms` (vm/build-image.sh's output directory).
-    pub vm_image: PathBuf,
-    /// QEMU's accelerator for `vms` (`tcg` works anywhere; `kvm` where KVM works) and a
-    /// hugetlbfs mount to back guest memory with (None: ordinary shared memory).
-    pub vm_accel: String,
-    pub vm_memory_path: Option<PathBuf>,
+    /// Nodes that run in a QEMU virtual machine each, and how.
+    pub vms: Vms,
     /// Learners keep a journal (`learner.journal`) ...
     pub journal: bool,
     /// ... of at most this many MiB (`learner.retention_mb`; 0: no bound) ...
@@ -143,10 +135,7 @@ impl Default for LayoutSpec {
             dpdk_nodes: Vec::new(),
             virtio: false,
             dpdk_hugepages: false,
-            vms: Vec::new(),
-            vm_image: PathBuf::from("vm/.build"),
-            vm_accel: "tcg".into(),
-            vm_memory_path: None,
+            vms: Vms::default(),
             journal: true,
             journal_retention_mb: crate::journal::LearnerConfig::default().retention_mb,
             snapshot_every: crate::journal::LearnerConfig::default().snapshot_every,
@@ -229,12 +218,33 @@ pub struct Testbed {
     /// The vhost-user sockets of the software switch the virtio_user nodes attach to (none:
     /// no switch). `start_vswitch` runs it; it must be up before those nodes start.
     pub vswitch_sockets: Vec<PathBuf>,
-    /// Nodes that run in a VM each (`ethpaxos vm`), the guest image they boot, QEMU's
-    /// accelerator and guest memory's hugetlbfs mount.
-    pub vms: Vec<u16>,
-    pub vm_image: PathBuf,
-    pub vm_accel: String,
-    pub vm_memory_path: Option<PathBuf>,
+    /// Nodes that run in a VM each (none for configs given as files).
+    pub vms: Vms,
+}
+
+/// The nodes of a testbed that run inside a QEMU virtual machine each (`ethpaxos vm`): DPDK's
+/// virtio PMD in the guest on a virtio-net NIC attached to a vhost-user port of the testbed's
+/// switch, the node's store on the VM's disk.
+#[derive(Clone, Debug)]
+pub struct Vms {
+    pub nodes: Vec<u16>,
+    /// The guest image (vm/build-image.sh's output directory).
+    pub image: PathBuf,
+    /// QEMU's accelerator: `tcg` works anywhere, `kvm` where KVM works.
+    pub accel: String,
+    /// A hugetlbfs mount to back guest memory with (None: ordinary shared memory).
+    pub memory_path: Option<PathBuf>,
+}
+
+impl Default for Vms {
+    fn default() -> Self {
+        Vms {
+            nodes: Vec::new(),
+            image: PathBuf::from("vm/.build"),
+            accel: "tcg".into(),
+            memory_path: None,
+        }
+    }
 }
 
 /// Node `cfg`'s veth: `iface` in its namespace with its MAC (and UDP address), `hub_link` on
@@ -438,7 +448,7 @@ pub fn layout_configs(spec: &LayoutSpec, key_file: Option<PathBuf>, dir: &Path) 
             if me.plays(Role::Acceptor) {
                 storage.fsync_policy = spec.policy;
             }
-            let in_vm = spec.vms.contains(&me.id);
+            let in_vm = spec.vms.nodes.contains(&me.id);
             let on_dpdk =
                 spec.transport == TransportKind::Dpdk || spec.dpdk_nodes.contains(&me.id) || in_vm;
             NodeConfig {
@@ -542,14 +552,9 @@ fn vm_socket(dir: &Path, id: u16) -> PathBuf {
 }
 
 fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
-    let (vms, vm_image, vm_accel, vm_memory_path) = match &spec.nodes {
-        Nodes::Layout(l) => (
-            l.vms.clone(),
-            l.vm_image.clone(),
-            l.vm_accel.clone(),
-            l.vm_memory_path.clone(),
-        ),
-        Nodes::Configs(_) => (Vec::new(), PathBuf::new(), String::new(), None),
+    let vms = match &spec.nodes {
+        Nodes::Layout(l) => l.vms.clone(),
+        Nodes::Configs(_) => Vms::default(),
     };
     let configs = match &spec.nodes {
         Nodes::Layout(layout) => {
@@ -591,22 +596,19 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         &["link", "add", "br0", "type", "bridge", "stp_state", "0"],
     )?;
     ip(hub, &["link", "set", "br0", "up"])?;
-    for id in &vms {
-        if !configs.iter().any(|c| c.node_id == *id) {
-            return Err(TestbedError::Configs(format!(
+    for id in &vms.nodes {
+        let cfg = configs.iter().find(|c| c.node_id == *id).ok_or_else(|| {
+            TestbedError::Configs(format!(
                 "--vms names node {id}, which the layout does not have"
-            )));
-        }
-        crate::vm::guest_config(
-            configs.iter().find(|c| c.node_id == *id).expect("checked"),
-            crate::vm::DEFAULT_MEMORY_MB,
-        )
-        .map_err(|e| TestbedError::Configs(e.to_string()))?;
+            ))
+        })?;
+        crate::vm::guest_config(cfg, crate::vm::DEFAULT_MEMORY_MB)
+            .map_err(|e| TestbedError::Configs(e.to_string()))?;
     }
     let vswitch_sockets: Vec<PathBuf> = configs
         .iter()
         .filter_map(virtio_socket)
-        .chain(vms.iter().map(|id| vm_socket(&spec.dir, *id)))
+        .chain(vms.nodes.iter().map(|id| vm_socket(&spec.dir, *id)))
         .collect();
     if !vswitch_sockets.is_empty() {
         for s in &vswitch_sockets {
@@ -644,7 +646,7 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         ip(&ns, &["link", "set", "lo", "up"])?;
         // A node on virtio_user reaches the others through the switch: a veth with its MAC
         // on the bridge as well would draw its frames away (the kernel sends from it).
-        let hub_link = if virtio_socket(&cfg).is_some() || vms.contains(&id) {
+        let hub_link = if virtio_socket(&cfg).is_some() || vms.nodes.contains(&id) {
             String::new()
         } else {
             veth(&ns, hub, &iface, &hub_link, &cfg)?;
@@ -671,9 +673,6 @@ fn build(spec: &Spec, hub: &str) -> Result<Testbed, TestbedError> {
         nodes,
         vswitch_sockets,
         vms,
-        vm_image,
-        vm_accel,
-        vm_memory_path,
     })
 }
 
@@ -689,21 +688,22 @@ impl Testbed {
             stderr: "no such node in this testbed".into(),
         })?;
         let (socket, vm_dir) = (vm_socket(&self.dir, id), self.dir.join(format!("vm-{id}")));
-        let args: Vec<&OsStr> = if self.vms.contains(&id) {
+        let vms = &self.vms;
+        let args: Vec<&OsStr> = if vms.nodes.contains(&id) {
             let mut a = vec![
                 OsStr::new("vm"),
                 OsStr::new("--config"),
                 node.config.as_os_str(),
                 OsStr::new("--image"),
-                self.vm_image.as_os_str(),
+                vms.image.as_os_str(),
                 OsStr::new("--socket"),
                 socket.as_os_str(),
                 OsStr::new("--dir"),
                 vm_dir.as_os_str(),
                 OsStr::new("--accel"),
-                OsStr::new(&self.vm_accel),
+                OsStr::new(&vms.accel),
             ];
-            if let Some(m) = &self.vm_memory_path {
+            if let Some(m) = &vms.memory_path {
                 a.extend([OsStr::new("--memory-path"), m.as_os_str()]);
             }
             a
