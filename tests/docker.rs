@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::wait_until;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,18 +55,6 @@ fn run(cmd: &str, args: &[&str], env: &[(&str, &str)], within: Duration) -> Resu
 /// `docker args`, waiting at most `secs` seconds.
 fn docker(args: &[&str], secs: u64) -> Result<String, String> {
     run("docker", args, &[], Duration::from_secs(secs))
-}
-
-/// Waits (up to `within`) for `ok`; Err names `what`.
-fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        if Instant::now() > deadline {
-            return Err(format!("{what}: not within {within:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }
 
 /// What the test started or changed, undone when dropped, pass or fail.

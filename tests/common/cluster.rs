@@ -135,12 +135,8 @@ impl<P: Placement> ProcCluster<P> {
     /// Waits (bounded by `patience`) until `ready` holds of the cluster (its nodes' summaries,
     /// typically); panics naming `what` otherwise.
     pub fn wait_until(&self, what: &str, ready: &dyn Fn(&Self) -> bool) {
-        let deadline = Instant::now() + self.patience;
-        while !ready(self) {
-            if Instant::now() > deadline {
-                panic!("timed out waiting until {what}{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = super::wait_until(what, self.patience, || ready(self)) {
+            panic!("{e}{}", self.logs());
         }
     }
 

@@ -145,6 +145,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (up to `within`, looking every 50 ms) until `ready` holds; Err names `what`.
+pub fn wait_until(
+    what: &str,
+    within: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting until {what} ({within:?})"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Waits (up to `within`) until `acked` has `more` lines beyond what it has now; Err says
 /// `why` and how far it got.
 pub fn wait_for_acks(acked: &Path, more: usize, within: Duration, why: &str) -> Result<(), String> {
